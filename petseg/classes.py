@@ -1,0 +1,18 @@
+"""The three classes, their names and their colours: one definition used everywhere.
+
+Class ids are the Oxford-IIIT Pet trimap values minus one (the dataset README: 1 pet, 2 background, 3 border).
+
+>>> from petseg.classes import CLASS_NAMES, PALETTE
+>>> CLASS_NAMES[0], PALETTE[0]
+('pet', (255, 127, 14))
+"""
+
+PET = 0
+BACKGROUND = 1
+BORDER = 2
+
+CLASS_NAMES: tuple[str, ...] = ("pet", "background", "border")
+NUM_CLASSES = len(CLASS_NAMES)
+
+# RGB colours: a warm orange pet, a muted blue background, a bright yellow border.
+PALETTE: tuple[tuple[int, int, int], ...] = ((255, 127, 14), (31, 119, 180), (255, 221, 51))
