@@ -1,0 +1,223 @@
+"""Decode user uploads into upright RGB photos, safely.
+
+`load_photo` is the one entry point: it accepts a path, raw bytes, a PIL image or a numpy array
+and returns a C-contiguous ``uint8`` array shaped ``(height, width, 3)``. Anything it cannot use
+raises `PhotoError`, whose message is a short sentence that can be shown to a user as is.
+
+>>> import numpy as np
+>>> from petseg.photos import describe_photo, load_photo
+>>> photo = load_photo(np.zeros((375, 500), dtype=np.uint8))
+>>> photo.shape, photo.dtype
+((375, 500, 3), dtype('uint8'))
+>>> describe_photo(photo)
+'500x375 px'
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+# Larger photos are refused before decoding: 40 megapixels is about 120 MB as RGB.
+MAX_PIXELS = 40_000_000
+
+# Smaller photos are refused: they hold too little to segment.
+MIN_SIDE = 8
+
+PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+NOT_AN_IMAGE_MESSAGE = (
+    "This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or TIFF photo."
+)
+DAMAGED_MESSAGE = "The image data is truncated or damaged; please upload the file again."
+EMPTY_MESSAGE = "The file is empty (0 bytes); please upload the photo again."
+
+# Errors that Pillow's decoders raise on broken or truncated data.
+DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+
+
+class PhotoError(ValueError):
+    """A photo that cannot be used; the message is a short sentence fit to show to a user."""
+
+
+def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Return ``source`` as an upright, C-contiguous RGB ``uint8`` array shaped ``(height, width, 3)``.
+
+    Args:
+        source: A file path, the bytes of an image file, a PIL image, or a numpy array shaped
+            HxW, HxWx1, HxWx3 or HxWx4 with dtype ``uint8``, ``uint16``, ``bool`` or float in [0, 1].
+        max_pixels: Photos with more pixels than this are refused; for files the size is read from
+            the header before any pixel data is decoded.
+
+    Files are decoded with Pillow: the EXIF orientation is applied, 16-bit images are scaled to
+    8 bits, grayscale, palette and CMYK images are converted to RGB, transparent pixels are
+    composited onto white, and animated images give their first frame.
+
+    Raises:
+        PhotoError: The source is missing, empty, not an image, damaged, too small or too large.
+
+    >>> try:
+    ...     load_photo(b"hello")
+    ... except PhotoError as error:
+    ...     print(error)
+    This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or TIFF photo.
+    """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < MIN_SIDE * MIN_SIDE:
+        raise ValueError(f"max_pixels must be an integer of at least {MIN_SIDE * MIN_SIDE}, got {max_pixels!r}.")
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, max_pixels)
+    if isinstance(source, Image.Image):
+        return _image_to_rgb(source, max_pixels)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise PhotoError(EMPTY_MESSAGE)
+        return _decode(io.BytesIO(source), max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        return _decode_file(Path(source), max_pixels)
+    raise PhotoError(f"Cannot read a photo from a {type(source).__name__}.")
+
+
+def describe_photo(array: np.ndarray) -> str:
+    """Return the size of an image array as ``"<width>x<height> px"``.
+
+    >>> import numpy as np
+    >>> describe_photo(np.zeros((375, 500, 3), dtype=np.uint8))
+    '500x375 px'
+    """
+    if not isinstance(array, np.ndarray) or array.ndim < 2:
+        raise ValueError(f"Expected an image array with at least 2 dimensions, got {type(array).__name__}.")
+    height, width = array.shape[:2]
+    return f"{width}x{height} px"
+
+
+def _decode_file(path: Path, max_pixels: int) -> np.ndarray:
+    """Decode an image file; messages name the file but never its folder."""
+    name = path.name or "the photo"
+    if path.is_dir():
+        raise PhotoError(f"{name} is a folder, not a photo.")
+    if not path.is_file():
+        raise PhotoError(f"File not found: {name}. Please upload the photo again.")
+    try:
+        with path.open("rb") as file:
+            if os.fstat(file.fileno()).st_size == 0:
+                raise PhotoError(EMPTY_MESSAGE)
+            return _decode(file, max_pixels)
+    except PhotoError:
+        raise
+    except OSError as error:
+        raise PhotoError(f"The file {name} could not be read.") from error
+
+
+def _decode(file: BinaryIO, max_pixels: int) -> np.ndarray:
+    """Decode an open image file; Pillow only reads the header until `_image_to_rgb` checks the size."""
+    try:
+        image = Image.open(file)
+    except UnidentifiedImageError as error:
+        raise PhotoError(NOT_AN_IMAGE_MESSAGE) from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow's own limit; the warning only arrives here when warnings are turned into errors.
+        raise PhotoError(f"The photo is too large to process safely; the limit is {max_pixels:,} pixels.") from error
+    except DECODING_ERRORS as error:
+        raise PhotoError(DAMAGED_MESSAGE) from error
+    with image:
+        return _image_to_rgb(image, max_pixels)
+
+
+def _image_to_rgb(image: Image.Image, max_pixels: int) -> np.ndarray:
+    """Check the size, decode the pixels and convert a PIL image to an upright RGB array."""
+    _check_size(*image.size, max_pixels)
+    try:
+        image.load()
+    except DECODING_ERRORS as error:
+        raise PhotoError(DAMAGED_MESSAGE) from error
+    image = _upright(image)
+    if image.mode.startswith("I"):
+        # 16-bit images ("I;16" and friends, or "I" as older Pillow decodes 16-bit PNG) use 0..65535.
+        return _array_to_rgb(np.clip(np.asarray(image), 0, 65535).astype(np.uint16), max_pixels)
+    if image.mode == "F":
+        return _array_to_rgb(np.asarray(image), max_pixels)
+    try:
+        if image.has_transparency_data:
+            # The array path composites RGBA onto white.
+            return _array_to_rgb(np.asarray(image.convert("RGBA")), max_pixels)
+        return _array_to_rgb(np.asarray(image.convert("RGB")), max_pixels)
+    except ValueError as error:
+        raise PhotoError(f"Photos in the {image.mode} colour mode are not supported.") from error
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation, so the photo is the right way up."""
+    try:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+            return image
+        return ImageOps.exif_transpose(image)
+    except (*DECODING_ERRORS, KeyError, TypeError):
+        # Broken EXIF data says nothing reliable about orientation: keep the pixels as stored.
+        return image
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    """Refuse photos with too many pixels or a side shorter than `MIN_SIDE`."""
+    if width * height > max_pixels:
+        raise PhotoError(
+            f"The photo is {width}x{height} px ({width * height:,} pixels), which is too large; "
+            f"the limit is {max_pixels:,} pixels."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise PhotoError(
+            f"The photo is {width}x{height} px, which is too small; it must be at least {MIN_SIDE} px on each side."
+        )
+
+
+def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Convert an HxW, HxWx1, HxWx3 or HxWx4 array to a new RGB ``uint8`` array."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise PhotoError(f"Expected an image shaped HxW, HxWx1, HxWx3 or HxWx4, got an array shaped {array.shape}.")
+    height, width = array.shape[:2]
+    _check_size(width, height, max_pixels)
+    pixels = _to_uint8(array)
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    elif pixels.shape[2] == 4:
+        pixels = _composite_on_white(pixels)
+    # Always a fresh array: callers may modify it without touching the source.
+    return np.array(pixels, dtype=np.uint8, order="C", copy=True)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Map bool, uint8, uint16, float in [0, 1] and small integers to ``uint8``."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        # Round to nearest: 65535 -> 255, 257 -> 1.
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise PhotoError("The image contains invalid (NaN or infinite) values.")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise PhotoError(f"Float images must hold values between 0 and 1, got values from {low:g} to {high:g}.")
+        return np.rint(array.astype(np.float32) * 255.0).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise PhotoError(f"Integer images must hold values between 0 and 255, got values from {low} to {high}.")
+        return array.astype(np.uint8)
+    raise PhotoError(f"Images of data type {array.dtype} are not supported.")
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """Blend an RGBA ``uint8`` array onto a white background, dropping the alpha channel."""
+    alpha = rgba[:, :, 3:4].astype(np.float32) / 255.0
+    blended = rgba[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+    return np.rint(blended).astype(np.uint8)
