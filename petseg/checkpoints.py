@@ -1,0 +1,280 @@
+"""The checkpoint registry: ``weights/<name>.keras`` plus its ``<name>.json`` sidecar.
+
+Checkpoints hold float16 weights (half the size, no optimizer state) and load as float32 models. Every read is
+confined to the weights folder, every write is atomic (a temporary file in the same folder, then a rename), and a
+corrupt or incompatible file is reported as unavailable with a reason instead of crashing the caller.
+
+>>> import tempfile
+>>> list_checkpoints(tempfile.mkdtemp())
+[]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from petseg.classes import CLASS_NAMES
+
+DEFAULT_WEIGHTS_DIR = Path(os.environ.get("PETSEG_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+CHECKPOINT_SUFFIX = ".keras"
+SIDECAR_SUFFIX = ".json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+REQUIRED_SIDECAR_KEYS = ("preset", "image_size", "classes")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, outside the weights folder, corrupt or incompatible; the message says which."""
+
+
+@dataclasses.dataclass
+class CheckpointInfo:
+    """What the registry knows about one checkpoint without loading it."""
+
+    name: str
+    path: Path
+    sidecar: dict[str, Any]
+    available: bool
+    reason: str = ""
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def describe(self) -> str:
+        """One line for dropdowns and logs, e.g. "finetune: finetune, 40 epochs, 128 px, mIoU 0.812"."""
+        if not self.available:
+            return f"{self.name}: unavailable ({self.reason})"
+        details = [str(self.sidecar.get("preset", "?")), f"{self.sidecar.get('epochs', '?')} epochs",
+                   f"{self.sidecar.get('image_size', '?')} px"]
+        test_metrics = headline_metrics(self.sidecar)
+        if test_metrics:
+            split, metrics = test_metrics
+            details.append(f"mIoU {metrics['mean_iou']:.3f} on {split}")
+        return f"{self.name}: " + ", ".join(details)
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """A float32 Keras model ready for inference, with its sidecar."""
+
+    name: str
+    path: Path
+    sidecar: dict[str, Any]
+    model: Any  # keras.Model
+
+    @property
+    def image_size(self) -> int:
+        return int(self.sidecar["image_size"])
+
+
+def headline_metrics(sidecar: dict) -> tuple[str, dict] | None:
+    """The metrics to show for a checkpoint: a test split if it was evaluated on one, else validation."""
+    metrics = sidecar.get("metrics") or {}
+    for split in sorted(metrics, key=lambda key: (not key.endswith("test"), key)):
+        if isinstance(metrics[split], dict) and "mean_iou" in metrics[split]:
+            return split, metrics[split]
+    return None
+
+
+def checkpoint_path(name: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """Return the path of checkpoint ``name``, refusing anything that would leave the weights folder.
+
+    Names with path separators or "..", absolute paths, and symlinks pointing outside are refused.
+    """
+    weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR).resolve()
+    if name.endswith(CHECKPOINT_SUFFIX):
+        name = name[: -len(CHECKPOINT_SUFFIX)]
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise CheckpointError(f"Refused checkpoint name {name!r}: use letters, digits, '.', '_' and '-' only.")
+    path = weights_dir / f"{name}{CHECKPOINT_SUFFIX}"
+    if path.resolve().parent != weights_dir:
+        raise CheckpointError(f"Refused checkpoint {name!r}: it points outside the weights folder.")
+    return path
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """Read the JSON sidecar beside a checkpoint file (``x.keras`` -> ``x.json``)."""
+    sidecar_path = Path(path).with_suffix(SIDECAR_SUFFIX)
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+    except FileNotFoundError as error:
+        raise CheckpointError(f"sidecar {sidecar_path.name} is missing") from error
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"sidecar {sidecar_path.name} is not valid JSON") from error
+    if not isinstance(sidecar, dict):
+        raise CheckpointError(f"sidecar {sidecar_path.name} is not a JSON object")
+    return sidecar
+
+
+def check_checkpoint_file(path: Path) -> dict[str, Any]:
+    """Cheaply validate a checkpoint without building its model; return its sidecar or raise ``CheckpointError``."""
+    if not path.is_file():
+        raise CheckpointError("file not found")
+    sidecar = read_sidecar(path)
+    missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]
+    if missing:
+        raise CheckpointError(f"sidecar lacks {', '.join(missing)}")
+    if list(sidecar["classes"]) != list(CLASS_NAMES):
+        raise CheckpointError(f"incompatible classes {sidecar['classes']} (this app uses {list(CLASS_NAMES)})")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.testzip() is not None or "config.json" not in archive.namelist():
+                raise CheckpointError("corrupt file (damaged archive)")
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise CheckpointError("corrupt file (not a Keras archive)") from error
+    return sidecar
+
+
+def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[CheckpointInfo]:
+    """List every ``*.keras`` in the weights folder, best test mIoU first; broken ones come last with a reason."""
+    weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR)
+    if not weights_dir.is_dir():
+        return []
+    checkpoints = []
+    for path in sorted(weights_dir.glob(f"*{CHECKPOINT_SUFFIX}")):
+        name = path.stem
+        if name.startswith("."):
+            continue  # A temporary file of a write in progress.
+        try:
+            checkpoint_path(name, weights_dir)
+            sidecar = check_checkpoint_file(path)
+            checkpoints.append(CheckpointInfo(name, path, sidecar, True))
+        except CheckpointError as error:
+            checkpoints.append(CheckpointInfo(name, path, {}, False, str(error)))
+
+    def rank(info: CheckpointInfo) -> tuple:
+        headline = headline_metrics(info.sidecar)
+        return (not info.available, -(headline[1]["mean_iou"] if headline else -1.0), info.name)
+
+    return sorted(checkpoints, key=rank)
+
+
+def default_checkpoint(weights_dir: str | os.PathLike | None = None) -> str | None:
+    """The name of the best available checkpoint, or None when there is none."""
+    available = [info for info in list_checkpoints(weights_dir) if info.available]
+    return available[0].name if available else None
+
+
+def model_with_dtype(model, dtype: str):
+    """Rebuild a functional Keras model with every layer's dtype policy set to ``dtype`` and its weights cast."""
+    import keras
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+                return {**node, "config": {**node.get("config", {}), "name": dtype}}
+            return {key: rewrite(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        return node
+
+    rebuilt = keras.Model.from_config(rewrite(model.get_config()))
+    rebuilt.set_weights([weight.astype(dtype) for weight in model.get_weights()])
+    return rebuilt
+
+
+_cache: dict[tuple, LoadedCheckpoint] = {}
+_cache_lock = threading.Lock()
+
+
+def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> LoadedCheckpoint:
+    """Load checkpoint ``name`` from the weights folder as a float32 model, once; later calls return the cache.
+
+    Raises ``CheckpointError`` with a readable reason for a refused name or a missing, corrupt or incompatible file.
+    """
+    path = checkpoint_path(name, weights_dir)
+    sidecar = _check_or_raise(path)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = LoadedCheckpoint(path.stem, path, sidecar, _load_float32_model(path, sidecar))
+        return _cache[key]
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> LoadedCheckpoint:
+    """Load a checkpoint given by file path (for CLIs); the same rules apply inside its folder."""
+    path = Path(path)
+    return load_checkpoint(path.name, path.parent)
+
+
+def _check_or_raise(path: Path) -> dict:
+    try:
+        return check_checkpoint_file(path)
+    except CheckpointError as error:
+        raise CheckpointError(f"Checkpoint {path.stem} is unavailable: {error}.") from None
+
+
+def _load_float32_model(path: Path, sidecar: dict):
+    import keras
+
+    try:
+        stored = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged or foreign file.
+        raise CheckpointError(f"Checkpoint {path.stem} is unavailable: Keras could not load it "
+                              f"({type(error).__name__}).") from error
+    size = int(sidecar["image_size"])
+    if tuple(stored.input_shape[1:]) != (size, size, 3) or stored.output_shape[-1] != len(CLASS_NAMES):
+        raise CheckpointError(f"Checkpoint {path.stem} is unavailable: its model takes {stored.input_shape} and "
+                              f"returns {stored.output_shape}, not what its sidecar describes.")
+    return model_with_dtype(stored, "float32") if stored.weights and stored.weights[0].dtype != "float32" else stored
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_sidecar(path: str | os.PathLike, sidecar: dict) -> None:
+    """Atomically write the sidecar beside checkpoint ``path``."""
+    atomic_write_bytes(Path(path).with_suffix(SIDECAR_SUFFIX), (json.dumps(sidecar, indent=2) + "\n").encode())
+
+
+def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
+    """Save ``model`` with float16 weights and no optimizer state to ``path`` (a .keras file), then its sidecar.
+
+    Both writes are atomic: a reader sees the old checkpoint or the new one, never half of one.
+    """
+    path = Path(path)
+    if path.suffix != CHECKPOINT_SUFFIX:
+        raise ValueError(f"checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=CHECKPOINT_SUFFIX, dir=path.parent)
+    os.close(descriptor)
+    try:
+        model_with_dtype(model, "float16").save(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    write_sidecar(path, {**sidecar, "size_bytes": path.stat().st_size})
+    return path
+
+
+def store_metrics(path: str | os.PathLike, split: str, metrics: dict) -> dict:
+    """Merge ``metrics`` for ``split`` into the checkpoint's sidecar (atomically) and return the new sidecar."""
+    sidecar = read_sidecar(path)
+    sidecar.setdefault("metrics", {})[split] = metrics
+    write_sidecar(path, sidecar)
+    return sidecar

@@ -1,0 +1,345 @@
+"""Data: Oxford-IIIT Pet from tfds or from a local folder in the official layout, as ``tf.data`` pipelines.
+
+Both sources yield the same examples: a uint8 RGB photo and a uint8 mask of class ids (trimap value minus one,
+see ``petseg.classes``). Training decodes every photo once, resizes it once, and keeps the resized arrays in
+memory; each epoch then only augments, batches and prefetches.
+
+>>> from petseg.synthetic import make_synthetic_pets
+>>> import tempfile
+>>> root = make_synthetic_pets(tempfile.mkdtemp(), trainval_count=6, test_count=2)
+>>> data = make_training_data(root, image_size=64, batch_size=2)
+>>> data.counts["train"], data.counts["validation"]
+(5, 1)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from petseg.classes import BORDER, NUM_CLASSES
+
+AUTOTUNE = tf.data.AUTOTUNE
+SPLITS = ("trainval", "test")
+# The tfds builder calls the official trainval list "train".
+TFDS_SPLITS = {"trainval": "train", "test": "test"}
+LOGGER = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The data source is missing or not in the expected layout; the message says what to fix."""
+
+
+@dataclasses.dataclass
+class Example:
+    """One photo at its original size with its mask of class ids."""
+
+    name: str
+    image: np.ndarray  # (height, width, 3) uint8
+    mask: np.ndarray  # (height, width) uint8, values 0..NUM_CLASSES-1
+
+
+@dataclasses.dataclass
+class ResizedExamples:
+    """Photos and masks resized to one square size, stacked for ``tf.data.Dataset.from_tensor_slices``."""
+
+    names: list[str]
+    images: np.ndarray  # (count, size, size, 3) uint8
+    masks: np.ndarray  # (count, size, size, 1) uint8
+    skipped: list[tuple[str, str]]  # (name, reason) for each example that could not be read
+
+    def take(self, indices: np.ndarray) -> "ResizedExamples":
+        return ResizedExamples([self.names[i] for i in indices], self.images[indices], self.masks[indices], [])
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """What training needs: batched train and validation datasets, a few fixed samples, and counts."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    sample_images: np.ndarray  # (samples, size, size, 3) float32 in [0, 1]
+    sample_masks: np.ndarray  # (samples, size, size) uint8
+    counts: dict[str, int]
+    source: str
+    steps_per_epoch: int
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared transforms.
+
+
+def trimap_to_classes(trimap: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2.
+
+    Any other value (tfds' mock data draws 0..255) becomes border, the "uncertain" class, so masks stay valid.
+    """
+    trimap = tf.cast(trimap, tf.int32)
+    valid = (trimap >= 1) & (trimap <= NUM_CLASSES)
+    return tf.cast(tf.where(valid, trimap - 1, BORDER), tf.uint8)
+
+
+def resize_image(image: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
+    """Resize a uint8 or [0, 1] float image (or batch) to ``size`` with antialiased bilinear; return float [0, 1].
+
+    Training, evaluation and the app all resize photos with this function, so they see the same pixels.
+    """
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if image.dtype == tf.uint8:
+        image = tf.cast(image, tf.float32) / 255.0
+    return tf.clip_by_value(tf.image.resize(image, size, method="bilinear", antialias=True), 0.0, 1.0)
+
+
+def resize_mask(mask: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
+    """Resize a mask of class ids (height, width, 1) with nearest neighbour, so no new label values appear."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return tf.cast(tf.image.resize(mask, size, method="nearest"), mask.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources: each yields ``Example`` objects at the photo's original size.
+
+
+def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
+    """Read the photo names of ``split`` ("trainval" or "test") from ``annotations/<split>.txt``."""
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    root = Path(data_dir)
+    list_path = root / "annotations" / f"{split}.txt"
+    if not root.is_dir():
+        raise DataError(f"Data folder not found: {root}. Give a folder in the Oxford-IIIT Pet layout, or omit it "
+                        "to use tfds.")
+    if not list_path.is_file():
+        raise DataError(f"{list_path} is missing: a data folder needs images/*.jpg, annotations/trimaps/*.png, "
+                        "annotations/trainval.txt and annotations/test.txt (the official Oxford-IIIT Pet layout).")
+    names = []
+    for line in list_path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.append(line.split()[0])
+    return names
+
+
+def decode_photo_file(path: Path) -> np.ndarray:
+    """Decode a photo by its content (the real set hides a GIF and an RGBA PNG behind .jpg names) to RGB uint8."""
+    with Image.open(path) as image:
+        image.seek(0)
+        return np.asarray(image.convert("RGB"))
+
+
+def read_folder_example(data_dir: str | os.PathLike, name: str) -> Example:
+    """Read one photo and its trimap from an official-layout folder; raises ``OSError``/``ValueError`` if unreadable."""
+    root = Path(data_dir)
+    image = decode_photo_file(root / "images" / f"{name}.jpg")
+    with Image.open(root / "annotations" / "trimaps" / f"{name}.png") as trimap_file:
+        trimap = np.asarray(trimap_file)
+    if trimap.ndim != 2 or trimap.shape != image.shape[:2]:
+        raise ValueError(f"trimap shape {trimap.shape} does not match photo shape {image.shape[:2]}")
+    return Example(name, image, trimap_to_classes(trimap).numpy())
+
+
+def iterate_folder_split(data_dir: str | os.PathLike, split: str, skipped: list | None = None) -> Iterator[Example]:
+    """Yield every readable example of ``split``; unreadable ones are logged and appended to ``skipped``."""
+    for name in read_split_names(data_dir, split):
+        try:
+            yield read_folder_example(data_dir, name)
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            LOGGER.warning("Skipping %s: %s", name, error)
+            if skipped is not None:
+                skipped.append((name, str(error)))
+
+
+def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
+    """Load Oxford-IIIT Pet from tfds (downloads about 800 MB on first use) as a dataset of feature dicts."""
+    import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
+
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    try:
+        return tfds.load("oxford_iiit_pet", split=TFDS_SPLITS[split], data_dir=tfds_data_dir, download=download,
+                         shuffle_files=False)
+    except Exception as error:  # tfds raises many types for a failed download; all mean the same to a user.
+        raise DataError(
+            f"Could not load oxford_iiit_pet from tfds ({type(error).__name__}: {error}). tfds needs internet on "
+            "first use; offline, pass --data-dir with a folder in the official Oxford-IIIT Pet layout."
+        ) from error
+
+
+def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: list | None = None
+                       ) -> Iterator[Example]:
+    """Yield every example of a tfds split at its original size."""
+    dataset = load_tfds_split(split, tfds_data_dir)
+    for index, features in enumerate(dataset.as_numpy_iterator()):
+        name = features.get("file_name", f"{split}_{index}".encode())
+        name = Path(name.decode() if isinstance(name, bytes) else str(name)).stem
+        image = np.asarray(features["image"], dtype=np.uint8)
+        mask = np.asarray(features["segmentation_mask"])
+        if image.ndim != 3 or image.shape[-1] != 3 or mask.shape[:2] != image.shape[:2]:
+            if skipped is not None:
+                skipped.append((name, f"unexpected shapes {image.shape} and {mask.shape}"))
+            continue
+        yield Example(name, image, trimap_to_classes(mask.reshape(mask.shape[:2])).numpy())
+
+
+def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list | None = None,
+                  tfds_data_dir: str | None = None) -> Iterator[Example]:
+    """Yield the examples of ``split`` from a local folder, or from tfds when ``data_dir`` is None."""
+    if data_dir is None:
+        return iterate_tfds_split(split, tfds_data_dir, skipped)
+    read_split_names(data_dir, split)  # Fail early and clearly on a bad folder.
+    return iterate_folder_split(data_dir, split, skipped)
+
+
+def describe_source(data_dir: str | os.PathLike | None) -> str:
+    """A short label for the sidecar: "tfds:oxford_iiit_pet" or "folder:<name>"."""
+    return "tfds:oxford_iiit_pet" if data_dir is None else f"folder:{Path(data_dir).resolve().name}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decode once, resize once.
+
+
+def resize_example(example: Example, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize one example to a square ``size``: the photo antialiased bilinear, the mask nearest neighbour."""
+    image = resize_image(tf.convert_to_tensor(example.image), size)
+    mask = resize_mask(tf.convert_to_tensor(example.mask[..., None]), size)
+    return np.round(image.numpy() * 255).astype(np.uint8), mask.numpy()
+
+
+def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds_data_dir: str | None = None,
+                 workers: int = 4) -> ResizedExamples:
+    """Decode every example of ``split`` once and resize it to ``size``, in a small thread pool."""
+    skipped: list[tuple[str, str]] = []
+    names, images, masks = [], [], []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        examples = iterate_split(data_dir, split, skipped, tfds_data_dir)
+        for example, (image, mask) in zip_with_results(examples, lambda ex: resize_example(ex, size), pool):
+            names.append(example.name)
+            images.append(image)
+            masks.append(mask)
+    if not names:
+        raise DataError(f"No readable examples in the {split} split of {describe_source(data_dir)} "
+                        f"({len(skipped)} skipped).")
+    return ResizedExamples(names, np.stack(images), np.stack(masks), skipped)
+
+
+def zip_with_results(items: Iterator, function, pool: concurrent.futures.Executor, window: int = 16):
+    """Yield ``(item, function(item))`` in order, computing up to ``window`` results ahead in ``pool``."""
+    pending: list = []
+    for item in items:
+        pending.append((item, pool.submit(function, item)))
+        if len(pending) >= window:
+            first, future = pending.pop(0)
+            yield first, future.result()
+    for item, future in pending:
+        yield item, future.result()
+
+
+def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarray:
+    """Pick ``ceil(fraction * count)`` (at least one) validation examples by a seeded hash of their names.
+
+    The choice depends only on the names and the seed, not on their order, so it is the same for every source.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be between 0 and 1, got {fraction}.")
+    if len(names) < 2:
+        raise DataError(f"Need at least 2 trainval examples to carve a validation split, got {len(names)}.")
+    keys = [hashlib.sha256(f"{seed}:{name}".encode()).hexdigest() for name in names]
+    count = min(len(names) - 1, max(1, int(np.ceil(fraction * len(names)))))
+    return np.sort(np.argsort(keys)[:count])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation and pipelines.
+
+
+def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
+            ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.
+
+    "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop
+    (one box for both), the flip, and colour jitter on the photo alone.
+    """
+    if augmentation not in ("none", "flip", "strong"):
+        raise ValueError(f"Unknown augmentation {augmentation!r}; choose none, flip or strong.")
+    if augmentation == "strong":
+        cached_size = tf.shape(image)[0]
+        scale = tf.random.uniform((), 0.6, 1.0)
+        aspect = tf.random.uniform((), 0.8, 1.25)
+        crop_height = tf.cast(tf.minimum(1.0, scale * tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
+        crop_width = tf.cast(tf.minimum(1.0, scale / tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
+        top = tf.random.uniform((), 0, cached_size - crop_height + 1, dtype=tf.int32)
+        left = tf.random.uniform((), 0, cached_size - crop_width + 1, dtype=tf.int32)
+        image = tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
+        mask = tf.image.crop_to_bounding_box(mask, top, left, crop_height, crop_width)
+    image = resize_image(image, image_size) if augmentation == "strong" or image.dtype == tf.uint8 else image
+    mask = resize_mask(mask, image_size)
+    if augmentation in ("flip", "strong"):
+        flip = tf.random.uniform(()) > 0.5
+        image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+        mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)
+    if augmentation == "strong":
+        image = tf.image.random_brightness(image, 0.15)
+        image = tf.image.random_contrast(image, 0.75, 1.25)
+        image = tf.image.random_saturation(image, 0.7, 1.3)
+        image = tf.image.random_hue(image, 0.04)
+        image = tf.clip_by_value(image, 0.0, 1.0)
+    return image, tf.cast(mask, tf.int32)
+
+
+def to_model_inputs(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Convert a cached uint8 example to (float [0, 1] image, int32 mask) without augmentation."""
+    return tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)
+
+
+def cache_size_for(image_size: int, augmentation: str) -> int:
+    """Strong augmentation crops, so it caches photos a quarter larger than the model's input."""
+    return int(round(image_size * 1.25)) if augmentation == "strong" else image_size
+
+
+def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
+                       augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
+                       sample_count: int = 3, tfds_data_dir: str | None = None) -> TrainingData:
+    """Build the train and validation pipelines from the trainval split; the test split is never touched here."""
+    cache_size = cache_size_for(image_size, augmentation)
+    examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)
+    validation_index = validation_indices(examples.names, validation_fraction, seed)
+    train_index = np.setdiff1d(np.arange(len(examples.names)), validation_index)
+    train, validation = examples.take(train_index), examples.take(validation_index)
+    if cache_size != image_size:
+        validation.images = np.round(resize_image(validation.images, image_size).numpy() * 255).astype(np.uint8)
+        validation.masks = resize_mask(tf.convert_to_tensor(validation.masks), image_size).numpy()
+
+    train_dataset = (
+        tf.data.Dataset.from_tensor_slices((train.images, train.masks))
+        .shuffle(len(train.names), seed=seed, reshuffle_each_iteration=True)
+        .map(lambda image, mask: augment(image, mask, image_size, augmentation), num_parallel_calls=AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(AUTOTUNE)
+    )
+    validation_dataset = (
+        tf.data.Dataset.from_tensor_slices((validation.images, validation.masks))
+        .map(to_model_inputs, num_parallel_calls=AUTOTUNE)
+        .batch(batch_size)
+        .cache()
+        .prefetch(AUTOTUNE)
+    )
+    samples = min(sample_count, len(validation.names))
+    return TrainingData(
+        train=train_dataset,
+        validation=validation_dataset,
+        sample_images=validation.images[:samples].astype(np.float32) / 255.0,
+        sample_masks=validation.masks[:samples, ..., 0],
+        counts={"train": len(train.names), "validation": len(validation.names), "skipped": len(examples.skipped)},
+        source=describe_source(data_dir),
+        steps_per_epoch=int(np.ceil(len(train.names) / batch_size)),
+    )

@@ -1,0 +1,200 @@
+"""The U-Net: a MobileNetV2 encoder, a decoder of pix2pix upsample blocks, and its presets.
+
+A preset names an architecture and its training recipe in one place (see ``PRESETS``); ``build_unet`` builds the
+architecture and ``petseg.training`` reads the recipe.
+
+>>> from petseg.model import build_unet
+>>> model = build_unet("tutorial", image_size=128, encoder_weights=None)
+>>> model.output_shape
+(None, 128, 128, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+from keras import layers
+
+from petseg.classes import NUM_CLASSES
+
+# The encoder's skip outputs, from the finest (64x64 at 128 px input) to the bottleneck (4x4).
+SKIP_LAYER_NAMES = (
+    "block_1_expand_relu",
+    "block_3_expand_relu",
+    "block_6_expand_relu",
+    "block_13_expand_relu",
+    "block_16_project",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """An architecture plus the recipe that trains it.
+
+    Attributes:
+        name: The preset's name, stored in each checkpoint's sidecar.
+        description: One sentence for the UI and the README.
+        decoder_filters: Filters of the four upsample blocks, coarse to fine.
+        decoder_dropout: Dropout rate inside each upsample block (0 disables it).
+        scale_inputs: Map [0, 1] inputs to the [-1, 1] range MobileNetV2 was trained on. The tutorial feeds [0, 1].
+        image_size: Default square input size in pixels.
+        epochs: Default number of epochs.
+        batch_size: Default batch size.
+        learning_rate: Adam learning rate for the frozen-encoder phase.
+        fine_tune_after: Epochs with a frozen encoder before the encoder's convolutions are unfrozen (None: never).
+        fine_tune_learning_rate: Adam learning rate once the encoder is unfrozen.
+        dice_weight: Weight of the soft Dice loss added to cross-entropy (0: cross-entropy alone).
+        augmentation: "flip" (the tutorial's) or "strong" (scale/crop, flip, colour jitter).
+    """
+
+    name: str
+    description: str
+    decoder_filters: tuple[int, int, int, int] = (512, 256, 128, 64)
+    decoder_dropout: float = 0.0
+    scale_inputs: bool = False
+    image_size: int = 128
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    fine_tune_after: int | None = None
+    fine_tune_learning_rate: float = 1e-4
+    dice_weight: float = 0.0
+    augmentation: str = "flip"
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            name="tutorial",
+            description="The TensorFlow tutorial's model and recipe: frozen encoder, 512/256/128/64 decoder.",
+        ),
+        Preset(
+            name="finetune",
+            description=(
+                "Scaled inputs, a lighter decoder, strong augmentation, cross-entropy + Dice, and the encoder "
+                "fine-tuned after a frozen warm-up."
+            ),
+            decoder_filters=(256, 128, 64, 32),
+            decoder_dropout=0.1,
+            scale_inputs=True,
+            epochs=40,
+            batch_size=32,
+            fine_tune_after=8,
+            dice_weight=1.0,
+            augmentation="strong",
+        ),
+    )
+}
+
+
+class EncoderWeightsError(ValueError):
+    """The encoder weights could not be loaded; the message lists the options."""
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name`` or raise ``ValueError`` listing the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+    return PRESETS[name]
+
+
+def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, name: str | None = None) -> keras.Sequential:
+    """The pix2pix upsample block: Conv2DTranspose (stride 2, no bias) -> BatchNorm -> optional Dropout -> ReLU.
+
+    This is ``tensorflow_examples.models.pix2pix.upsample`` written out, since that package is not on PyPI.
+
+    >>> block = upsample_block(64)
+    >>> block(keras.ops.zeros((1, 8, 8, 16))).shape
+    (1, 16, 16, 64)
+    """
+    initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+    block_layers = [
+        layers.Conv2DTranspose(filters, size, strides=2, padding="same", kernel_initializer=initializer, use_bias=False),
+        layers.BatchNormalization(),
+    ]
+    if dropout > 0:
+        block_layers.append(layers.Dropout(dropout))
+    block_layers.append(layers.ReLU())
+    return keras.Sequential(block_layers, name=name)
+
+
+def build_encoder(image_size: int, encoder_weights: str | None) -> keras.Model:
+    """Build the MobileNetV2 (alpha 1.0) feature extractor returning the five skip outputs.
+
+    Args:
+        image_size: Square input size in pixels, a multiple of 32.
+        encoder_weights: "imagenet" (Keras downloads them), a path to a Keras weights file for
+            ``MobileNetV2(include_top=False)``, or None / "none" for random weights.
+    """
+    weights = resolve_encoder_weights(encoder_weights)
+    try:
+        base = keras.applications.MobileNetV2(
+            input_shape=(image_size, image_size, 3), alpha=1.0, include_top=False, weights=weights
+        )
+    except Exception as error:  # Keras raises several types for a failed download or a mismatched file.
+        raise EncoderWeightsError(
+            f"Could not load MobileNetV2 encoder weights {encoder_weights!r}: {error}. Options: 'imagenet' "
+            "(downloads from the Keras servers, needs internet), a local Keras weights file for "
+            "MobileNetV2(alpha=1.0, include_top=False), or 'none' for random weights."
+        ) from error
+    skips = [base.get_layer(name).output for name in SKIP_LAYER_NAMES]
+    return keras.Model(inputs=base.inputs, outputs=skips, name="encoder")
+
+
+def resolve_encoder_weights(encoder_weights: str | os.PathLike | None) -> str | None:
+    """Turn the user's choice into what ``keras.applications`` accepts, with a clear error for a missing file."""
+    if encoder_weights is None or str(encoder_weights).lower() == "none":
+        return None
+    if str(encoder_weights) == "imagenet":
+        return "imagenet"
+    path = os.fspath(encoder_weights)
+    if not os.path.isfile(path):
+        raise EncoderWeightsError(
+            f"Encoder weights file not found: {path}. Options: 'imagenet' (needs internet), a local Keras weights "
+            "file for MobileNetV2(alpha=1.0, include_top=False), or 'none' for random weights."
+        )
+    return path
+
+
+def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None, encoder_weights: str | None = None
+               ) -> keras.Model:
+    """Build the U-Net for ``preset`` with a frozen encoder; the output is per-pixel logits for the 3 classes.
+
+    Inputs are float images in [0, 1] of shape (image_size, image_size, 3).
+
+    >>> build_unet("finetune", image_size=96).output_shape
+    (None, 96, 96, 3)
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    image_size = image_size or preset.image_size
+    if image_size % 32 != 0 or image_size < 32:
+        raise ValueError(f"image_size must be a multiple of 32 (at least 32), got {image_size}.")
+
+    encoder = build_encoder(image_size, encoder_weights)
+    encoder.trainable = False
+
+    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    features = layers.Rescaling(2.0, offset=-1.0, name="scale_to_mobilenet")(inputs) if preset.scale_inputs else inputs
+    skips = encoder(features)
+    x = skips[-1]
+    for filters, skip, index in zip(preset.decoder_filters, reversed(skips[:-1]), range(4)):
+        x = upsample_block(filters, dropout=preset.decoder_dropout, name=f"upsample_{index}")(x)
+        x = layers.Concatenate(name=f"skip_{index}")([x, skip])
+    # The last layer doubles 64x64 back to the input size and emits one logit per class.
+    logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
+    return keras.Model(inputs=inputs, outputs=logits, name=f"unet_{preset.name}")
+
+
+def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze the encoder's weights while keeping every BatchNorm layer in inference mode.
+
+    The shipped ImageNet statistics are not the originals (see the encoder README), so BatchNorm layers never train.
+    """
+    encoder = model.get_layer("encoder")
+    encoder.trainable = trainable
+    for layer in encoder.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False

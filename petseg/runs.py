@@ -1,0 +1,166 @@
+"""The run folder: how a training process reports progress and how the app watches it.
+
+A run folder ``runs/<id>/`` holds ``status.json`` (state, pid, host, preset, epochs, started, updated, checkpoint),
+``metrics.jsonl`` (one JSON object per finished epoch), ``epoch_<NNN>.png`` (input / truth / prediction samples),
+``curves.png`` and ``train.log`` when the app started the run. ``status.json`` is replaced atomically; a metrics
+line is appended in one write, and a reader ignores a torn last line. A ``stop`` file asks the run to end cleanly.
+A reader treats a "running" run whose process is gone as failed.
+
+>>> import tempfile
+>>> writer = RunWriter(Path(tempfile.mkdtemp()) / "demo", {"preset": "tutorial", "epochs": 1})
+>>> writer.log_epoch({"epoch": 1, "loss": 0.5})
+>>> read_run(writer.run_dir).state, len(read_run(writer.run_dir).epochs)
+('running', 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from petseg.checkpoints import atomic_write_bytes
+
+DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", Path(__file__).resolve().parent.parent / "runs"))
+STATES = ("running", "done", "failed", "stopped")
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """A sortable, unique-enough run id: the local time plus the process id."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+class RunWriter:
+    """Writes one run folder from the training process."""
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any]):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.status: dict[str, Any] = {
+            "state": "running", "pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(),
+            "updated": now_iso(), "epochs_done": 0, "checkpoint": None, "message": "", **config,
+        }
+        (self.run_dir / "stop").unlink(missing_ok=True)
+        write_json_atomic(self.run_dir / "status.json", self.status)
+
+    def update(self, **fields: Any) -> None:
+        self.status.update(fields, updated=now_iso())
+        write_json_atomic(self.run_dir / "status.json", self.status)
+
+    def log_epoch(self, metrics: dict[str, Any]) -> None:
+        """Append one epoch's metrics as a single line, then mark the epoch done in the status."""
+        line = json.dumps(metrics) + "\n"
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.update(epochs_done=int(metrics.get("epoch", self.status["epochs_done"] + 1)))
+
+    def sample_path(self, epoch: int) -> Path:
+        return self.run_dir / f"epoch_{epoch:03d}.png"
+
+    def finish(self, state: str, message: str = "", **fields: Any) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown run state {state!r}")
+        self.update(state=state, message=message, finished=now_iso(), **fields)
+
+    def stop_requested(self) -> bool:
+        return (self.run_dir / "stop").exists()
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a reader sees of a run folder."""
+
+    run_dir: Path
+    status: dict[str, Any]
+    epochs: list[dict[str, Any]]
+    samples: list[Path]
+    curves: Path | None
+
+    @property
+    def state(self) -> str:
+        return self.status.get("state", "failed")
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+
+def process_alive(pid: int | None, host: str | None) -> bool:
+    """Whether ``pid`` still runs here; a run on another host is assumed alive."""
+    if host and host != socket.gethostname():
+        return True
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (a finished child not yet reaped) is not running.
+    try:
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Read metrics.jsonl, skipping a torn or invalid line (a run killed mid-write)."""
+    epochs = []
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            epochs.append(value)
+    return epochs
+
+
+def read_run(run_dir: str | os.PathLike) -> RunState:
+    """Read a run folder; a "running" run whose process is gone reads as failed."""
+    run_dir = Path(run_dir)
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+        if not isinstance(status, dict):
+            raise ValueError("status is not an object")
+    except (OSError, ValueError) as error:
+        status = {"state": "failed", "message": f"unreadable status.json ({type(error).__name__})"}
+    if status.get("state") == "running" and not process_alive(status.get("pid"), status.get("host")):
+        status = {**status, "state": "failed", "message": "the training process ended without finishing"}
+    curves = run_dir / "curves.png"
+    return RunState(run_dir, status, read_metrics(run_dir), sorted(run_dir.glob("epoch_*.png")),
+                    curves if curves.exists() else None)
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunState]:
+    """All run folders, newest first."""
+    runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR)
+    if not runs_dir.is_dir():
+        return []
+    folders = [path for path in runs_dir.iterdir() if path.is_dir() and (path / "status.json").exists()]
+    return [read_run(path) for path in sorted(folders, key=lambda path: path.stat().st_mtime, reverse=True)]
+
+
+def request_stop(run_dir: str | os.PathLike) -> None:
+    """Ask a run to stop after its current batch; works for runs started by the app or a terminal."""
+    (Path(run_dir) / "stop").touch()

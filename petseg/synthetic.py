@@ -1,0 +1,87 @@
+"""Tiny synthetic pet photos with trimaps in the official Oxford-IIIT Pet folder layout.
+
+Tests and benchmarks use them so that nothing depends on the real data set. Each photo is a textured background
+with one or two blob-shaped "pets"; the trimap marks the pet (1), the background (2) and a border ring (3) exactly
+as the real annotations do.
+
+>>> import tempfile
+>>> root = make_synthetic_pets(tempfile.mkdtemp(), trainval_count=4, test_count=2)
+>>> sorted(path.name for path in (root / "annotations").iterdir())
+['test.txt', 'trainval.txt', 'trimaps']
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+BREEDS = (("Synthetic_cat", 1), ("synthetic_dog", 2))  # Capitalised names are cats, as in the real set.
+
+
+def make_synthetic_pet(rng: np.random.Generator, width: int, height: int) -> tuple[Image.Image, Image.Image]:
+    """Draw one photo and its trimap (values 1 pet, 2 background, 3 border)."""
+    background = rng.integers(0, 255, size=3)
+    noise = rng.normal(0, 25, size=(height, width, 3))
+    gradient = np.linspace(-30, 30, width)[None, :, None]
+    pixels = np.clip(background + noise + gradient, 0, 255).astype(np.uint8)
+    photo = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(1.5))
+
+    pet_mask = Image.new("L", (width, height), 0)
+    draw_mask = ImageDraw.Draw(pet_mask)
+    draw_photo = ImageDraw.Draw(photo)
+    fur = tuple(int(value) for value in rng.integers(0, 255, size=3))
+    centre_x, centre_y = rng.uniform(0.35, 0.65) * width, rng.uniform(0.4, 0.65) * height
+    body_w, body_h = rng.uniform(0.2, 0.32) * width, rng.uniform(0.15, 0.25) * height
+    head_r = min(width, height) * rng.uniform(0.09, 0.14)
+    shapes = [
+        (centre_x - body_w, centre_y - body_h, centre_x + body_w, centre_y + body_h),
+        (centre_x - head_r * 0.8, centre_y - body_h - head_r * 1.6, centre_x + head_r * 1.2,
+         centre_y - body_h + head_r * 0.4),
+    ]
+    for shape in shapes:
+        draw_mask.ellipse(shape, fill=255)
+        draw_photo.ellipse(shape, fill=fur)
+    # Ears make the silhouette less of an ellipse.
+    ear_y = centre_y - body_h - head_r * 1.5
+    for ear_x in (centre_x - head_r * 0.5, centre_x + head_r * 0.9):
+        ear = [(ear_x - head_r * 0.4, ear_y + head_r * 0.3), (ear_x + head_r * 0.4, ear_y + head_r * 0.3),
+               (ear_x, ear_y - head_r * 0.6)]
+        draw_mask.polygon(ear, fill=255)
+        draw_photo.polygon(ear, fill=fur)
+
+    inside = np.asarray(pet_mask) > 127
+    outer = np.asarray(pet_mask.filter(ImageFilter.MaxFilter(5))) > 127
+    inner = np.asarray(pet_mask.filter(ImageFilter.MinFilter(5))) > 127
+    trimap = np.full((height, width), 2, dtype=np.uint8)
+    trimap[inside] = 1
+    trimap[outer & ~inner] = 3
+    return photo, Image.fromarray(trimap)
+
+
+def make_synthetic_pets(root: str | os.PathLike, trainval_count: int = 12, test_count: int = 4, seed: int = 0,
+                        min_size: int = 96, max_size: int = 200) -> Path:
+    """Write ``trainval_count + test_count`` synthetic pets under ``root`` in the official layout; return ``root``.
+
+    Photo sizes vary between ``min_size`` and ``max_size`` pixels a side, like the real set's varied shapes.
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lines: dict[str, list[str]] = {"trainval": [], "test": []}
+    for index in range(trainval_count + test_count):
+        breed, species = BREEDS[index % len(BREEDS)]
+        name = f"{breed}_{index + 1}"
+        width, height = (int(value) for value in rng.integers(min_size, max_size + 1, size=2))
+        photo, trimap = make_synthetic_pet(rng, width, height)
+        photo.save(root / "images" / f"{name}.jpg", quality=90)
+        trimap.save(root / "annotations" / "trimaps" / f"{name}.png")
+        # The official list format: name, class id (1..37), species (1 cat, 2 dog), breed id.
+        split = "trainval" if index < trainval_count else "test"
+        lines[split].append(f"{name} {species} {species} {species}")
+    for split, split_lines in lines.items():
+        (root / "annotations" / f"{split}.txt").write_text("\n".join(split_lines) + "\n")
+    return root

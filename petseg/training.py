@@ -1,0 +1,248 @@
+"""Training: fit a preset on a data source, report each epoch into a run folder, keep the best checkpoint.
+
+Each epoch appends one metrics line and writes a sample PNG (input / truth / prediction) into the run folder; the
+checkpoint with the best validation mean IoU is saved atomically into the output folder with its sidecar. Presets
+with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the encoder's convolutions
+(BatchNorm stays in inference mode) at a lower learning rate.
+
+>>> from petseg.synthetic import make_synthetic_pets
+>>> import tempfile
+>>> root = make_synthetic_pets(tempfile.mkdtemp(), 8, 2)
+>>> result = train(TrainConfig(data_dir=str(root), epochs=1, image_size=64, batch_size=4,
+...                            encoder_weights="none", output_dir=tempfile.mkdtemp(), verbose=0))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import petseg
+from petseg.checkpoints import load_checkpoint_file, save_checkpoint, store_metrics, write_sidecar
+from petseg.classes import CLASS_NAMES, NUM_CLASSES
+from petseg.data import make_training_data
+from petseg.model import build_unet, get_preset, set_encoder_trainable
+from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id
+from petseg.visuals import plot_curves, sample_grid, save_png
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; None means "the preset's default"."""
+
+    data_dir: str | None = None  # None: tfds oxford_iiit_pet.
+    preset: str = "tutorial"
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    learning_rate: float | None = None
+    encoder_weights: str | None = "imagenet"
+    output_dir: str = "weights"
+    run_dir: str | None = None  # Default: runs/<timestamp>-<pid>.
+    name: str | None = None  # Default: <preset>-<run id>.
+    seed: int = 0
+    validation_fraction: float = 0.1
+    strategy: str = "default"
+    evaluate_test: bool = True
+    tfds_data_dir: str | None = None
+    verbose: int | str = "auto"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    checkpoint_path: Path
+    sidecar: dict[str, Any]
+    run_dir: Path
+    state: str
+
+
+def cross_entropy_dice_loss(dice_weight: float):
+    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes."""
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if dice_weight == 0:
+        return cross_entropy
+
+    def loss(true_mask, logits):
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        one_hot = tf.one_hot(tf.cast(tf.squeeze(true_mask, -1), tf.int32), NUM_CLASSES, dtype=probabilities.dtype)
+        intersection = tf.reduce_sum(probabilities * one_hot, axis=[0, 1, 2])
+        total = tf.reduce_sum(probabilities + one_hot, axis=[0, 1, 2])
+        dice = tf.reduce_mean((2.0 * intersection + 1.0) / (total + 1.0))
+        return cross_entropy(true_mask, logits) + dice_weight * (1.0 - dice)
+
+    return loss
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy: one device, all local devices (mirrored), or workers from TF_CONFIG."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.")
+
+
+def hardware_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    devices = [device.device_type for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
+    return f"{cpu}, {os.cpu_count()} cores" + (f", {len(devices)} {devices[0]}" if devices else "")
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
+
+    def __init__(self, writer: RunWriter, data, checkpoint_path: Path, sidecar: dict):
+        super().__init__()
+        self.writer = writer
+        self.data = data
+        self.checkpoint_path = checkpoint_path
+        self.sidecar = sidecar
+        self.history: list[dict] = []
+        self.best_mean_iou = -1.0
+        self.epoch_started = 0.0
+        self.stopped = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.writer.stop_requested():
+            self.stopped = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.epoch_started
+        record = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()},
+                  "seconds": round(seconds, 2),
+                  "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
+                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+        predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
+        grid = sample_grid(self.data.sample_images, self.data.sample_masks, predictions,
+                           title=f"epoch {epoch + 1}: val mIoU {record.get('val_mean_iou', float('nan')):.3f}")
+        save_png(grid, self.writer.sample_path(epoch + 1))
+        mean_iou = record.get("val_mean_iou", -1.0)
+        if mean_iou > self.best_mean_iou:
+            self.best_mean_iou = mean_iou
+            record["saved_checkpoint"] = True
+            self.sidecar.update(epochs=epoch + 1, best_epoch=epoch + 1,
+                                metrics={"validation": {"mean_iou": mean_iou,
+                                                        "pixel_accuracy": record.get("val_accuracy")}})
+            save_checkpoint(self.model, self.checkpoint_path, self.sidecar)
+            self.writer.update(checkpoint=str(self.checkpoint_path))
+        self.history.append(record)
+        self.writer.log_epoch(record)
+        print(json.dumps({"metrics": record}), flush=True)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train ``config.preset`` and return where its best checkpoint went; see ``train.py`` for the CLI."""
+    preset = get_preset(config.preset)
+    epochs = config.epochs or preset.epochs
+    batch_size = config.batch_size or preset.batch_size
+    image_size = config.image_size or preset.image_size
+    learning_rate = config.learning_rate or preset.learning_rate
+    run_id = new_run_id()
+    run_dir = Path(config.run_dir) if config.run_dir else DEFAULT_RUNS_DIR / run_id
+    name = config.name or f"{preset.name}-{run_id}"
+    checkpoint_path = Path(config.output_dir) / f"{name}.keras"
+    keras.utils.set_random_seed(config.seed)
+
+    writer = RunWriter(run_dir, {"preset": preset.name, "epochs": epochs, "batch_size": batch_size,
+                                 "image_size": image_size, "name": name, "data": config.data_dir or "tfds"})
+    started = time.perf_counter()
+    reporter = None
+    try:
+        data = make_training_data(config.data_dir, image_size, batch_size, preset.augmentation,
+                                  config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir)
+        print(f"Data: {data.source}, {data.counts['train']} train / {data.counts['validation']} validation photos, "
+              f"{data.counts['skipped']} skipped; {data.steps_per_epoch} steps per epoch.", flush=True)
+        strategy = make_strategy(config.strategy)
+        with strategy.scope():
+            model = build_unet(preset, image_size, config.encoder_weights)
+        sidecar = {
+            "name": name, "preset": preset.name, "description": preset.description, "image_size": image_size,
+            "classes": list(CLASS_NAMES), "epochs_planned": epochs, "batch_size": batch_size,
+            "learning_rate": learning_rate, "encoder_weights": _describe_weights(config.encoder_weights),
+            "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
+            "parameters": int(model.count_params()), "hardware": hardware_description(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": str(run_dir),
+        }
+        reporter = EpochReporter(writer, data, checkpoint_path, sidecar)
+        phases = [(0, min(epochs, preset.fine_tune_after or epochs), False, learning_rate)]
+        if preset.fine_tune_after is not None and preset.fine_tune_after < epochs:
+            phases.append((preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
+        for first_epoch, last_epoch, fine_tune, phase_rate in phases:
+            with strategy.scope():
+                set_encoder_trainable(model, fine_tune)
+                model.compile(
+                    optimizer=keras.optimizers.Adam(phase_rate),
+                    loss=cross_entropy_dice_loss(preset.dice_weight),
+                    metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, name="mean_iou")],
+                )
+            if fine_tune:
+                print(f"Epoch {first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), "
+                      f"learning rate {phase_rate}.", flush=True)
+            model.fit(data.train, validation_data=data.validation, epochs=last_epoch, initial_epoch=first_epoch,
+                      callbacks=[reporter], verbose=config.verbose)
+            if reporter.stopped:
+                break
+        train_seconds = round(time.perf_counter() - started, 1)
+        save_png(plot_curves(reporter.history), run_dir / "curves.png")
+        if not checkpoint_path.exists():
+            raise RuntimeError("no epoch finished, so no checkpoint was written")
+        sidecar = store_metrics(checkpoint_path, "validation", reporter.sidecar["metrics"]["validation"])
+        sidecar.update(train_seconds=train_seconds, epochs_done=len(reporter.history),
+                       stopped_early=reporter.stopped)
+        write_sidecar(checkpoint_path, sidecar)
+        if config.evaluate_test and not reporter.stopped:
+            sidecar = evaluate_test_split(checkpoint_path, config)
+        state = "stopped" if reporter.stopped else "done"
+        writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}", checkpoint=str(checkpoint_path),
+                      train_seconds=train_seconds)
+        return TrainResult(checkpoint_path, sidecar, run_dir, state)
+    except KeyboardInterrupt:
+        if reporter is not None and reporter.history:
+            save_png(plot_curves(reporter.history), run_dir / "curves.png")
+        writer.finish("stopped", "interrupted")
+        raise
+    except BaseException as error:
+        writer.finish("failed", f"{type(error).__name__}: {error}")
+        raise
+
+
+def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict:
+    """Evaluate the best checkpoint on the test split at original resolution and store it in the sidecar."""
+    from petseg.evaluate import evaluate_checkpoint, metrics_key
+
+    checkpoint = load_checkpoint_file(checkpoint_path)
+    metrics = evaluate_checkpoint(checkpoint, config.data_dir)
+    print(json.dumps({"test_metrics": metrics}), flush=True)
+    return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics)
+
+
+def _describe_weights(encoder_weights: str | None) -> str:
+    if encoder_weights in (None, "none", "imagenet"):
+        return str(encoder_weights)
+    return f"file:{Path(encoder_weights).name}"

@@ -1,0 +1,68 @@
+"""Train a PetSeg U-Net and write its best checkpoint into weights/.
+
+Examples:
+    python train.py --data-dir ../shared/data/oxford-iiit-pet-subset --preset finetune \
+        --encoder-weights ../shared/data/encoders/mobilenet_v2_1.00_imagenet_no_top.weights.h5
+    python train.py --preset tutorial --epochs 20            # tfds oxford_iiit_pet, ImageNet encoder (online)
+
+Each epoch prints a metrics line and writes runs/<id>/epoch_NNN.png and metrics.jsonl, which the app's training
+tab can watch. Create runs/<id>/stop (or press Stop in the app) to end a run cleanly after the current batch.
+"""
+
+import argparse
+import sys
+
+from petseg.model import PRESETS
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="folder in the official Oxford-IIIT Pet layout (default: tfds)")
+    parser.add_argument("--tfds-data-dir", help="where tfds keeps its data (default: ~/tensorflow_datasets)")
+    parser.add_argument("--preset", default="tutorial", choices=sorted(PRESETS))
+    parser.add_argument("--epochs", type=int, help="default: the preset's")
+    parser.add_argument("--batch-size", type=int, help="default: the preset's")
+    parser.add_argument("--image-size", type=int, help="square input size, a multiple of 32 (default: the preset's)")
+    parser.add_argument("--learning-rate", type=float, help="default: the preset's")
+    parser.add_argument("--encoder-weights", default="imagenet",
+                        help="'imagenet' (download), a local Keras weights file, or 'none'")
+    parser.add_argument("--output-dir", default="weights", help="where the checkpoint and sidecar go")
+    parser.add_argument("--run-dir", help="run folder for samples and metrics (default: runs/<timestamp>)")
+    parser.add_argument("--name", help="checkpoint name (default: <preset>-<run id>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                        help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Imported after parsing so that --help answers at once.
+    from petseg.checkpoints import CheckpointError
+    from petseg.data import DataError
+    from petseg.model import EncoderWeightsError
+    from petseg.training import TrainConfig, train
+
+    config = TrainConfig(
+        data_dir=args.data_dir, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+        image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
+        output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
+        validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,
+        tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2,
+    )
+    try:
+        result = train(config)
+    except (DataError, EncoderWeightsError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted: the run is marked stopped; the best checkpoint so far is kept.", file=sys.stderr)
+        return 130
+    print(f"{result.state}: checkpoint {result.checkpoint_path}, run folder {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
