@@ -183,11 +183,14 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: li
         name = Path(name.decode() if isinstance(name, bytes) else str(name)).stem
         image = np.asarray(features["image"], dtype=np.uint8)
         mask = np.asarray(features["segmentation_mask"])
-        if image.ndim != 3 or image.shape[-1] != 3 or mask.shape[:2] != image.shape[:2]:
+        if image.ndim != 3 or image.shape[-1] != 3 or mask.ndim != 3:
             if skipped is not None:
                 skipped.append((name, f"unexpected shapes {image.shape} and {mask.shape}"))
             continue
-        yield Example(name, image, trimap_to_classes(mask.reshape(mask.shape[:2])).numpy())
+        if mask.shape[:2] != image.shape[:2]:
+            # Real records always match; tfds' mock data draws independent shapes. Align the mask to the photo.
+            mask = resize_mask(tf.convert_to_tensor(mask), image.shape[:2]).numpy()
+        yield Example(name, image, trimap_to_classes(mask[..., 0]).numpy())
 
 
 def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list | None = None,

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from petseg import data
+from petseg.synthetic import make_synthetic_pets
+
+
+def test_trimap_values_map_to_class_ids_and_invalid_values_become_border():
+    trimap = np.array([[1, 2, 3], [0, 4, 255]], dtype=np.uint8)
+    assert data.trimap_to_classes(trimap).numpy().tolist() == [[0, 1, 2], [2, 2, 2]]
+
+
+def test_nearest_neighbour_mask_resize_keeps_only_valid_labels():
+    rng = np.random.default_rng(0)
+    mask = tf.constant(rng.integers(0, 3, size=(37, 53, 1)), dtype=tf.uint8)
+    for size in (16, 64, 128):
+        resized = data.resize_mask(mask, size).numpy()
+        assert resized.shape == (size, size, 1)
+        assert set(np.unique(resized)) <= {0, 1, 2}
+    # Bilinear resizing would invent the in-between value 1 on a 0/2 edge; nearest never does.
+    edge = tf.constant(np.repeat([[0] * 5 + [2] * 5], 10, axis=0)[..., None], dtype=tf.uint8)
+    assert set(np.unique(data.resize_mask(edge, 7).numpy())) == {0, 2}
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "strong"])
+def test_augmentation_keeps_image_and_mask_aligned(augmentation):
+    # The mask is a function of the image (bright red pixels are "pet"), so any misalignment shows up.
+    rng = np.random.default_rng(1)
+    image = np.zeros((80, 80, 3), dtype=np.uint8)
+    mask = np.ones((80, 80, 1), dtype=np.uint8)
+    for _ in range(6):
+        top, left = rng.integers(0, 60, size=2)
+        image[top:top + 20, left:left + 12, 0] = 255
+        mask[top:top + 20, left:left + 12, 0] = 0
+    image[:, :8, 2] = 255  # Asymmetric, so a flip of one without the other is visible.
+    tf.random.set_seed(3)
+    flips_seen = set()
+    for _ in range(12):
+        out_image, out_mask = data.augment(tf.constant(image), tf.constant(mask), 64, augmentation)
+        out_image, out_mask = out_image.numpy(), out_mask.numpy()[..., 0]
+        assert out_image.shape == (64, 64, 3) and out_mask.shape == (64, 64)
+        assert set(np.unique(out_mask)) <= {0, 1}
+        # Away from edges (where resizing blends), the red channel must agree with the mask.
+        red = out_image[..., 0]
+        confident = (red > 0.9) | (red < 0.1)
+        if augmentation == "flip":
+            assert np.mean((red[confident] > 0.5) == (out_mask[confident] == 0)) > 0.97
+            flips_seen.add(bool(out_image[:, -1, 2].mean() > 0.5))
+        else:
+            # Colour jitter moves values, so compare the redness ordering instead of thresholds.
+            pet, rest = red[out_mask == 0], red[out_mask == 1]
+            if pet.size and rest.size:
+                assert np.median(pet) > np.median(rest) + 0.3
+    if augmentation == "flip":
+        assert flips_seen == {True, False}
+
+
+def test_folder_source_decodes_by_content_and_skips_unreadable(tmp_path):
+    from PIL import Image
+
+    root = make_synthetic_pets(tmp_path, trainval_count=6, test_count=2)
+    names = data.read_split_names(root, "trainval")
+    # A PNG with alpha and a GIF hidden behind .jpg names, as in the real set, and one truncated file.
+    Image.open(root / "images" / f"{names[0]}.jpg").convert("RGBA").save(root / "images" / f"{names[0]}.jpg", "PNG")
+    Image.open(root / "images" / f"{names[1]}.jpg").save(root / "images" / f"{names[1]}.jpg", "GIF")
+    (root / "images" / f"{names[2]}.jpg").write_bytes((root / "images" / f"{names[3]}.jpg").read_bytes()[:200])
+    skipped: list = []
+    examples = list(data.iterate_split(root, "trainval", skipped))
+    assert len(examples) == 5 and [name for name, _ in skipped] == [names[2]]
+    for example in examples:
+        assert example.image.dtype == np.uint8 and example.image.shape[-1] == 3
+        assert example.mask.shape == example.image.shape[:2]
+        assert set(np.unique(example.mask)) <= {0, 1, 2}
+
+
+def test_bad_data_folder_gives_a_clear_error(tmp_path):
+    with pytest.raises(data.DataError, match="not found"):
+        data.read_split_names(tmp_path / "missing", "test")
+    with pytest.raises(data.DataError, match="official Oxford-IIIT Pet layout"):
+        data.read_split_names(tmp_path, "test")
+
+
+def test_validation_split_is_seeded_and_disjoint(synthetic_data):
+    names = data.read_split_names(synthetic_data, "trainval")
+    first = data.validation_indices(names, 0.25, seed=0)
+    chosen = sorted(names[i] for i in first)
+    reversed_names = list(reversed(names))
+    assert chosen == sorted(reversed_names[i] for i in data.validation_indices(reversed_names, 0.25, seed=0))
+    assert len(first) == 3
+    assert data.validation_indices(names, 0.25, seed=1).tolist() != first.tolist()
+
+
+def test_training_data_pipeline_shapes_and_counts(synthetic_data):
+    training = data.make_training_data(synthetic_data, image_size=64, batch_size=4, augmentation="strong",
+                                       validation_fraction=0.2, seed=0)
+    assert training.counts == {"train": 9, "validation": 3, "skipped": 0}
+    images, masks = next(iter(training.train))
+    assert images.shape == (4, 64, 64, 3) and images.dtype == tf.float32
+    assert masks.shape == (4, 64, 64, 1) and masks.dtype == tf.int32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    validation_images, _ = next(iter(training.validation))
+    assert validation_images.shape[1:] == (64, 64, 3)
+    assert training.sample_images.shape == (3, 64, 64, 3)
+
+
+def test_tfds_source_on_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=5):
+        examples = list(data.iterate_split(None, "test"))
+    assert len(examples) == 5
+    for example in examples:
+        assert example.image.ndim == 3 and example.image.shape[-1] == 3
+        assert example.mask.shape == example.image.shape[:2]
+        assert set(np.unique(example.mask)) <= {0, 1, 2}
