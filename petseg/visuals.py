@@ -1,0 +1,307 @@
+"""Colours, overlays and figures for segmentation results, all as numpy arrays.
+
+Images are ``uint8`` arrays shaped ``(height, width, 3)``; masks are integer class ids shaped
+``(height, width)`` (see `petseg.classes`); probabilities are float arrays shaped
+``(height, width, NUM_CLASSES)`` that sum to 1 over the last axis.
+
+Figures are drawn with `matplotlib.figure.Figure` on an Agg canvas, never with pyplot, so they
+are safe in a web server and leave pyplot's global figures alone. Matplotlib is imported only
+by the functions that draw, so importing this module stays fast.
+
+>>> import numpy as np
+>>> from petseg.visuals import class_areas, colorize_mask
+>>> mask = np.array([[0, 0], [1, 2]])
+>>> colorize_mask(mask)[0, 0].tolist()
+[255, 127, 14]
+>>> class_areas(mask)
+{'pet': 50.0, 'background': 25.0, 'border': 25.0}
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES, PALETTE, PET
+
+PALETTE_ARRAY = np.array(PALETTE, dtype=np.uint8)
+
+# Loss curves go in the first panel, validation scores in the second.
+LOSS_KEYS = ("loss", "val_loss")
+SCORE_KEYS = ("val_mean_iou", "val_accuracy")
+
+
+def colorize_mask(mask: np.ndarray) -> np.ndarray:
+    """Paint each class id with its `PALETTE` colour, giving an RGB ``uint8`` image.
+
+    >>> colorize_mask(np.array([[1, 2]])).tolist()
+    [[[31, 119, 180], [255, 221, 51]]]
+    """
+    return PALETTE_ARRAY[_check_mask(mask)]
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """Blend the class colours over a photo: opacity 0 gives the photo, 1 gives the colour mask.
+
+    >>> photo = np.zeros((1, 1, 3), dtype=np.uint8)
+    >>> overlay_mask(photo, np.array([[0]]), opacity=0.5).tolist()
+    [[[128, 64, 7]]]
+    """
+    image = _check_image(image)
+    colours = colorize_mask(mask)
+    if colours.shape != image.shape:
+        raise ValueError(f"The mask is shaped {colours.shape[:2]} but the image is {image.shape[:2]}.")
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be between 0 and 1, got {opacity}.")
+    blended = image.astype(np.float32) * (1.0 - opacity) + colours.astype(np.float32) * opacity
+    return np.rint(blended).astype(np.uint8)
+
+
+def cutout_pet(image: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Return the photo as RGBA whose alpha is the pet probability, with half the border probability.
+
+    A confident pet pixel is opaque, a confident background pixel fully transparent, and a
+    confident border pixel half transparent.
+
+    >>> photo = np.full((1, 3, 3), 200, dtype=np.uint8)
+    >>> probabilities = np.eye(3, dtype=np.float32)[None]  # pet, background, border
+    >>> cutout_pet(photo, probabilities)[..., 3].tolist()
+    [[255, 0, 128]]
+    """
+    image = _check_image(image)
+    probabilities = _check_probabilities(probabilities, image.shape[:2])
+    alpha = np.clip(probabilities[..., PET] + 0.5 * probabilities[..., BORDER], 0.0, 1.0)
+    alpha = np.rint(alpha * 255.0).astype(np.uint8)
+    return np.concatenate([image, alpha[..., None]], axis=-1)
+
+
+def confidence_map(probabilities: np.ndarray, colormap: str = "magma") -> np.ndarray:
+    """Colour each pixel by its largest class probability: 1/3 (a guess) is dark, 1 (certain) is bright.
+
+    >>> probabilities = np.array([[[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]]], dtype=np.float32)
+    >>> confidence_map(probabilities).shape
+    (1, 2, 3)
+    """
+    from matplotlib import colormaps
+
+    probabilities = _check_probabilities(probabilities)
+    lowest = 1.0 / NUM_CLASSES
+    confidence = (probabilities.max(axis=-1) - lowest) / (1.0 - lowest)
+    colours = colormaps[colormap](np.clip(confidence, 0.0, 1.0), bytes=True)
+    return np.ascontiguousarray(colours[..., :3])
+
+
+def class_areas(mask: np.ndarray) -> dict[str, float]:
+    """Return the percentage of pixels in each class, by class name; the values sum to 100.
+
+    >>> class_areas(np.array([[0, 1, 1, 1]]))
+    {'pet': 25.0, 'background': 75.0, 'border': 0.0}
+    """
+    mask = _check_mask(mask)
+    if mask.size == 0:
+        raise ValueError("The mask is empty.")
+    counts = np.bincount(mask.ravel(), minlength=NUM_CLASSES)
+    return {name: 100.0 * float(count) / mask.size for name, count in zip(CLASS_NAMES, counts)}
+
+
+def legend_html() -> str:
+    """Return a one-line HTML legend, a colour swatch and a name per class, for a ``gr.HTML`` component.
+
+    >>> "background" in legend_html()
+    True
+    """
+    items = []
+    for name, (red, green, blue) in zip(CLASS_NAMES, PALETTE):
+        swatch = (
+            f'<span style="display:inline-block;width:1em;height:1em;border-radius:0.2em;'
+            f'border:1px solid rgba(0,0,0,0.3);background:rgb({red},{green},{blue})"></span>'
+        )
+        items.append(
+            f'<span style="display:inline-flex;align-items:center;gap:0.35em">{swatch}{html.escape(name)}</span>'
+        )
+    return f'<div class="petseg-legend" style="display:flex;flex-wrap:wrap;gap:1.2em">{"".join(items)}</div>'
+
+
+def sample_grid(
+    images: Sequence[np.ndarray],
+    true_masks: Sequence[np.ndarray | None],
+    predicted_masks: Sequence[np.ndarray],
+    title: str = "",
+) -> np.ndarray:
+    """Draw one row per sample with the columns "Input", "True mask" and "Predicted mask".
+
+    A true mask may be None, for photos without a label; its cell then reads "n/a".
+
+    >>> photo = np.zeros((32, 32, 3), dtype=np.uint8)
+    >>> mask = np.zeros((32, 32), dtype=np.int64)
+    >>> sample_grid([photo], [None], [mask]).shape[2]
+    3
+    """
+    if not len(images) == len(true_masks) == len(predicted_masks):
+        raise ValueError(
+            f"Got {len(images)} images, {len(true_masks)} true masks and {len(predicted_masks)} predicted masks; "
+            "the counts must match."
+        )
+    if len(images) == 0:
+        raise ValueError("sample_grid needs at least one sample.")
+    # Rows as tall as the first photo's aspect ratio needs, for three 3-inch-wide columns.
+    first_height, first_width = np.shape(images[0])[:2]
+    row_height = 3.0 * min(max(first_height / max(first_width, 1), 0.5), 2.0) + 0.4
+    figure, canvas = _new_figure(width=9.0, height=row_height * len(images) + (0.4 if title else 0.0))
+    axes = figure.subplots(len(images), 3, squeeze=False)
+    headings = ("Input", "True mask", "Predicted mask")
+    for row, (image, true_mask, predicted_mask) in enumerate(zip(images, true_masks, predicted_masks)):
+        true_colours = None if true_mask is None else colorize_mask(true_mask)
+        pictures = (_check_image(image), true_colours, colorize_mask(predicted_mask))
+        for axis, picture, heading in zip(axes[row], pictures, headings):
+            if picture is None:
+                axis.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=14, color="0.4", transform=axis.transAxes)
+            else:
+                axis.imshow(picture, interpolation="nearest")
+            if row == 0:
+                axis.set_title(heading)
+            axis.set_axis_off()
+    if title:
+        figure.suptitle(title)
+    return _render(canvas)
+
+
+def plot_curves(history: Sequence[dict]) -> np.ndarray:
+    """Draw the training losses and the validation mean IoU and accuracy, one point per epoch.
+
+    ``history`` holds one dict per epoch, with any of the keys "epoch", "loss", "val_loss",
+    "val_mean_iou" and "val_accuracy"; missing keys and None values are skipped. Epochs are
+    numbered from 1 when "epoch" is missing.
+
+    >>> plot_curves([{"epoch": 1, "loss": 0.9, "val_loss": 1.0, "val_mean_iou": 0.4}]).ndim
+    3
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    figure, canvas = _new_figure(width=10.0, height=3.6)
+    loss_axis, score_axis = figure.subplots(1, 2)
+    for axis, keys, heading in ((loss_axis, LOSS_KEYS, "Loss"), (score_axis, SCORE_KEYS, "Validation scores")):
+        axis.set_title(heading)
+        axis.set_xlabel("epoch")
+        drawn = False
+        for key in keys:
+            epochs, values = _series(history, key)
+            if values:
+                axis.plot(epochs, values, marker="o", markersize=4, label=key)
+                drawn = True
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not drawn:
+            message = "no epochs yet" if not history else f"no {heading.lower()} yet"
+            axis.text(0.5, 0.5, message, ha="center", va="center", color="0.4", transform=axis.transAxes)
+            continue
+        axis.legend(loc="best", fontsize="small")
+        axis.grid(alpha=0.3)
+        if np.ptp(axis.dataLim.intervalx) == 0:
+            # A single epoch: widen the axis so it shows whole epoch numbers around the point.
+            epoch = axis.dataLim.intervalx[0]
+            axis.set_xlim(epoch - 1, epoch + 1)
+    score_axis.set_ylim(0.0, 1.0)
+    return _render(canvas)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an image array as a PNG atomically: a reader sees the old file or the whole new one.
+
+    The data goes to a temporary file in the same folder, is flushed to disk, then renamed over ``path``.
+    ``array`` is ``uint8``, shaped (height, width), (height, width, 3) or (height, width, 4).
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise ValueError(f"save_png needs a uint8 array shaped HxW, HxWx3 or HxWx4, got {array.dtype} {array.shape}.")
+    path = Path(path)
+    image = Image.fromarray(np.ascontiguousarray(array))
+    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            image.save(file, format="PNG")
+            file.flush()
+            os.fsync(file.fileno())
+        # mkstemp creates the file readable by its owner only; a PNG is usually world-readable.
+        os.chmod(temporary_name, 0o644)
+        os.replace(temporary_name, path)
+    except BaseException:
+        Path(temporary_name).unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk so a rename survives a crash; skipped where folders cannot be opened."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _check_mask(mask: np.ndarray) -> np.ndarray:
+    """Return ``mask`` if it is a 2-D array of integer class ids in range, else raise ValueError."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"A mask must be 2-D (height, width), got shape {mask.shape}.")
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(f"A mask must hold integer class ids, got dtype {mask.dtype}.")
+    if mask.size and (mask.min() < 0 or mask.max() >= NUM_CLASSES):
+        raise ValueError(
+            f"Mask class ids must be between 0 and {NUM_CLASSES - 1}, got values from {mask.min()} to {mask.max()}."
+        )
+    return mask
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` if it is an RGB ``uint8`` array, else raise ValueError."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"An image must be a uint8 array shaped (height, width, 3), got {image.dtype} {image.shape}.")
+    return image
+
+
+def _check_probabilities(probabilities: np.ndarray, size: tuple[int, ...] | None = None) -> np.ndarray:
+    """Return ``probabilities`` as float32 if shaped (height, width, NUM_CLASSES) and matching ``size``."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim != 3 or probabilities.shape[2] != NUM_CLASSES:
+        raise ValueError(f"Probabilities must be shaped (height, width, {NUM_CLASSES}), got {probabilities.shape}.")
+    if size is not None and probabilities.shape[:2] != size:
+        raise ValueError(f"The probabilities are {probabilities.shape[:2]} but the image is {size}.")
+    return probabilities
+
+
+def _series(history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+    """Return the epochs and values of one metric, skipping epochs that lack it."""
+    epochs, values = [], []
+    for index, record in enumerate(history):
+        if not isinstance(record, dict):
+            raise ValueError(f"Each history entry must be a dict, entry {index} is a {type(record).__name__}.")
+        if record.get(key) is not None:
+            epoch = record.get("epoch")
+            epochs.append(float(index + 1 if epoch is None else epoch))
+            values.append(float(record[key]))
+    return epochs, values
+
+
+def _new_figure(width: float, height: float):
+    """Return a Figure of the given size in inches with its own Agg canvas, outside pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return figure, FigureCanvasAgg(figure)
+
+
+def _render(canvas) -> np.ndarray:
+    """Draw the canvas and return its pixels as an RGB ``uint8`` array."""
+    canvas.draw()
+    return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
