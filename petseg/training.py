@@ -138,7 +138,7 @@ class EpochReporter(keras.callbacks.Callback):
                   "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
         predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
-        grid = sample_grid(self.data.sample_images, self.data.sample_masks, predictions,
+        grid = sample_grid(np.round(self.data.sample_images * 255).astype(np.uint8), self.data.sample_masks, predictions,
                            title=f"epoch {epoch + 1}: val mIoU {record.get('val_mean_iou', float('nan')):.3f}")
         save_png(grid, self.writer.sample_path(epoch + 1))
         mean_iou = record.get("val_mean_iou", -1.0)
