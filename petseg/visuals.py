@@ -1,8 +1,8 @@
 """Colours, overlays and figures for segmentation results, all as numpy arrays.
 
-Images are ``uint8`` arrays shaped ``(height, width, 3)``; masks are integer class ids shaped
-``(height, width)`` (see `petseg.classes`); probabilities are float arrays shaped
-``(height, width, NUM_CLASSES)`` that sum to 1 over the last axis.
+Images are ``uint8`` arrays shaped ``(height, width, 3)``. Masks hold integer class ids (see
+`petseg.classes`) shaped ``(height, width)`` or ``(height, width, 1)``. Probabilities are float
+arrays shaped ``(height, width, NUM_CLASSES)`` that sum to 1 over the last axis.
 
 Figures are drawn with `matplotlib.figure.Figure` on an Agg canvas, never with pyplot, so they
 are safe in a web server and leave pyplot's global figures alone. Matplotlib is imported only
@@ -248,10 +248,13 @@ def _sync_folder(folder: Path) -> None:
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:
-    """Return ``mask`` if it is a 2-D array of integer class ids in range, else raise ValueError."""
+    """Return ``mask`` as (height, width) if it holds integer class ids in range, else raise ValueError."""
     mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        # Keras datasets often keep a trailing channel axis on masks.
+        mask = mask[:, :, 0]
     if mask.ndim != 2:
-        raise ValueError(f"A mask must be 2-D (height, width), got shape {mask.shape}.")
+        raise ValueError(f"A mask must be shaped (height, width) or (height, width, 1), got {mask.shape}.")
     if not np.issubdtype(mask.dtype, np.integer):
         raise ValueError(f"A mask must hold integer class ids, got dtype {mask.dtype}.")
     if mask.size and (mask.min() < 0 or mask.max() >= NUM_CLASSES):

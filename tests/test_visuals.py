@@ -48,11 +48,16 @@ def test_colorize_mask_uses_the_palette() -> None:
 
 @pytest.mark.parametrize(
     "mask",
-    [np.array([[0, 3]]), np.array([[-1, 0]]), np.zeros((2, 2), dtype=np.float32), np.zeros((2, 2, 1), dtype=int)],
+    [np.array([[0, 3]]), np.array([[-1, 0]]), np.zeros((2, 2), dtype=np.float32), np.zeros((2, 2, 2), dtype=int)],
 )
 def test_colorize_mask_refuses_bad_masks(mask: np.ndarray) -> None:
     with pytest.raises(ValueError):
         colorize_mask(mask)
+
+
+def test_masks_with_a_trailing_channel_axis_are_accepted() -> None:
+    np.testing.assert_array_equal(colorize_mask(MASK[..., None]), colorize_mask(MASK))
+    np.testing.assert_array_equal(overlay_mask(PHOTO, MASK[..., None]), overlay_mask(PHOTO, MASK))
 
 
 def test_overlay_endpoints_and_midpoint() -> None:
