@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command (README): install what the tests need, then run the whole suite.
+# Usage: scripts/test.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+
+# Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing and apt-get is not available: browser tests will be skipped" >&2
+  fi
+fi
+
+export TF_CPP_MIN_LOG_LEVEL=2 GRADIO_ANALYTICS_ENABLED=False PYTHONUNBUFFERED=1
+exec python3 -m pytest -q "$@"
