@@ -143,7 +143,8 @@ def _image_to_rgb(image: Image.Image, max_pixels: int) -> np.ndarray:
     if image.mode == "F":
         return _array_to_rgb(np.asarray(image), max_pixels)
     try:
-        if image.has_transparency_data:
+        # Like Image.has_transparency_data, which needs Pillow 10.1: an alpha band or a transparent colour.
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
             # The array path composites RGBA onto white.
             return _array_to_rgb(np.asarray(image.convert("RGBA")), max_pixels)
         return _array_to_rgb(np.asarray(image.convert("RGB")), max_pixels)

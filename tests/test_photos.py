@@ -112,6 +112,16 @@ def test_grayscale_with_alpha_is_composited_onto_white() -> None:
     assert np.all(photo[:, 5:] == 255)
 
 
+@pytest.mark.parametrize(("mode", "colour"), [("L", 100), ("RGB", (100, 0, 0))])
+def test_a_transparent_colour_key_becomes_white(tmp_path: Path, mode: str, colour: int | tuple) -> None:
+    image = Image.new(mode, (10, 10), 0)
+    image.paste(colour, (5, 0, 10, 10))
+    image.save(tmp_path / "keyed.png", transparency=0 if mode == "L" else (0, 0, 0))
+    photo = load_photo(tmp_path / "keyed.png")
+    assert np.all(photo[:, :5] == 255)
+    assert np.all(photo[:, 5:] == np.broadcast_to(colour, (3,)))
+
+
 def test_palette_images_with_and_without_transparency(corpus: dict[str, Path]) -> None:
     assert np.all(load_photo(corpus["palette.png"])[:, 0] == (255, 0, 0))
     transparent = load_photo(corpus["palette_transparent.png"])
