@@ -38,6 +38,8 @@ class Preset:
         description: One sentence for the UI and the README.
         decoder_filters: Filters of the four upsample blocks, coarse to fine.
         decoder_dropout: Dropout rate inside each upsample block (0 disables it).
+        batchnorm_momentum: Momentum of the decoder's BatchNorm statistics. Keras' 0.99 needs thousands of steps;
+            on a few hundred photos 0.9 lets the inference-mode statistics catch up within an epoch or two.
         scale_inputs: Map [0, 1] inputs to the [-1, 1] range MobileNetV2 was trained on. The tutorial feeds [0, 1].
         image_size: Default square input size in pixels.
         epochs: Default number of epochs.
@@ -53,6 +55,7 @@ class Preset:
     description: str
     decoder_filters: tuple[int, int, int, int] = (512, 256, 128, 64)
     decoder_dropout: float = 0.0
+    batchnorm_momentum: float = 0.99
     scale_inputs: bool = False
     image_size: int = 128
     epochs: int = 20
@@ -79,6 +82,7 @@ PRESETS: dict[str, Preset] = {
             ),
             decoder_filters=(256, 128, 64, 32),
             decoder_dropout=0.1,
+            batchnorm_momentum=0.9,
             scale_inputs=True,
             epochs=40,
             batch_size=32,
@@ -101,7 +105,8 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, name: str | None = None) -> keras.Sequential:
+def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_momentum: float = 0.99,
+                   name: str | None = None) -> keras.Sequential:
     """The pix2pix upsample block: Conv2DTranspose (stride 2, no bias) -> BatchNorm -> optional Dropout -> ReLU.
 
     This is ``tensorflow_examples.models.pix2pix.upsample`` written out, since that package is not on PyPI.
@@ -113,7 +118,7 @@ def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, name: str 
     initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
     block_layers = [
         layers.Conv2DTranspose(filters, size, strides=2, padding="same", kernel_initializer=initializer, use_bias=False),
-        layers.BatchNormalization(),
+        layers.BatchNormalization(momentum=batchnorm_momentum),
     ]
     if dropout > 0:
         block_layers.append(layers.Dropout(dropout))
@@ -181,7 +186,8 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
     skips = encoder(features)
     x = skips[-1]
     for filters, skip, index in zip(preset.decoder_filters, reversed(skips[:-1]), range(4)):
-        x = upsample_block(filters, dropout=preset.decoder_dropout, name=f"upsample_{index}")(x)
+        x = upsample_block(filters, dropout=preset.decoder_dropout, batchnorm_momentum=preset.batchnorm_momentum,
+                           name=f"upsample_{index}")(x)
         x = layers.Concatenate(name=f"skip_{index}")([x, skip])
     # The last layer doubles 64x64 back to the input size and emits one logit per class.
     logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
