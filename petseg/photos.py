@@ -60,7 +60,8 @@ def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     composited onto white, and animated images give their first frame.
 
     Raises:
-        PhotoError: The source is missing, empty, not an image, damaged, too small or too large.
+        PhotoError: The source is missing (None, an empty string or no such file), empty, not an
+            image, damaged, too small or too large.
 
     >>> try:
     ...     load_photo(b"hello")
@@ -70,6 +71,8 @@ def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < MIN_SIDE * MIN_SIDE:
         raise ValueError(f"max_pixels must be an integer of at least {MIN_SIDE * MIN_SIDE}, got {max_pixels!r}.")
+    if source is None or (isinstance(source, str) and not source.strip()):
+        raise PhotoError("No photo was given; please upload one.")
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, max_pixels)
     if isinstance(source, Image.Image):
@@ -97,13 +100,14 @@ def describe_photo(array: np.ndarray) -> str:
 
 
 def _decode_file(path: Path, max_pixels: int) -> np.ndarray:
-    """Decode an image file; messages name the file but never its folder."""
-    name = path.name or "the photo"
-    if path.is_dir():
-        raise PhotoError(f"{name} is a folder, not a photo.")
-    if not path.is_file():
-        raise PhotoError(f"File not found: {name}. Please upload the photo again.")
+    """Decode an image file, turning file system errors into a PhotoError."""
+    # Messages quote the file name, shortened, but never its folder.
+    name = path.name if len(path.name) <= 60 else path.name[:57] + "..."
     try:
+        if path.is_dir():
+            raise PhotoError(f"{name} is a folder, not a photo.")
+        if not path.is_file():
+            raise PhotoError(f"File not found: {name}. Please upload the photo again.")
         with path.open("rb") as file:
             if os.fstat(file.fileno()).st_size == 0:
                 raise PhotoError(EMPTY_MESSAGE)

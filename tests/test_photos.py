@@ -227,6 +227,12 @@ def test_pillow_bomb_error_becomes_photo_error(corpus: dict[str, Path], monkeypa
 def test_other_sources(tmp_path: Path) -> None:
     with pytest.raises(PhotoError, match="folder"):
         load_photo(tmp_path)
+    with pytest.raises(PhotoError, match="No photo"):
+        load_photo(None)  # type: ignore[arg-type]
+    with pytest.raises(PhotoError, match="No photo"):
+        load_photo("")
+    with pytest.raises(PhotoError, match="could not be read"):
+        load_photo(tmp_path / ("x" * 5000))
     with pytest.raises(PhotoError, match="list"):
         load_photo([1, 2, 3])  # type: ignore[arg-type]
     with pytest.raises(PhotoError, match="empty"):
