@@ -191,11 +191,15 @@ def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> 
     Raises ``CheckpointError`` with a readable reason for a refused name or a missing, corrupt or incompatible file.
     """
     path = checkpoint_path(name, weights_dir)
-    sidecar = _check_or_raise(path)
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError:
+        raise CheckpointError(f"Checkpoint {path.stem} is unavailable: file not found.") from None
+    # The cache key changes when the file is replaced, so a retrained checkpoint is loaded afresh.
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         if key not in _cache:
+            sidecar = _check_or_raise(path)
             _cache[key] = LoadedCheckpoint(path.stem, path, sidecar, _load_float32_model(path, sidecar))
         return _cache[key]
 
