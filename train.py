@@ -20,6 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="folder in the official Oxford-IIIT Pet layout (default: tfds)")
     parser.add_argument("--tfds-data-dir", help="where tfds keeps its data (default: ~/tensorflow_datasets)")
     parser.add_argument("--preset", default="tutorial", choices=sorted(PRESETS))
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                        help="change a preset field, e.g. --set fine_tune_after=5 --set decoder_dropout=0.2")
     parser.add_argument("--epochs", type=int, help="default: the preset's")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
     parser.add_argument("--image-size", type=int, help="square input size, a multiple of 32 (default: the preset's)")
@@ -45,8 +47,15 @@ def main(argv=None) -> int:
     from petseg.model import EncoderWeightsError
     from petseg.training import TrainConfig, train
 
+    overrides = {}
+    for item in args.overrides:
+        key, separator, value = item.partition("=")
+        if not separator:
+            print(f"error: --set needs FIELD=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = value.strip()
     config = TrainConfig(
-        data_dir=args.data_dir, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+        data_dir=args.data_dir, preset=args.preset, overrides=overrides, epochs=args.epochs, batch_size=args.batch_size,
         image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
         output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
         validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,

@@ -105,6 +105,31 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+def apply_overrides(preset: Preset, overrides: dict[str, str] | None) -> Preset:
+    """Return ``preset`` with fields replaced from "name=value" strings, e.g. {"fine_tune_after": "5"}.
+
+    >>> apply_overrides(PRESETS["finetune"], {"image_size": "160", "decoder_filters": "128,64,32,16"}).image_size
+    160
+    """
+    if not overrides:
+        return preset
+    fields = {field.name: field for field in dataclasses.fields(Preset)}
+    changes = {}
+    for key, text in overrides.items():
+        if key not in fields or key == "name":
+            raise ValueError(f"Unknown preset field {key!r}; choose from: {', '.join(sorted(fields))}.")
+        default = getattr(preset, key)
+        if isinstance(default, bool):
+            changes[key] = text.lower() in ("1", "true", "yes")
+        elif isinstance(default, tuple):
+            changes[key] = tuple(int(part) for part in text.split(","))
+        elif key == "fine_tune_after":
+            changes[key] = None if text.lower() == "none" else int(text)
+        else:
+            changes[key] = type(default)(text)
+    return dataclasses.replace(preset, **changes)
+
+
 def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_momentum: float = 0.99,
                    name: str | None = None) -> keras.Sequential:
     """The pix2pix upsample block: Conv2DTranspose (stride 2, no bias) -> BatchNorm -> optional Dropout -> ReLU.
@@ -112,7 +137,7 @@ def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_
     This is ``tensorflow_examples.models.pix2pix.upsample`` written out, since that package is not on PyPI.
 
     >>> block = upsample_block(64)
-    >>> block(keras.ops.zeros((1, 8, 8, 16))).shape
+    >>> tuple(block(keras.ops.zeros((1, 8, 8, 16))).shape)
     (1, 16, 16, 64)
     """
     initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.02)

@@ -31,7 +31,7 @@ import petseg
 from petseg.checkpoints import load_checkpoint_file, save_checkpoint, store_metrics, write_sidecar
 from petseg.classes import CLASS_NAMES, NUM_CLASSES
 from petseg.data import make_training_data
-from petseg.model import build_unet, get_preset, set_encoder_trainable
+from petseg.model import apply_overrides, build_unet, get_preset, set_encoder_trainable
 from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id
 from petseg.visuals import plot_curves, sample_grid, save_png
 
@@ -44,6 +44,7 @@ class TrainConfig:
 
     data_dir: str | None = None  # None: tfds oxford_iiit_pet.
     preset: str = "tutorial"
+    overrides: dict[str, str] | None = None  # Preset fields to change, e.g. {"image_size": "160"}.
     epochs: int | None = None
     batch_size: int | None = None
     image_size: int | None = None
@@ -157,7 +158,7 @@ class EpochReporter(keras.callbacks.Callback):
 
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.preset`` and return where its best checkpoint went; see ``train.py`` for the CLI."""
-    preset = get_preset(config.preset)
+    preset = apply_overrides(get_preset(config.preset), config.overrides)
     epochs = config.epochs or preset.epochs
     batch_size = config.batch_size or preset.batch_size
     image_size = config.image_size or preset.image_size
@@ -182,6 +183,7 @@ def train(config: TrainConfig) -> TrainResult:
             model = build_unet(preset, image_size, config.encoder_weights)
         sidecar = {
             "name": name, "preset": preset.name, "description": preset.description, "image_size": image_size,
+            "overrides": config.overrides or {},
             "classes": list(CLASS_NAMES), "epochs_planned": epochs, "batch_size": batch_size,
             "learning_rate": learning_rate, "encoder_weights": _describe_weights(config.encoder_weights),
             "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,

@@ -1,0 +1,16 @@
+"""The docstring examples in the library are runnable and right."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["classes", "metrics", "runs", "checkpoints", "synthetic", "data", "model", "photos", "visuals",
+           "inference", "training"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(f"petseg.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
