@@ -198,14 +198,18 @@ def train(config: TrainConfig) -> TrainResult:
         for first_epoch, last_epoch, fine_tune, phase_rate in phases:
             with strategy.scope():
                 set_encoder_trainable(model, fine_tune)
+                if fine_tune:
+                    # The fine-tuning phase decays its rate along a cosine to a tenth, to settle at the end.
+                    phase_rate = keras.optimizers.schedules.CosineDecay(
+                        phase_rate, decay_steps=data.steps_per_epoch * (last_epoch - first_epoch), alpha=0.1)
                 model.compile(
                     optimizer=keras.optimizers.Adam(phase_rate),
                     loss=cross_entropy_dice_loss(preset.dice_weight),
                     metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, name="mean_iou")],
                 )
             if fine_tune:
-                print(f"Epoch {first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), "
-                      f"learning rate {phase_rate}.", flush=True)
+                print(f"Epoch {first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
+                      f"{preset.fine_tune_learning_rate} with cosine decay.", flush=True)
             model.fit(data.train, validation_data=data.validation, epochs=last_epoch, initial_epoch=first_epoch,
                       callbacks=[reporter], verbose=config.verbose)
             if reporter.stopped:
