@@ -89,15 +89,27 @@ def checkpoint_path(name: str, weights_dir: str | os.PathLike | None = None) -> 
 
     Names with path separators or "..", absolute paths, and symlinks pointing outside are refused.
     """
+    if not isinstance(name, str):
+        raise CheckpointError(f"Refused checkpoint name {name!r}: a name is a string.")
     weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR).resolve()
     if name.endswith(CHECKPOINT_SUFFIX):
         name = name[: -len(CHECKPOINT_SUFFIX)]
-    if not NAME_PATTERN.match(name) or ".." in name:
+    # fullmatch, not match: "$" alone would accept a trailing newline.
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise CheckpointError(f"Refused checkpoint name {name!r}: use letters, digits, '.', '_' and '-' only.")
     path = weights_dir / f"{name}{CHECKPOINT_SUFFIX}"
-    if path.resolve().parent != weights_dir:
-        raise CheckpointError(f"Refused checkpoint {name!r}: it points outside the weights folder.")
+    if not _resolves_inside(path, weights_dir):
+        raise CheckpointError(f"Refused checkpoint {name!r}: it points outside the weights folder "
+                              "(or is a symlink loop).")
     return path
+
+
+def _resolves_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (after following symlinks) lies directly in ``folder``; a symlink loop does not."""
+    try:
+        return path.resolve().parent == folder.resolve()
+    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError for a symlink loop.
+        return False
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
@@ -118,6 +130,8 @@ def check_checkpoint_file(path: Path) -> dict[str, Any]:
     """Cheaply validate a checkpoint without building its model; return its sidecar or raise ``CheckpointError``."""
     if not path.is_file():
         raise CheckpointError("file not found")
+    if not _resolves_inside(path.with_suffix(SIDECAR_SUFFIX), path.resolve().parent):
+        raise CheckpointError("its sidecar points outside the weights folder")
     sidecar = read_sidecar(path)
     missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]
     if missing:
@@ -128,6 +142,13 @@ def check_checkpoint_file(path: Path) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:
             if archive.testzip() is not None or "config.json" not in archive.namelist():
                 raise CheckpointError("corrupt file (damaged archive)")
+            # A readable archive can still hold a damaged model description; it is small, so parse it here.
+            if not isinstance(json.loads(archive.read("config.json")), dict):
+                raise CheckpointError("corrupt file (config.json is not a model description)")
+    except CheckpointError:
+        raise
+    except ValueError as error:  # JSON and Unicode decoding errors.
+        raise CheckpointError("corrupt file (config.json is not valid JSON)") from error
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise CheckpointError("corrupt file (not a Keras archive)") from error
     return sidecar

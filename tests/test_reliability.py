@@ -1,0 +1,242 @@
+"""Crash safety: a killed or stopped training run, and damaged files in the weights folder, never break a reader.
+
+The subprocess tests run the real ``python train.py`` on the synthetic pets at 64 px with a random encoder; each
+takes about as long as TensorFlow needs to start and train an epoch or two.
+"""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_checkpoint_file, read_sidecar
+from petseg.inference import predict_probabilities
+from petseg.runs import read_metrics, read_run, request_stop
+
+from conftest import ROOT
+
+STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first epoch on a busy machine.
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def start_training(data_dir: Path, folder: Path, name: str, epochs: int = 500) -> subprocess.Popen:
+    """Start ``python train.py`` writing ``folder/weights/<name>.keras`` and the run folder ``folder/run``."""
+    command = [
+        sys.executable, "train.py", "--data-dir", str(data_dir), "--image-size", "64", "--encoder-weights", "none",
+        "--epochs", str(epochs), "--batch-size", "2", "--output-dir", str(folder / "weights"),
+        "--run-dir", str(folder / "run"), "--name", name, "--no-test",
+    ]
+    log = open(folder / "train.log", "wb")
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    try:
+        return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    finally:
+        log.close()
+
+
+def wait_until(condition, process: subprocess.Popen | None, folder: Path, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Poll ``condition`` until it holds; fail with the training log if ``process`` ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"train.py ended early with {process.returncode}:\n{log_tail(folder)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for train.py:\n{log_tail(folder)}")
+        time.sleep(0.1)
+
+
+def log_tail(folder: Path, characters: int = 3000) -> str:
+    try:
+        return (folder / "train.log").read_text(errors="replace")[-characters:]
+    except OSError:
+        return "(no log)"
+
+
+def first_epoch_saved(folder: Path, name: str):
+    """True once the first checkpoint and the first metrics line exist."""
+    return lambda: (folder / "weights" / f"{name}.keras").exists() and bool(read_metrics(folder / "run"))
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=60)
+
+
+def assert_predicts(checkpoint) -> None:
+    photo = np.random.default_rng(0).integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
+    probabilities = predict_probabilities(photo, checkpoint)
+    assert probabilities.shape == (90, 120, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
+
+
+def copy_checkpoint(source: Path, weights_dir: Path, name: str) -> Path:
+    """Copy a checkpoint and its sidecar into ``weights_dir`` under ``name``; return the new .keras path."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    target = weights_dir / f"{name}.keras"
+    target.write_bytes(source.read_bytes())
+    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
+    return target
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A killed run and a stopped run.
+
+
+def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_a_failed_run(synthetic_data, tmp_path):
+    process = start_training(synthetic_data, tmp_path, "crash")
+    try:
+        wait_until(first_epoch_saved(tmp_path, "crash"), process, tmp_path)
+        assert read_run(tmp_path / "run").state == "running"
+        time.sleep(0.5)  # Into the next epochs, which are short: the kill may land in a step or in a save.
+        process.send_signal(signal.SIGKILL)
+        # Until it is reaped the killed process is a zombie; a reader must already see the run as failed.
+        wait_until(lambda: read_run(tmp_path / "run").state == "failed", None, tmp_path, timeout=10)
+    finally:
+        stop_process(process)
+    assert process.returncode == -signal.SIGKILL
+
+    run = read_run(tmp_path / "run")
+    assert run.state == "failed" and "ended without finishing" in run.status["message"]
+    assert run.status["checkpoint"] == str(tmp_path / "weights" / "crash.keras")
+    epochs = read_metrics(tmp_path / "run")
+    assert [record["epoch"] for record in epochs] == list(range(1, len(epochs) + 1))
+    assert all({"loss", "val_loss", "val_mean_iou"} <= set(record) for record in epochs)
+
+    # A write interrupted by the kill would leave a temporary ".crash.*" file; plant one to be sure it is ignored.
+    (tmp_path / "weights" / ".crash.interrupted.keras").write_bytes(b"PK\x03\x04 half a zip")
+    listed = list_checkpoints(tmp_path / "weights")
+    assert [(info.name, info.available) for info in listed] == [("crash", True)]
+    checkpoint = load_checkpoint_file(tmp_path / "weights" / "crash.keras")
+    # A kill between saving a checkpoint and appending that epoch's metrics line leaves the sidecar one ahead.
+    assert 1 <= checkpoint.sidecar["epochs"] <= len(epochs) + 1
+    assert_predicts(checkpoint)
+
+
+def test_stop_file_ends_a_run_cleanly(synthetic_data, tmp_path):
+    process = start_training(synthetic_data, tmp_path, "stopped")
+    try:
+        wait_until(first_epoch_saved(tmp_path, "stopped"), process, tmp_path)
+        request_stop(tmp_path / "run")
+        process.wait(timeout=STARTUP_TIMEOUT)
+    finally:
+        stop_process(process)
+    assert process.returncode == 0, log_tail(tmp_path)
+    assert "stopped: checkpoint" in log_tail(tmp_path)
+
+    run = read_run(tmp_path / "run")
+    assert run.state == "stopped" and run.status["finished"]
+    assert 1 <= len(run.epochs) < 500 and run.curves is not None
+    sidecar = read_sidecar(tmp_path / "weights" / "stopped.keras")
+    assert sidecar["stopped_early"] is True and sidecar["epochs_done"] == len(run.epochs)
+    assert_predicts(load_checkpoint_file(tmp_path / "weights" / "stopped.keras"))
+    assert [path.name for path in (tmp_path / "weights").iterdir() if path.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Damaged checkpoints and sidecars.
+
+
+def damage(data: bytes, kind: str) -> bytes:
+    """Return a damaged copy of a good checkpoint's bytes."""
+    if kind == "truncated":
+        return data[: len(data) // 2]
+    if kind == "zero-bytes":
+        return b""
+    if kind == "random-bytes":
+        return np.random.default_rng(0).integers(0, 256, size=4096, dtype=np.uint8).tobytes()
+    if kind == "flipped-bytes":
+        middle = len(data) // 2
+        return data[:middle] + bytes(value ^ 0xFF for value in data[middle:middle + 64]) + data[middle + 64:]
+    if kind == "foreign-zip":
+        return zip_bytes({"notes.txt": b"not a model"})
+    if kind == "garbage-config":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {member: archive.read(member) for member in archive.namelist()}
+        return zip_bytes({**members, "config.json": b"{this is not json"})
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("truncated", "not a Keras archive"), ("zero-bytes", "not a Keras archive"), ("random-bytes", "not a Keras archive"),
+    ("flipped-bytes", "damaged archive"), ("foreign-zip", "damaged archive"), ("garbage-config", "not valid JSON"),
+])
+def test_damaged_checkpoint_is_unavailable_and_refuses_to_load(trained_checkpoint, tmp_path, kind, reason):
+    copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "good")
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    damaged.write_bytes(damage(damaged.read_bytes(), kind))
+
+    listed = {info.name: info for info in list_checkpoints(tmp_path)}
+    assert listed["good"].available
+    assert not listed["damaged"].available
+    assert listed["damaged"].reason.startswith("corrupt file (") and reason in listed["damaged"].reason
+    assert "unavailable" in listed["damaged"].describe()
+    assert list_checkpoints(tmp_path)[-1].name == "damaged"  # Broken ones come last.
+    with pytest.raises(CheckpointError, match="Checkpoint damaged is unavailable"):
+        load_checkpoint("damaged", tmp_path)
+
+
+@pytest.mark.parametrize("sidecar_text, reason", [
+    (None, "sidecar damaged.json is missing"),
+    ("{\"preset\": \"tutorial\", ", "not valid JSON"),
+    ("[1, 2, 3]", "not a JSON object"),
+    (json.dumps({"preset": "tutorial", "image_size": 64}), "sidecar lacks classes"),
+    (json.dumps({"preset": "tutorial", "image_size": 64, "classes": ["cat", "dog"]}), "incompatible classes"),
+    (json.dumps({"preset": "tutorial", "image_size": 64, "classes": ["background", "pet", "border"]}),
+     "incompatible classes"),
+])
+def test_bad_sidecar_makes_a_checkpoint_unavailable(trained_checkpoint, tmp_path, sidecar_text, reason):
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    if sidecar_text is None:
+        damaged.with_suffix(".json").unlink()
+    else:
+        damaged.with_suffix(".json").write_text(sidecar_text)
+    [info] = list_checkpoints(tmp_path)
+    assert not info.available and reason in info.reason
+    with pytest.raises(CheckpointError, match=reason):
+        load_checkpoint("damaged", tmp_path)
+
+
+def test_sidecar_describing_another_model_refuses_to_load(trained_checkpoint, tmp_path):
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    sidecar = json.loads(damaged.with_suffix(".json").read_text())
+    damaged.with_suffix(".json").write_text(json.dumps({**sidecar, "image_size": 128}))
+    with pytest.raises(CheckpointError, match="not what its sidecar describes"):
+        load_checkpoint("damaged", tmp_path)
+
+
+def test_a_checkpoint_damaged_after_loading_is_not_served_from_the_cache(trained_checkpoint, tmp_path):
+    path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "replaced")
+    assert_predicts(load_checkpoint("replaced", tmp_path))
+    path.write_bytes(damage(path.read_bytes(), "truncated"))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint("replaced", tmp_path)
+
+
+def test_torn_metrics_line_and_unreadable_status_still_read(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "lo')
+    (run_dir / "status.json").write_text('{"state": "runn')
+    run = read_run(run_dir)
+    assert run.state == "failed" and "unreadable status.json" in run.status["message"]
+    assert run.epochs == [{"epoch": 1, "loss": 0.5}]
