@@ -1,0 +1,386 @@
+"""Start, stop and describe training runs for the app: validated requests, a separate process, readable progress.
+
+A run started here is ``python train.py ... --run-dir runs/<id>`` in a process of its own (its output goes to
+``runs/<id>/train.log``), so training never blocks the web server and survives a page reload. Watching only reads
+the run folder (``petseg.runs``), so a run started from a terminal can be watched the same way. Nothing here
+imports gradio: ``petseg.ui`` shows these strings and raises these errors as messages.
+
+>>> training_allowed(None, {"SPACE_ID": "someone/petseg"})
+False
+>>> training_allowed(None, {"SPACE_ID": "someone/petseg", "PETSEG_ALLOW_TRAINING": "1"})
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from petseg.checkpoints import CHECKPOINT_SUFFIX, CheckpointError, checkpoint_path
+from petseg.model import PRESETS
+from petseg.runs import RunState, new_run_id, now_iso, read_run, request_stop, write_json_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SCRIPT = ROOT / "train.py"
+
+# Data sources offered in the Training tab, by key, with their labels.
+DATA_SOURCES: dict[str, str] = {
+    "synthetic": "Synthetic demo data",
+    "folder": "A local folder (official Oxford-IIIT Pet layout)",
+    "tfds": "TensorFlow Datasets (downloads about 800 MB)",
+}
+ENCODER_WEIGHTS = ("imagenet", "none")
+
+# Inclusive limits of the numeric training settings.
+EPOCH_LIMITS = (1, 200)
+BATCH_SIZE_LIMITS = (1, 256)
+IMAGE_SIZE_LIMITS = (32, 512)
+IMAGE_SIZE_STEP = 32  # The U-Net halves the input five times.
+
+# The synthetic demo set: small enough to train an epoch in seconds on a laptop CPU.
+SYNTHETIC_TRAINVAL = 24
+SYNTHETIC_TEST = 6
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+STOP_GRACE_SECONDS = 10.0
+
+
+class TrainingRequestError(ValueError):
+    """A training request the app refuses; the message says what to change."""
+
+
+def training_allowed(allow_training: bool | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this app may start training runs.
+
+    An explicit ``allow_training`` wins; otherwise ``PETSEG_ALLOW_TRAINING`` ("1"/"0", also true/false, yes/no,
+    on/off) decides; otherwise training is on, except on a Hugging Face Space (``SPACE_ID`` is set), where a run
+    would take the CPU from everyone's predictions.
+    """
+    if allow_training is not None:
+        return bool(allow_training)
+    environ = os.environ if environ is None else environ
+    flag = environ.get("PETSEG_ALLOW_TRAINING", "").strip().lower()
+    if flag in ("1", "true", "yes", "on"):
+        return True
+    if flag in ("0", "false", "no", "off"):
+        return False
+    return not environ.get("SPACE_ID")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingRequest:
+    """A validated request for one training run."""
+
+    preset: str
+    epochs: int
+    batch_size: int
+    image_size: int
+    data_source: str  # A key of DATA_SOURCES.
+    data_dir: str | None  # Only for the "folder" source.
+    encoder_weights: str  # "imagenet", "none" or a weights file.
+    name: str | None  # None: "<preset>-<run id>".
+
+
+def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, data_source: str,
+                  data_dir: str | None = None, encoder_weights: str | None = "imagenet", name: str | None = None,
+                  weights_dir: str | os.PathLike | None = None) -> TrainingRequest:
+    """Check the Training tab's fields and return a request, or raise ``TrainingRequestError`` saying what is wrong."""
+    if preset not in PRESETS:
+        raise TrainingRequestError(f"Unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}.")
+    epochs = whole_number(epochs, "Epochs", *EPOCH_LIMITS)
+    batch_size = whole_number(batch_size, "Batch size", *BATCH_SIZE_LIMITS)
+    image_size = whole_number(image_size, "Image size", *IMAGE_SIZE_LIMITS)
+    if image_size % IMAGE_SIZE_STEP:
+        raise TrainingRequestError(f"Image size must be a multiple of {IMAGE_SIZE_STEP} (for example 64, 128 or "
+                                   f"224), got {image_size}.")
+    if data_source not in DATA_SOURCES:
+        raise TrainingRequestError(f"Unknown data source {data_source!r}; choose one of: {', '.join(DATA_SOURCES)}.")
+    folder = check_data_folder(data_dir) if data_source == "folder" else None
+    # Synthetic runs never download: their encoder starts from random weights.
+    weights = "none" if data_source == "synthetic" else check_encoder_weights(encoder_weights)
+    return TrainingRequest(preset, epochs, batch_size, image_size, data_source, folder, weights,
+                           check_new_checkpoint_name(name, weights_dir))
+
+
+def whole_number(value: Any, label: str, low: int, high: int) -> int:
+    """``value`` as an int between ``low`` and ``high``, or a ``TrainingRequestError`` naming the field.
+
+    >>> whole_number(4.0, "Epochs", 1, 200)
+    4
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise TrainingRequestError(f"{label} is empty; enter a whole number from {low} to {high}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TrainingRequestError(f"{label} must be a whole number from {low} to {high}, got {value!r}.") from None
+    if not number.is_integer() or not low <= number <= high:
+        raise TrainingRequestError(f"{label} must be a whole number from {low} to {high}, got {value:g}."
+                                   if isinstance(value, (int, float)) else
+                                   f"{label} must be a whole number from {low} to {high}, got {value!r}.")
+    return int(number)
+
+
+def check_data_folder(data_dir: str | None) -> str:
+    """The absolute path of a folder in the official layout, or a ``TrainingRequestError``."""
+    if not data_dir or not str(data_dir).strip():
+        raise TrainingRequestError("Enter the path of a data folder holding images/ and annotations/.")
+    folder = Path(str(data_dir).strip()).expanduser()
+    if not folder.is_dir():
+        raise TrainingRequestError(f"No folder at {folder}.")
+    missing = [part for part in ("images", "annotations/trainval.txt", "annotations/trimaps")
+               if not (folder / part).exists()]
+    if missing:
+        raise TrainingRequestError(f"{folder} is not in the official Oxford-IIIT Pet layout: it lacks "
+                                   f"{', '.join(missing)}.")
+    return str(folder.resolve())
+
+
+def check_encoder_weights(encoder_weights: str | None) -> str:
+    """"imagenet", "none", or the absolute path of an existing weights file."""
+    value = (encoder_weights or "").strip()
+    if value.lower() in ENCODER_WEIGHTS:
+        return value.lower()
+    path = Path(value).expanduser()
+    if not value or not path.is_file():
+        raise TrainingRequestError(f"Encoder weights must be 'imagenet', 'none' or the path of a Keras weights file; "
+                                   f"no file at {value or '(empty)'}.")
+    return str(path.resolve())
+
+
+def check_new_checkpoint_name(name: str | None, weights_dir: str | os.PathLike | None) -> str | None:
+    """A valid checkpoint name that is not taken yet, or None for the default name."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    try:
+        path = checkpoint_path(name, weights_dir)
+    except CheckpointError as error:
+        raise TrainingRequestError(str(error)) from None
+    if path.exists():
+        raise TrainingRequestError(f"A checkpoint called {path.stem} already exists; choose another name.")
+    return path.stem
+
+
+def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
+                     name: str) -> list[str]:
+    """The ``python train.py`` command line for ``request``."""
+    command = [sys.executable, str(TRAIN_SCRIPT), "--preset", request.preset, "--epochs", str(request.epochs),
+               "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
+               "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir),
+               "--output-dir", str(weights_dir), "--name", name]
+    if data_dir:
+        command += ["--data-dir", str(data_dir)]
+    return command
+
+
+class TrainingLauncher:
+    """Starts training processes, at most one at a time, and stops runs by their folder."""
+
+    def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike):
+        self.weights_dir = Path(weights_dir).resolve()
+        self.runs_dir = Path(runs_dir).resolve()
+        self._processes: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def active_run(self) -> str | None:
+        """The id of the run this app started that is still training, if any; finished processes are reaped."""
+        for run_id, process in list(self._processes.items()):
+            if process.poll() is not None:
+                del self._processes[run_id]
+        return next(iter(self._processes), None)
+
+    def start(self, request: TrainingRequest) -> Path:
+        """Create a run folder, prepare its data and start ``train.py`` on it; return the run folder."""
+        from petseg.synthetic import make_synthetic_pets
+
+        with self._lock:
+            active = self.active_run()
+            if active:
+                raise TrainingRequestError(f"Run {active} is still training; stop it or wait for it to finish.")
+            run_id = self._unused_run_id()
+            run_dir = self.runs_dir / run_id
+            run_dir.mkdir(parents=True)
+            name = request.name or f"{request.preset}-{run_id}"
+            data_dir = request.data_dir
+            if request.data_source == "synthetic":
+                data_dir = str(make_synthetic_pets(run_dir / "synthetic-data", SYNTHETIC_TRAINVAL, SYNTHETIC_TEST))
+            command = training_command(request, data_dir, run_dir, self.weights_dir, name)
+            environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            with open(run_dir / "train.log", "wb") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           cwd=ROOT, env=environment, start_new_session=True)
+            self._processes[run_id] = process
+            # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
+            if not (run_dir / "status.json").exists():
+                write_json_atomic(run_dir / "status.json", {
+                    "state": "running", "pid": process.pid, "started": now_iso(), "updated": now_iso(),
+                    "epochs_done": 0, "preset": request.preset, "epochs": request.epochs,
+                    "batch_size": request.batch_size, "image_size": request.image_size, "name": name,
+                    "data": DATA_SOURCES[request.data_source], "launched_by": "app",
+                    "message": "starting: loading TensorFlow and the data",
+                })
+            return run_dir
+
+    def stop(self, run_id: str) -> str:
+        """Ask run ``run_id`` to stop after its current batch; return a sentence saying what happened."""
+        run_dir = self.run_folder(run_id)
+        run = read_run(run_dir)
+        if run.state != "running":
+            return f"Run {run_id} is not running (it is {run.state})."
+        request_stop(run_dir)
+        process = self._processes.get(run_id)
+        if process is not None and process.poll() is None and run.status.get("launched_by") == "app":
+            # train.py has not started its run yet, and would delete the stop file when it does: end it now.
+            self._terminate(process)
+            write_json_atomic(run_dir / "status.json", {**run.status, "state": "stopped", "updated": now_iso(),
+                                                         "finished": now_iso(), "message": "stopped before training"})
+            return f"Run {run_id} stopped before its first epoch."
+        return f"Stop requested: run {run_id} ends after its current batch and keeps its best checkpoint."
+
+    def run_folder(self, run_id: str) -> Path:
+        """The folder of run ``run_id`` inside the runs folder, refusing names that would leave it."""
+        if not run_id or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+            raise TrainingRequestError(f"Unknown run {run_id!r}.")
+        run_dir = self.runs_dir / run_id
+        if not (run_dir / "status.json").is_file():
+            raise TrainingRequestError(f"Unknown run {run_id!r}: it has no status.json.")
+        return run_dir
+
+    def _unused_run_id(self) -> str:
+        run_id = new_run_id()
+        candidate, suffix = run_id, 2
+        while (self.runs_dir / candidate).exists():
+            candidate, suffix = f"{run_id}-{suffix}", suffix + 1
+        return candidate
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen) -> None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_GRACE_SECONDS)
+        except ProcessLookupError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Describing runs.
+
+
+def run_label(run: RunState) -> str:
+    """One line for the run picker, e.g. "20260101-120000-42 · tutorial · running · epoch 1/5"."""
+    total = run.status.get("epochs", "?")
+    return f"{run.run_id} · {run.status.get('preset', '?')} · {run.state} · epoch {len(run.epochs)}/{total}"
+
+
+def epoch_line(record: dict[str, Any], total_epochs: Any = None) -> str:
+    """One log line per epoch, e.g. "epoch 2/5: loss 0.812, val loss 0.901, val mIoU 0.412 (3.1 s)".
+
+    >>> epoch_line({"epoch": 2, "loss": 0.8123, "val_mean_iou": 0.41, "seconds": 3.14}, 5)
+    'epoch 2/5: loss 0.812, val mIoU 0.410 (3.1 s)'
+    """
+    epoch = record.get("epoch", "?")
+    parts = []
+    for key, label in (("loss", "loss"), ("val_loss", "val loss"), ("val_mean_iou", "val mIoU"),
+                       ("val_accuracy", "val accuracy")):
+        if isinstance(record.get(key), (int, float)):
+            parts.append(f"{label} {record[key]:.3f}")
+    seconds = f" ({record['seconds']:.1f} s)" if isinstance(record.get("seconds"), (int, float)) else ""
+    saved = ", best so far: checkpoint saved" if record.get("saved_checkpoint") else ""
+    total = f"/{total_epochs}" if total_epochs else ""
+    return f"epoch {epoch}{total}: " + ", ".join(parts) + saved + seconds
+
+
+def progress_log(run: RunState) -> str:
+    """The run's story so far: one line per finished epoch, then how it ended."""
+    total = run.status.get("epochs")
+    lines = [epoch_line(record, total) for record in run.epochs]
+    message = run.status.get("message") or ""
+    if run.state == "running" and not run.epochs:
+        lines.append("preparing: loading TensorFlow, the data and the model…")
+    elif run.state != "running":
+        lines.append(f"{run.state}" + (f": {message}" if message else ""))
+    return "\n".join(lines)
+
+
+def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
+    """A one-line summary with the state, the epoch count, the time taken and, while running, the time left."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    total = run.status.get("epochs")
+    done = len(run.epochs)
+    name = run.status.get("name") or Path(str(run.status.get("checkpoint") or "")).stem
+    started = _parse_time(run.status.get("started"))
+    ended = _parse_time(run.status.get("finished") or run.status.get("updated")) if run.state != "running" else now
+    elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
+    if run.state == "running":
+        summary = f"**Running** · epoch {done} of {total or '?'} done · {elapsed} elapsed"
+        seconds = [record["seconds"] for record in run.epochs if isinstance(record.get("seconds"), (int, float))]
+        if seconds and isinstance(total, int) and total > done:
+            summary += f" · about {sum(seconds) / len(seconds) * (total - done):.0f} s left"
+        return summary
+    message = run.status.get("message") or ""
+    summary = f"**{run.state.capitalize()}** after {done} of {total or '?'} epochs in {elapsed}"
+    if message:
+        summary += f": {message}"
+    if run.status.get("checkpoint") and run.state in ("done", "stopped"):
+        summary += f". Checkpoint **{name}** is in the checkpoint lists."
+    return summary
+
+
+def log_tail(run_dir: Path, max_lines: int = 60, max_bytes: int = 32_768) -> str:
+    """The last lines of the run's ``train.log`` (empty for runs started from a terminal)."""
+    path = Path(run_dir) / "train.log"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(path.stat().st_size - max_bytes, 0))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    # Keras progress bars redraw with carriage returns; keep the last drawing of each line.
+    lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(lines[-max_lines:])
+
+
+def run_fingerprint(run: RunState) -> tuple:
+    """What changes whenever a run makes progress; the app redraws a run only when this changes."""
+    log = run.run_dir / "train.log"
+    return (run.run_id, run.state, len(run.epochs), run.status.get("updated"), len(run.samples),
+            log.stat().st_size if log.exists() else 0)
+
+
+def checkpoints_fingerprint(weights_dir: str | os.PathLike) -> tuple:
+    """What changes whenever a checkpoint or sidecar is written, renamed or removed."""
+    folder = Path(weights_dir)
+    if not folder.is_dir():
+        return ()
+    entries = []
+    for path in folder.iterdir():
+        if path.suffix in (CHECKPOINT_SUFFIX, ".json") and not path.name.startswith("."):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(entries))
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
