@@ -1,0 +1,84 @@
+"""Run the PetSeg demo app: segment pet photos, compare checkpoints and watch training in the browser.
+
+Examples:
+    python app.py                                  # http://127.0.0.1:7860
+    python app.py --port 8080 --weights-dir weights --runs-dir runs
+    python app.py --no-allow-training              # watch runs, but start none
+
+On a Hugging Face Space (SPACE_ID is set) the app listens on 0.0.0.0 and starting runs is off unless
+PETSEG_ALLOW_TRAINING=1 or --allow-training says otherwise.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+# Before gradio is imported: no usage statistics and no version check leave the machine.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULT_PORT = 7860
+QUEUE_SIZE = 32  # Requests waiting beyond this are refused with "the queue is full".
+CONCURRENCY = 2  # Predictions running at once; each uses every CPU core already.
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Spaces route traffic to the container, so the app must listen on every interface there.
+    default_host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+    parser.add_argument("--host", default=default_host,
+                        help="address to listen on (default: 127.0.0.1, or 0.0.0.0 on a Space)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT),
+                        help=f"port to listen on (default: $GRADIO_SERVER_PORT or {DEFAULT_PORT})")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs internet)")
+    parser.add_argument("--weights-dir", help="checkpoint folder (default: weights/ or $PETSEG_WEIGHTS_DIR)")
+    parser.add_argument("--runs-dir", help="training run folder (default: runs/ or $PETSEG_RUNS_DIR)")
+    parser.add_argument("--allow-training", action=argparse.BooleanOptionalAction, default=None,
+                        help="allow starting training runs (default: $PETSEG_ALLOW_TRAINING, else on except on "
+                             "a Space)")
+    return parser.parse_args(argv)
+
+
+def warm_up(weights_dir) -> str:
+    """Load and trace the default checkpoint so the first request is as fast as the rest; say what happened."""
+    from petseg.checkpoints import CheckpointError, default_checkpoint
+    from petseg.inference import get_predictor
+
+    name = default_checkpoint(weights_dir)
+    if name is None:
+        return "no checkpoint in the weights folder yet"
+    try:
+        get_predictor(name, weights_dir).warm_up()
+    except CheckpointError as error:
+        return f"could not warm up {name}: {error}"
+    return f"default checkpoint {name} loaded"
+
+
+def main(argv=None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    from petseg.checkpoints import DEFAULT_WEIGHTS_DIR
+    from petseg.runs import DEFAULT_RUNS_DIR
+    from petseg.ui import build_app, launch_options
+
+    weights_dir = args.weights_dir or DEFAULT_WEIGHTS_DIR
+    runs_dir = args.runs_dir or DEFAULT_RUNS_DIR
+    warm_up_note = warm_up(weights_dir)
+    demo = build_app(weights_dir, runs_dir, args.allow_training)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
+                quiet=True, **launch_options(runs_dir))
+    print(f"PetSeg is ready at {demo.local_url} ({warm_up_note}; started in {time.perf_counter() - started:.1f} s)",
+          flush=True)
+    if demo.share_url:
+        print(f"Public link: {demo.share_url}", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
