@@ -6,7 +6,7 @@ this module only arranges their results with ``petseg.visuals``.
 
 >>> import numpy as np
 >>> segmentation = Segmentation(np.zeros((2, 2, 3), np.uint8), np.array([[0, 1], [1, 2]], np.uint8), "tiny")
->>> segmentation.overlay(0.0).max()
+>>> int(segmentation.overlay(0.0).max())
 0
 """
 
@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from petseg.checkpoints import CheckpointInfo, headline_metrics, list_checkpoints
 from petseg.classes import CLASS_NAMES, PET
 from petseg.inference import get_predictor, predict_probabilities
-from petseg.visuals import class_areas, colorize_mask, confidence_map, cutout_pet, overlay_mask, save_png
+from petseg.visuals import class_areas, colorize_mask, confidence_map, cutout_pet, overlay_mask
 
 # The cutout folder keeps this many recent downloads; older ones are deleted.
 KEEP_CUTOUTS = 64
@@ -119,11 +120,15 @@ class CutoutFolder:
         self.keep = keep
 
     def write(self, cutout: np.ndarray, photo_name: str | None) -> Path:
-        """Write ``cutout`` as ``<photo stem>-cutout.png`` in a folder of its own, so names never collide."""
+        """Write ``cutout`` as ``<photo stem>-cutout.png`` in a folder of its own, so names never collide.
+
+        The file is new and private until this returns, so it needs none of ``save_png``'s atomic rename and
+        fsync; the fastest zlib level makes it about five times faster for a fifth more bytes.
+        """
         self._prune()
         folder = Path(tempfile.mkdtemp(dir=self.root))
         path = folder / f"{safe_stem(photo_name)}-cutout.png"
-        save_png(cutout, path)
+        Image.fromarray(cutout).save(path, format="PNG", compress_level=1)
         return path
 
     def _prune(self) -> None:

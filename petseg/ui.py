@@ -142,7 +142,8 @@ class Handlers:
         cutout_path = self.cutouts.write(result.cutout, photo_name(photo))
         status = (f"Segmented **{photo_name(photo) or 'the photo'}** ({describe_photo(image)}) with **{name}** "
                   f"in {result.seconds:.2f} s.")
-        return (result.colored_mask, result.overlay, result.confidence, result.cutout, str(cutout_path),
+        # The cutout preview shows the PNG written for download, so it is encoded once.
+        return (result.colored_mask, result.overlay, result.confidence, str(cutout_path), str(cutout_path),
                 area_fractions(result.areas), status, result.segmentation)
 
     def repredict(self, photo: Any, checkpoint: str | None, opacity: float = 0.5) -> tuple:
