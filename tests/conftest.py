@@ -31,3 +31,17 @@ def trained_checkpoint(tmp_path_factory, synthetic_data):
                                image_size=64, encoder_weights="none", output_dir=str(weights_dir),
                                run_dir=str(run_dir), name="tiny", verbose=0))
     return result
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, trained_checkpoint):
+    """``python app.py`` on a free loopback port with two tiny checkpoints and an empty runs folder; always stopped."""
+    from tests.app_server import make_app_weights, start_app, stop_app
+
+    folder = tmp_path_factory.mktemp("app")
+    weights_dir = make_app_weights(trained_checkpoint.checkpoint_path, folder / "weights")
+    server = start_app(weights_dir, folder / "runs", folder / "app.log")
+    try:
+        yield server
+    finally:
+        stop_app(server)

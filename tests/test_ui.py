@@ -1,0 +1,273 @@
+"""Fast tests of the app's handlers and helpers, called directly: no server, no browser."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+import petseg.segmentation
+from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, parse_request,
+                             training_allowed, training_command)
+from petseg.runs import RunWriter
+from petseg.segmentation import CutoutFolder, safe_stem
+from petseg.ui import Handlers, build_app, launch_options, uploaded_photo
+from petseg.visuals import overlay_mask, save_png
+from tests.corpus import EXPECTED, bad_inputs
+
+# Outputs of Handlers.predict, in order.
+MASK, OVERLAY, CONFIDENCE, CUTOUT, CUTOUT_FILE, AREAS, STATUS, STATE = range(8)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory, trained_checkpoint) -> Path:
+    """The tiny checkpoint, plus a corrupt one that the app must list as unavailable."""
+    folder = tmp_path_factory.mktemp("ui-weights")
+    for suffix in (".keras", ".json"):
+        shutil.copy(trained_checkpoint.checkpoint_path.with_suffix(suffix), folder / f"tiny{suffix}")
+    (folder / "broken.keras").write_bytes(b"not a zip archive")
+    shutil.copy(folder / "tiny.json", folder / "broken.json")
+    return folder
+
+
+@pytest.fixture
+def handlers(weights_dir, tmp_path) -> Handlers:
+    return Handlers(weights_dir, tmp_path / "runs", allow_training=True, cutouts=CutoutFolder(tmp_path / "cutouts"))
+
+
+@pytest.fixture
+def model_calls(monkeypatch) -> list:
+    """Counts the calls of the model through the segmentation module."""
+    calls = []
+    original = petseg.segmentation.predict_probabilities
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(petseg.segmentation, "predict_probabilities", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "My cat.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (75, 100, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+# -- Predict ---------------------------------------------------------------------------------------------------------
+
+
+def test_predict_handles_every_corpus_file(handlers, tmp_path):
+    for name, path in bad_inputs(tmp_path / "corpus").items():
+        expected = EXPECTED[name]
+        if expected[0] == "error":
+            with pytest.raises(gr.Error) as raised:
+                handlers.predict(str(path), "tiny")
+            assert expected[1] in raised.value.message.lower(), name
+            assert str(path.parent) not in raised.value.message, f"{name}: the message shows a server path"
+        else:
+            outputs = handlers.predict(str(path), "tiny")
+            assert outputs[MASK].shape == expected, name
+            assert outputs[OVERLAY].shape == expected, name
+            with Image.open(outputs[CUTOUT]) as cutout:
+                assert cutout.mode == "RGBA" and cutout.size == expected[1::-1], name
+
+
+def test_predict_honours_exif_orientation(handlers, tmp_path):
+    outputs = handlers.predict(str(bad_inputs(tmp_path)["exif_rotated.jpg"]), "tiny")
+    assert outputs[MASK].shape[:2] == (60, 40)  # Stored 60 wide and 40 high; upright it is 40 wide.
+
+
+def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
+    outputs = handlers.predict({"path": str(photo_path), "orig_name": "Rex at home.png"}, "tiny", 0.5)
+    for index in (MASK, OVERLAY, CONFIDENCE):
+        assert outputs[index].shape == (75, 100, 3)
+    assert sum(outputs[AREAS].values()) == pytest.approx(1.0)
+    assert "**Rex at home.png** (100x75 px) with **tiny**" in outputs[STATUS]
+    cutout = Path(outputs[CUTOUT_FILE])
+    assert cutout.name == "Rex_at_home-cutout.png"
+    with Image.open(cutout) as image:
+        assert image.mode == "RGBA" and image.size == (100, 75)
+
+
+def test_empty_input_clears_the_outputs(handlers):
+    outputs = handlers.predict(None, "tiny")
+    assert outputs[MASK] is None and outputs[STATE] is None and "Upload a photo" in outputs[STATUS]
+
+
+def test_pasted_data_url_is_decoded(handlers, photo_path):
+    url = "data:image/png;base64," + base64.b64encode(photo_path.read_bytes()).decode()
+    outputs = handlers.predict({"path": None, "url": url}, "tiny")
+    assert outputs[MASK].shape == (75, 100, 3)
+    with pytest.raises(gr.Error, match="pasted image"):
+        uploaded_photo({"path": None, "url": "data:image/png;base64"})
+
+
+def test_opacity_redraws_the_overlay_without_the_model(handlers, photo_path, model_calls):
+    outputs = handlers.predict(str(photo_path), "tiny", 0.5)
+    assert len(model_calls) == 1
+    segmentation = outputs[STATE]
+    for opacity in (0.0, 0.25, 1.0):
+        overlay = handlers.redraw_overlay(segmentation, opacity)
+        np.testing.assert_array_equal(overlay, overlay_mask(segmentation.photo, segmentation.mask, opacity))
+    assert len(model_calls) == 1
+    assert handlers.redraw_overlay(None, 0.3) == gr.skip()
+
+
+def test_unavailable_checkpoint_is_explained_and_does_not_crash(handlers, photo_path):
+    assert "unavailable" in handlers.describe_checkpoint("broken")
+    with pytest.raises(gr.Error, match="broken is unavailable"):
+        handlers.predict(str(photo_path), "broken")
+    outputs = handlers.repredict(str(photo_path), "broken")
+    assert outputs[MASK] is None and "unavailable" in outputs[STATUS]
+    assert handlers.predict(str(photo_path), "tiny")[MASK] is not None
+
+
+def test_checkpoint_names_cannot_leave_the_weights_folder(handlers, photo_path):
+    with pytest.raises(gr.Error, match="Refused checkpoint name"):
+        handlers.predict(str(photo_path), "../weights/tiny")
+
+
+def test_no_checkpoint_at_all_gives_a_readable_error(tmp_path, photo_path):
+    empty = Handlers(tmp_path / "no-weights", tmp_path / "runs", allow_training=False)
+    with pytest.raises(gr.Error, match="no checkpoint"):
+        empty.predict(str(photo_path), None)
+
+
+def test_compare_reports_agreement(handlers, photo_path):
+    verdict, first_card, first_mask, first_overlay, *_ = handlers.compare(str(photo_path), "tiny", "tiny")
+    assert "agree on **100.0 %**" in verdict and first_mask.shape == (75, 100, 3)
+
+
+def test_list_checkpoints_endpoint(handlers):
+    listed = {entry["name"]: entry for entry in handlers.list_checkpoints()}
+    assert listed["tiny"]["available"] and not listed["broken"]["available"]
+    assert listed["broken"]["reason"]
+
+
+# -- Training --------------------------------------------------------------------------------------------------------
+
+
+def test_training_allowed_follows_flag_then_environment_then_space():
+    assert training_allowed(None, {}) is True
+    assert training_allowed(None, {"SPACE_ID": "user/petseg"}) is False
+    assert training_allowed(None, {"SPACE_ID": "user/petseg", "PETSEG_ALLOW_TRAINING": "1"}) is True
+    assert training_allowed(None, {"PETSEG_ALLOW_TRAINING": "0"}) is False
+    assert training_allowed(True, {"SPACE_ID": "user/petseg", "PETSEG_ALLOW_TRAINING": "0"}) is True
+    assert training_allowed(False, {}) is False
+
+
+def test_training_refused_when_not_allowed(weights_dir, tmp_path):
+    handlers = Handlers(weights_dir, tmp_path / "runs", allow_training=False)
+    with pytest.raises(gr.Error, match="turned off"):
+        handlers.start_training("tutorial", "synthetic", "", "none", 2, 4, 64, "")
+    with pytest.raises(gr.Error, match="turned off"):
+        handlers.stop_training("anything")
+
+
+@pytest.mark.parametrize("epochs, batch_size, image_size, message", [
+    (0, 4, 64, "Epochs must be a whole number from 1 to 200"),
+    (201, 4, 64, "Epochs must be a whole number from 1 to 200"),
+    (2.5, 4, 64, "Epochs must be a whole number"),
+    (None, 4, 64, "Epochs is empty"),
+    (2, "many", 64, "Batch size must be a whole number"),
+    (2, 4, 100, "multiple of 32"),
+    (2, 4, 1024, "Image size must be a whole number from 32 to 512"),
+])
+def test_training_numbers_are_validated(handlers, epochs, batch_size, image_size, message):
+    with pytest.raises(gr.Error, match=message):
+        handlers.start_training("tutorial", "synthetic", "", "none", epochs, batch_size, image_size, "")
+
+
+def test_training_sources_and_names_are_validated(weights_dir, tmp_path):
+    with pytest.raises(TrainingRequestError, match="No folder"):
+        parse_request("tutorial", 2, 4, 64, "folder", str(tmp_path / "missing"))
+    with pytest.raises(TrainingRequestError, match="lacks images"):
+        parse_request("tutorial", 2, 4, 64, "folder", str(tmp_path))
+    with pytest.raises(TrainingRequestError, match="no file at"):
+        parse_request("tutorial", 2, 4, 64, "tfds", None, str(tmp_path / "encoder.h5"))
+    with pytest.raises(TrainingRequestError, match="already exists"):
+        parse_request("tutorial", 2, 4, 64, "synthetic", name="tiny", weights_dir=weights_dir)
+    with pytest.raises(TrainingRequestError, match="Refused checkpoint name"):
+        parse_request("tutorial", 2, 4, 64, "synthetic", name="../escape", weights_dir=weights_dir)
+    request = parse_request("tutorial", 2.0, 4, 64, "synthetic", encoder_weights="imagenet")
+    assert request.encoder_weights == "none" and request.epochs == 2  # Synthetic runs never download.
+
+
+def test_training_command_runs_train_py_with_the_run_folders(tmp_path):
+    request = TrainingRequest("tutorial", 2, 4, 64, "tfds", None, "imagenet", None)
+    command = training_command(request, None, tmp_path / "run", tmp_path / "weights", "demo")
+    assert command[1].endswith("train.py") and "--data-dir" not in command
+    assert command[command.index("--run-dir") + 1] == str(tmp_path / "run")
+    assert command[command.index("--output-dir") + 1] == str(tmp_path / "weights")
+    assert command[command.index("--name") + 1] == "demo"
+
+
+def test_run_ids_cannot_leave_the_runs_folder(tmp_path):
+    launcher = TrainingLauncher(tmp_path / "weights", tmp_path / "runs")
+    for run_id in ("../escape", "a/b", "", ".hidden"):
+        with pytest.raises(TrainingRequestError, match="Unknown run"):
+            launcher.run_folder(run_id)
+
+
+def test_watch_streams_a_run_and_refreshes_the_checkpoints(handlers, tmp_path):
+    writer = RunWriter(handlers.runs_dir / "terminal-run", {"preset": "tutorial", "epochs": 3, "name": "demo"})
+    for epoch in (1, 2):
+        save_png(np.zeros((16, 48, 3), np.uint8), writer.sample_path(epoch))
+        writer.log_epoch({"epoch": epoch, "loss": 1.0 / epoch, "val_mean_iou": 0.2 * epoch, "seconds": 2.0})
+    picker, status, log, latest, curves, gallery, process_log, stop, memory, checkpoint = handlers.watch(
+        None, None, "tiny")
+    assert picker["value"] == "terminal-run" and picker["choices"][0][1] == "terminal-run"
+    assert "**Running** · epoch 2 of 3 done" in status and "about 2 s left" in status
+    assert "epoch 2/3: loss 0.500" in log and len(gallery) == 2 and gallery[1][1] == "epoch 2"
+    assert latest.endswith("epoch_002.png") and curves.ndim == 3 and stop["interactive"] is True
+    assert [choice[1] for choice in checkpoint["choices"]][:1] == ["tiny"] and checkpoint["value"] == "tiny"
+
+    # Nothing changed: the next tick sends only the status line.
+    picker, status, log, *rest, memory, checkpoint = handlers.watch("terminal-run", memory, "tiny")
+    assert picker == gr.skip() and log == gr.skip() and checkpoint == gr.skip() and "Running" in status
+
+    writer.finish("stopped", "stop requested")
+    _, status, log, *_ = handlers.watch("terminal-run", memory, "tiny")
+    assert status.startswith("**Stopped** after 2 of 3 epochs") and log.endswith("stopped: stop requested")
+    assert "not running" in handlers.launcher.stop("terminal-run")
+
+
+# -- Paths and the app itself ------------------------------------------------------------------------------------
+
+
+def test_safe_stem_keeps_file_names_harmless():
+    assert safe_stem("../../etc/passwd") == "passwd"
+    assert safe_stem("Chat noir (2).JPG") == "Chat_noir_2"
+    assert safe_stem("") == "pet" and safe_stem("...") == "pet"
+
+
+def test_cutout_folder_keeps_only_recent_files(tmp_path):
+    folder = CutoutFolder(tmp_path, keep=3)
+    paths = [folder.write(np.zeros((8, 8, 4), np.uint8), "cat.jpg") for _ in range(5)]
+    assert all(path.name == "cat-cutout.png" for path in paths)
+    assert sum(path.exists() for path in paths) == 3 and paths[-1].exists()
+
+
+def test_launch_options_serve_only_what_is_needed(tmp_path):
+    inside = launch_options(tmp_path / "runs")
+    assert inside["allowed_paths"] == [] and inside["max_file_size"] == "20mb"
+    outside = launch_options("/srv/petseg-runs")
+    assert outside["allowed_paths"] == ["/srv/petseg-runs"]
+    assert "/" not in outside["allowed_paths"]
+
+
+def test_build_app_names_its_endpoints(weights_dir, tmp_path):
+    demo = build_app(weights_dir, tmp_path / "runs", allow_training=False)
+    api_names = {function.api_name for function in demo.fns.values()}
+    assert {"predict", "compare", "list_checkpoints"} <= api_names
+    start = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "start-training")
+    assert start.parent.visible is False  # Training is off: the start controls are hidden.
+    assert not list(Path(petseg.segmentation.__file__).parent.glob("*.pyi")), "gradio wrote a stub into petseg/"
