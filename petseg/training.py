@@ -19,6 +19,8 @@ import datetime
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -86,15 +88,117 @@ def cross_entropy_dice_loss(dice_weight: float):
     return loss
 
 
+# A testing aid: split the CPU into this many logical devices, so MirroredStrategy has several replicas on a
+# machine without GPUs. TensorFlow accepts it only before it starts, so set it in the environment of a new process.
+LOGICAL_CPUS_VARIABLE = "PETSEG_LOGICAL_CPUS"
+
+
+def split_cpu(count: int) -> None:
+    """Split the first CPU into ``count`` logical devices; must run before TensorFlow initialises its devices.
+
+    >>> split_cpu(1)  # One device is what TensorFlow has anyway.
+    """
+    if count < 1:
+        raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number of at least 1, got {count}.")
+    if count == 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or []) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as error:
+        raise ValueError(f"{LOGICAL_CPUS_VARIABLE}={count} came too late: TensorFlow had already started. Set it "
+                         "in the environment of a new training process.") from error
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy: one device, all local devices (mirrored), or workers from TF_CONFIG."""
+    """The ``tf.distribute`` strategy: one device, all local devices (mirrored), or workers from TF_CONFIG.
+
+    "mirrored" uses every local GPU, or every logical CPU when there is no GPU (one, unless ``PETSEG_LOGICAL_CPUS``
+    splits it). "multiworker" reads the cluster from the ``TF_CONFIG`` environment variable; without it, it is a
+    single worker. Create the strategy before anything else touches TensorFlow: multi-worker collectives and
+    logical devices can only be configured at startup.
+
+    >>> make_strategy("default").num_replicas_in_sync
+    1
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.")
+    logical_cpus = os.environ.get(LOGICAL_CPUS_VARIABLE, "").strip()
+    if logical_cpus:
+        try:
+            count = int(logical_cpus)
+        except ValueError:
+            raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number, got {logical_cpus!r}.") from None
+        split_cpu(count)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.")
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        # Without GPUs MirroredStrategy would take only the first CPU; name every logical CPU instead.
+        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    _reduce_structures_one_by_one(strategy)
+    return strategy
+
+
+def _reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
+    """Work around two Keras 3 bugs that stop ``fit`` on more than one worker, by wrapping ``strategy.reduce``.
+
+    Keras reduces the first (image, mask) batch as one nested structure to learn its shapes, which the multi-worker
+    reduce does not accept; and it reduces scalar losses and metrics along axis 0, which a scalar lacks. The
+    wrapper reduces each value on its own, and scalars across replicas without an axis, as on one machine.
+    """
+    reduce = strategy.reduce
+
+    def reduce_one(reduce_op, item, axis):
+        local = strategy.experimental_local_results(item)
+        rank = getattr(getattr(local[0], "shape", None), "rank", None) if local else None
+        return reduce(reduce_op, item, axis=None if rank == 0 else axis)
+
+    def reduce_each(reduce_op, value, axis=None):
+        return tf.nest.map_structure(lambda item: reduce_one(reduce_op, item, axis), value)
+
+    strategy.reduce = reduce_each
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the checkpoint and the run folder: always, except on a non-chief worker.
+
+    The chief is the "chief" task of TF_CONFIG, or worker 0 when the cluster has no "chief".
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]:
+    """Make every batch split into equal, non-empty parts, one per replica; return how many photos each split uses.
+
+    Keras 3 fails when a first batch splits unevenly and when a replica receives no examples. So the batch size
+    must be a multiple of the number of replicas, and each split leaves out its last ``count % replicas`` photos
+    (fewer than one per replica): after the shuffle for training, so different ones each epoch; the same ones for
+    validation.
+    """
+    if batch_size % replicas:
+        raise ValueError(f"The batch size {batch_size} does not split evenly over {replicas} replicas; use a "
+                         f"multiple of {replicas} (the batch size is global: each replica gets an equal share).")
+    used = {}
+    for split in ("train", "validation"):
+        count = data.counts[split]
+        used[split] = count - count % replicas
+        if used[split] == 0:
+            raise ValueError(f"{count} {split} photo(s) cannot be shared among {replicas} replicas; "
+                             f"each replica needs at least one.")
+        dataset = getattr(data, split).unbatch().take(used[split]).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        setattr(data, split, dataset)
+    data.steps_per_epoch = -(-used["train"] // batch_size)
+    return used
 
 
 def hardware_description() -> str:
@@ -163,10 +267,19 @@ def train(config: TrainConfig) -> TrainResult:
     batch_size = config.batch_size or preset.batch_size
     image_size = config.image_size or preset.image_size
     learning_rate = config.learning_rate or preset.learning_rate
+    # First, before anything else starts TensorFlow (see make_strategy).
+    strategy = make_strategy(config.strategy)
     run_id = new_run_id()
     run_dir = Path(config.run_dir) if config.run_dir else DEFAULT_RUNS_DIR / run_id
     name = config.name or f"{preset.name}-{run_id}"
-    checkpoint_path = Path(config.output_dir) / f"{name}.keras"
+    output_dir = Path(config.output_dir)
+    chief = is_chief(strategy)
+    scratch = None
+    if not chief:
+        # Every worker runs the same callbacks; only the chief writes where the app and users look.
+        scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
+        run_dir, output_dir = scratch / "run", scratch / "weights"
+    checkpoint_path = output_dir / f"{name}.keras"
     keras.utils.set_random_seed(config.seed)
 
     writer = RunWriter(run_dir, {"preset": preset.name, "epochs": epochs, "batch_size": batch_size,
@@ -178,7 +291,13 @@ def train(config: TrainConfig) -> TrainResult:
                                   config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir)
         print(f"Data: {data.source}, {data.counts['train']} train / {data.counts['validation']} validation photos, "
               f"{data.counts['skipped']} skipped; {data.steps_per_epoch} steps per epoch.", flush=True)
-        strategy = make_strategy(config.strategy)
+        replicas = strategy.num_replicas_in_sync
+        used = split_batches_evenly(data, batch_size, replicas) if replicas > 1 else {}
+        if any(used[split] < data.counts[split] for split in used):
+            print(f"Each epoch uses {used['train']} train and {used['validation']} validation photos, so that every "
+                  f"batch splits evenly over {replicas} replicas.", flush=True)
+        print(f"Strategy: {config.strategy}, {replicas} replica(s)"
+              + ("" if chief else f"; a non-chief worker writing into {run_dir.parent}") + ".", flush=True)
         with strategy.scope():
             model = build_unet(preset, image_size, config.encoder_weights)
         sidecar = {
@@ -187,6 +306,7 @@ def train(config: TrainConfig) -> TrainResult:
             "classes": list(CLASS_NAMES), "epochs_planned": epochs, "batch_size": batch_size,
             "learning_rate": learning_rate, "encoder_weights": _describe_weights(config.encoder_weights),
             "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
+            "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
             "parameters": int(model.count_params()), "hardware": hardware_description(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": str(run_dir),
@@ -222,11 +342,16 @@ def train(config: TrainConfig) -> TrainResult:
         sidecar.update(train_seconds=train_seconds, epochs_done=len(reporter.history),
                        stopped_early=reporter.stopped)
         write_sidecar(checkpoint_path, sidecar)
-        if config.evaluate_test and not reporter.stopped:
+        if config.evaluate_test and not reporter.stopped and chief:
             sidecar = evaluate_test_split(checkpoint_path, config)
         state = "stopped" if reporter.stopped else "done"
         writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}", checkpoint=str(checkpoint_path),
                       train_seconds=train_seconds)
+        if scratch is not None:
+            # A non-chief worker's copies are redundant once it finished; report where the chief wrote.
+            shutil.rmtree(scratch, ignore_errors=True)
+            checkpoint_path = Path(config.output_dir) / checkpoint_path.name
+            run_dir = Path(config.run_dir) if config.run_dir else DEFAULT_RUNS_DIR / run_id
         return TrainResult(checkpoint_path, sidecar, run_dir, state)
     except KeyboardInterrupt:
         if reporter is not None and reporter.history:

@@ -1,0 +1,198 @@
+"""Scale: train.py --strategy mirrored on two logical CPUs, multi-worker from TF_CONFIG, and their helpers.
+
+TensorFlow's device layout and multi-worker collectives can only be set before it starts, so the integration tests
+run ``train.py`` in fresh processes: ``PETSEG_LOGICAL_CPUS=2`` splits the CPU into two devices, and two local
+workers on loopback ports stand in for two machines.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from petseg.checkpoints import list_checkpoints, load_checkpoint_file, read_sidecar
+from petseg.inference import predict_probabilities
+from petseg.runs import read_run
+from petseg.training import (LOGICAL_CPUS_VARIABLE, _reduce_structures_one_by_one, is_chief, make_strategy,
+                             split_batches_evenly)
+
+from conftest import ROOT
+
+TIMEOUT = 400  # Seconds; two TensorFlow processes share a busy machine.
+
+
+def train_command(data_dir: Path, folder: Path, name: str, strategy: str) -> list[str]:
+    # 12 trainval photos with a quarter for validation: 9 train and 3 validation, both odd, so neither splits
+    # evenly over two replicas without help.
+    return [sys.executable, "train.py", "--data-dir", str(data_dir), "--image-size", "64", "--encoder-weights",
+            "none", "--epochs", "1", "--batch-size", "4", "--validation-fraction", "0.25", "--strategy", strategy,
+            "--output-dir", str(folder / "weights"), "--run-dir", str(folder / "run"), "--name", name, "--no-test"]
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("TF_CONFIG", LOGICAL_CPUS_VARIABLE)}
+    return {**environment, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", **extra}
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for item in sockets:
+            item.bind(("127.0.0.1", 0))
+        return [item.getsockname()[1] for item in sockets]
+    finally:
+        for item in sockets:
+            item.close()
+
+
+def assert_loadable(checkpoint_path: Path) -> None:
+    checkpoint = load_checkpoint_file(checkpoint_path)
+    probabilities = predict_probabilities(np.zeros((70, 90, 3), np.uint8), checkpoint)
+    assert probabilities.shape == (70, 90, 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Integration: real training processes.
+
+
+def test_mirrored_training_on_two_logical_cpus(synthetic_data, tmp_path):
+    completed = subprocess.run(train_command(synthetic_data, tmp_path, "mirrored", "mirrored"), cwd=ROOT,
+                               env=clean_environment(**{LOGICAL_CPUS_VARIABLE: "2"}), capture_output=True,
+                               text=True, timeout=TIMEOUT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Strategy: mirrored, 2 replica(s)." in completed.stdout
+    assert "Each epoch uses 8 train and 2 validation photos" in completed.stdout
+
+    sidecar = read_sidecar(tmp_path / "weights" / "mirrored.keras")
+    assert sidecar["strategy"] == "mirrored" and sidecar["replicas"] == 2
+    assert sidecar["photos_per_epoch"] == {"train": 8, "validation": 2}
+    assert read_run(tmp_path / "run").state == "done"
+    assert_loadable(tmp_path / "weights" / "mirrored.keras")
+
+
+def test_multiworker_without_tf_config_is_a_single_worker():
+    script = ("from petseg.training import make_strategy, is_chief; strategy = make_strategy('multiworker'); "
+              "print(strategy.num_replicas_in_sync, is_chief(strategy))")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean_environment(),
+                               capture_output=True, text=True, timeout=TIMEOUT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.split() == ["1", "True"]
+
+
+@pytest.mark.skipif(os.environ.get("PETSEG_SLOW_TESTS") != "1",
+                    reason="two TensorFlow workers take a minute or two; set PETSEG_SLOW_TESTS=1 to run")
+def test_two_workers_from_tf_config_train_one_checkpoint(synthetic_data, tmp_path):
+    # Both workers share the output and run folders, as on shared storage; only the chief (worker 0) writes there.
+    ports = free_loopback_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append(subprocess.Popen(train_command(synthetic_data, tmp_path, "workers", "multiworker"), cwd=ROOT,
+                                        env=clean_environment(TF_CONFIG=config), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for worker in workers:
+            outputs.append(worker.communicate(timeout=TIMEOUT)[0])
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
+    assert "Strategy: multiworker, 2 replica(s)." in outputs[0]
+    assert "a non-chief worker writing into" in outputs[1]
+
+    assert [info.name for info in list_checkpoints(tmp_path / "weights")] == ["workers"]
+    assert read_sidecar(tmp_path / "weights" / "workers.keras")["replicas"] == 2
+    run = read_run(tmp_path / "run")
+    assert run.state == "done" and len(run.epochs) == 1  # One metrics line, not one per worker.
+    assert_loadable(tmp_path / "weights" / "workers.keras")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Units: the pieces the strategies rely on.
+
+
+def cluster_strategy(cluster: dict, task_type: str, task_id: int) -> SimpleNamespace:
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+    return SimpleNamespace(cluster_resolver=resolver)
+
+
+def test_only_the_chief_writes():
+    workers = {"worker": ["a:1", "b:1"]}
+    assert is_chief(SimpleNamespace())  # The default and mirrored strategies have no cluster.
+    assert is_chief(cluster_strategy(workers, "worker", 0))
+    assert not is_chief(cluster_strategy(workers, "worker", 1))
+    with_chief = {"chief": ["c:1"], **workers}
+    assert is_chief(cluster_strategy(with_chief, "chief", 0))
+    assert not is_chief(cluster_strategy(with_chief, "worker", 0))
+
+
+def fake_data(train: int, validation: int, batch_size: int) -> SimpleNamespace:
+    def batches(count):
+        return tf.data.Dataset.range(count).batch(batch_size)
+
+    return SimpleNamespace(train=batches(train), validation=batches(validation),
+                           counts={"train": train, "validation": validation}, steps_per_epoch=0)
+
+
+def batch_sizes(dataset: tf.data.Dataset) -> list[int]:
+    return [int(batch.shape[0]) for batch in dataset]
+
+
+def test_batches_split_evenly_over_replicas():
+    data = fake_data(train=9, validation=3, batch_size=4)
+    used = split_batches_evenly(data, batch_size=4, replicas=2)
+    assert used == {"train": 8, "validation": 2}
+    assert batch_sizes(data.train) == [4, 4] and batch_sizes(data.validation) == [2]
+    assert data.steps_per_epoch == 2
+
+    data = fake_data(train=10, validation=6, batch_size=4)
+    assert split_batches_evenly(data, batch_size=4, replicas=2) == {"train": 10, "validation": 6}
+    assert batch_sizes(data.train) == [4, 4, 2] and data.steps_per_epoch == 3
+
+
+def test_batches_that_cannot_split_evenly_are_refused():
+    with pytest.raises(ValueError, match="batch size 3 does not split evenly over 2 replicas"):
+        split_batches_evenly(fake_data(9, 3, 3), batch_size=3, replicas=2)
+    with pytest.raises(ValueError, match="1 validation photo"):
+        split_batches_evenly(fake_data(9, 1, 4), batch_size=4, replicas=2)
+
+
+def test_reduce_takes_structures_and_scalars():
+    calls = []
+
+    def reduce(reduce_op, value, axis=None):
+        calls.append((reduce_op, int(value.shape.rank), axis))
+        return value
+
+    strategy = SimpleNamespace(reduce=reduce, experimental_local_results=lambda value: (value,))
+    _reduce_structures_one_by_one(strategy)
+    images, loss = tf.zeros((2, 8, 8, 3)), tf.constant(0.5)
+    result = strategy.reduce("MEAN", (images, {"loss": loss}), axis=0)
+    assert result[0] is images and result[1]["loss"] is loss
+    assert calls == [("MEAN", 4, 0), ("MEAN", 0, None)]
+
+
+@pytest.mark.parametrize("value, message", [("two", "whole number"), ("0", "at least 1")])
+def test_bad_logical_cpu_counts_are_refused(monkeypatch, value, message):
+    monkeypatch.setenv(LOGICAL_CPUS_VARIABLE, value)
+    with pytest.raises(ValueError, match=message):
+        make_strategy("mirrored")
+
+
+def test_unknown_strategy_is_refused():
+    with pytest.raises(ValueError, match="Unknown strategy 'horovod'"):
+        make_strategy("horovod")
