@@ -383,16 +383,17 @@ def build_compare_tab(handlers: Handlers) -> tuple[gr.Dropdown, gr.Dropdown]:
             button = gr.Button("Compare", variant="primary")
         with gr.Column(scale=2):
             verdict = gr.Markdown("Upload a photo or pick an example to compare the two checkpoints on it.")
-            columns = []
+            # One row per kind of output, so the two checkpoints' pictures line up.
             with gr.Row(equal_height=True):
-                for heading in ("First", "Second"):
-                    with gr.Column():
-                        card = gr.Markdown()
-                        columns.append((card, gr.Image(label=f"{heading} checkpoint: mask", format="png",
-                                                       interactive=False, height=IMAGE_HEIGHT - 100),
-                                        gr.Image(label=f"{heading} checkpoint: overlay", format="jpeg",
-                                                 interactive=False, height=IMAGE_HEIGHT - 100)))
-    outputs = [verdict, *columns[0], *columns[1]]
+                masks = [gr.Image(label=f"{heading} checkpoint: mask", format="png", interactive=False,
+                                  height=IMAGE_HEIGHT - 100) for heading in ("First", "Second")]
+            with gr.Row(equal_height=True):
+                overlays = [gr.Image(label=f"{heading} checkpoint: overlay", format="jpeg", interactive=False,
+                                     height=IMAGE_HEIGHT - 100) for heading in ("First", "Second")]
+            gr.HTML(legend_html())
+            with gr.Row():
+                cards = [gr.Markdown(), gr.Markdown()]
+    outputs = [verdict, cards[0], masks[0], overlays[0], cards[1], masks[1], overlays[1]]
     button.click(handlers.compare, [photo, first, second], outputs, api_name="compare", preprocess=False,
                  concurrency_id="model")
     for trigger in (photo.change, first.change, second.change):
@@ -429,7 +430,8 @@ def build_training_tab(handlers: Handlers, checkpoint_dropdowns: list[gr.Dropdow
                 start = gr.Button("Start training", variant="primary", elem_id="start-training")
                 stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-training")
             gr.Markdown("Synthetic demo data trains from a random encoder in seconds: the masks stay rough, "
-                        "but every step of the pipeline runs. Runs keep going if you close the page.")
+                        "but every step of the pipeline runs. Runs keep going if you close the page.",
+                        visible=handlers.allow_training)
         with gr.Column(scale=2):
             run_picker = gr.Dropdown(choices=[], label="Run", elem_id="run-picker",
                                      info="Runs in the runs folder, newest first, including runs started from a "
