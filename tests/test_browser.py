@@ -1,0 +1,125 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright against ``python app.py``.
+
+One test walks the whole story a user would: upload a photo, see the three pictures at the photo's size, switch
+checkpoints, train two epochs on synthetic data while watching them arrive, and find the new checkpoint in the
+dropdown. It saves the screenshots in docs/screenshots/ on the way. Skipped without Chromium or Playwright.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.app_server import FIRST_CHECKPOINT, SECOND_CHECKPOINT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+PHOTO = Path(__file__).resolve().parent.parent / "examples" / "cartoon_cat.jpg"  # 500x375.
+PHOTO_SIZE = [500, 375]
+TRAINED_NAME = "browser-run"
+
+# Bounded waits, in milliseconds.
+ACTION_TIMEOUT = 15_000
+PAGE_TIMEOUT = 60_000
+PREDICT_TIMEOUT = 60_000
+TRAINING_TIMEOUT = 150_000
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+if not CHROMIUM.exists():
+    pytest.skip(f"Debian's Chromium is missing at {CHROMIUM}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, app_server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(ACTION_TIMEOUT)
+    page = context.new_page()
+    page.outside_requests = []
+    page.on("request", lambda request: None if request.url.startswith((app_server.url, "data:", "blob:"))
+            else page.outside_requests.append(request.url))
+    page.goto(app_server.url, timeout=PAGE_TIMEOUT)
+    page.wait_for_selector("#photo input[type=file]", state="attached")
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def image_size(page, selector: str) -> list[int]:
+    """The natural size of the image shown in ``selector`` (0, 0 while it is loading)."""
+    return page.eval_on_selector(f"{selector} img", "image => [image.naturalWidth, image.naturalHeight]")
+
+
+def wait_for_image(page, selector: str, size: list[int] | None = None) -> None:
+    page.wait_for_function(
+        "([selector, size]) => { const image = document.querySelector(selector + ' img');"
+        " return image && image.complete && image.naturalWidth > 0"
+        " && (!size || (image.naturalWidth === size[0] && image.naturalHeight === size[1])); }",
+        arg=[selector, size], timeout=PREDICT_TIMEOUT)
+
+
+def choose_checkpoint(page, name: str) -> None:
+    page.locator("#checkpoint input").click()
+    page.get_by_role("option", name=f"{name}:").click()
+
+
+def test_predict_switch_and_train(page, app_server):
+    expect = sync_api.expect
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    # Upload: the mask, overlay and confidence map appear at the photo's own size.
+    page.locator("#photo input[type=file]").set_input_files(str(PHOTO))
+    expect(page.locator("#predict-status")).to_contain_text(f"with {FIRST_CHECKPOINT} in", timeout=PREDICT_TIMEOUT)
+    for selector in ("#mask", "#overlay", "#confidence", "#cutout"):
+        wait_for_image(page, selector, PHOTO_SIZE)
+        box = page.locator(f"{selector} img").bounding_box()
+        assert box and box["width"] > 50 and box["height"] > 50, f"{selector} is not visible: {box}"
+    expect(page.locator("#cutout-file")).to_contain_text("cartoon_cat-cutout")
+    first_mask = page.eval_on_selector("#mask img", "image => image.src")
+
+    # Switching the checkpoint runs the same photo again.
+    choose_checkpoint(page, SECOND_CHECKPOINT)
+    expect(page.locator("#predict-status")).to_contain_text(f"with {SECOND_CHECKPOINT} in", timeout=PREDICT_TIMEOUT)
+    page.wait_for_function("src => document.querySelector('#mask img').src !== src", arg=first_mask,
+                           timeout=PREDICT_TIMEOUT)
+    wait_for_image(page, "#mask", PHOTO_SIZE)
+    wait_for_image(page, "#overlay", PHOTO_SIZE)
+    page.screenshot(path=str(SCREENSHOTS / "predict.png"), full_page=True)
+
+    # Training: two epochs on synthetic data stream in, then the checkpoint joins the dropdown.
+    page.get_by_role("tab", name="Training").click()
+    page.locator("#epochs input").fill("2")
+    page.locator("#batch-size input").fill("4")
+    page.locator("#image-size input").fill("64")
+    page.locator("#checkpoint-name").get_by_role("textbox").fill(TRAINED_NAME)
+    page.locator("#start-training").click()
+    log = page.locator("#training-log textarea")
+    expect(log).to_have_value(re.compile("epoch 1/2"), timeout=TRAINING_TIMEOUT)
+    expect(log).to_have_value(re.compile("epoch 2/2"), timeout=TRAINING_TIMEOUT)
+    expect(page.locator("#samples img")).to_have_count(2, timeout=PREDICT_TIMEOUT)
+    expect(page.locator("#run-status")).to_contain_text("Done", timeout=TRAINING_TIMEOUT)
+    wait_for_image(page, "#latest-sample")
+    wait_for_image(page, "#curves")
+    page.screenshot(path=str(SCREENSHOTS / "training.png"), full_page=True)
+
+    page.get_by_role("tab", name="Predict").click()
+    page.locator("#checkpoint input").click()
+    expect(page.get_by_role("option", name=f"{TRAINED_NAME}:")).to_be_visible(timeout=PREDICT_TIMEOUT)
+    page.keyboard.press("Escape")
+    assert (app_server.weights_dir / f"{TRAINED_NAME}.keras").exists()
+    assert page.outside_requests == [], f"the page fetched from outside the app: {page.outside_requests}"
+
