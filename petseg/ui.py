@@ -418,11 +418,11 @@ def build_training_tab(handlers: Handlers, checkpoint_dropdowns: list[gr.Dropdow
                 encoder_weights = gr.Dropdown(list(ENCODER_WEIGHTS), value="imagenet", allow_custom_value=True,
                                               label="Encoder weights", visible=False,
                                               info="imagenet downloads them; or type the path of a weights file.")
+                # No minimum, maximum or precision here: the handler checks the numbers and names the field.
                 with gr.Row():
-                    epochs = gr.Number(5, label="Epochs", precision=0, minimum=1, maximum=200, elem_id="epochs")
-                    batch_size = gr.Number(8, label="Batch size", precision=0, minimum=1, maximum=256,
-                                           elem_id="batch-size")
-                    image_size = gr.Number(128, label="Image size", precision=0, minimum=32, maximum=512, step=32,
+                    epochs = gr.Number(5, label="Epochs", info="1 to 200", elem_id="epochs")
+                    batch_size = gr.Number(8, label="Batch size", info="1 to 256", elem_id="batch-size")
+                    image_size = gr.Number(128, label="Image size", info="32 to 512, a multiple of 32", step=32,
                                            elem_id="image-size")
                 name = gr.Textbox(label="Checkpoint name (optional)", placeholder="<preset>-<run id>",
                                   elem_id="checkpoint-name")
