@@ -104,6 +104,9 @@ def photo_name(value: Any) -> str | None:
     return Path(value).name if isinstance(value, (str, os.PathLike)) else None
 
 
+NO_RUN = ("no run",)  # The fingerprint of an empty runs folder.
+
+
 @dataclasses.dataclass
 class WatchMemory:
     """What the Training tab last drew for one browser session, so a timer tick only sends what changed."""
@@ -258,12 +261,15 @@ class Handlers:
         run = next((run for run in runs if run.run_id == run_id), None)
         run_outputs = self.draw_run(run, memory)
         checkpoint_updates = self.refresh_checkpoints(memory, checkpoints)
-        memory = WatchMemory(choices, run_fingerprint(run) if run else (), checkpoints_fingerprint(self.weights_dir))
+        fingerprint = run_fingerprint(run) if run else NO_RUN
+        memory = WatchMemory(choices, fingerprint, checkpoints_fingerprint(self.weights_dir))
         return (picker, *run_outputs, memory, *checkpoint_updates)
 
     def draw_run(self, run: RunState | None, memory: WatchMemory) -> tuple:
         """Status, log, latest samples, curves, gallery, process log and stop button for one run."""
         if run is None:
+            if memory.run_fingerprint == NO_RUN:
+                return tuple(gr.skip() for _ in range(7))
             note = "No training runs yet." + (" Start one on the left." if self.allow_training else "")
             return (note, "", None, None, [], "", gr.update(interactive=False))
         status = status_markdown(run)

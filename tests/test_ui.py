@@ -240,6 +240,13 @@ def test_watch_streams_a_run_and_refreshes_the_checkpoints(handlers, tmp_path):
     assert "not running" in handlers.launcher.stop("terminal-run")
 
 
+def test_watch_with_no_runs_sends_the_note_once(handlers):
+    first = handlers.watch(None, None, "tiny")
+    assert first[1].startswith("No training runs yet") and first[0] == gr.skip()
+    second = handlers.watch(None, first[8], "tiny")
+    assert all(output == gr.skip() for output in second[:8]) and second[9] == gr.skip()
+
+
 # -- Paths and the app itself ------------------------------------------------------------------------------------
 
 
