@@ -45,10 +45,16 @@ class Predictor:
         self.predict_one = predict_one
         self.predict_resized = predict_resized
 
-    def warm_up(self) -> None:
-        """Trace and run both functions once so the first user request is as fast as the rest."""
+    def warm_up(self, batch: bool = False) -> None:
+        """Trace and run the single-photo function once so the first user request is as fast as the rest.
+
+        The batch function is left to trace on its first call (evaluation and export use it, the app does not):
+        tracing it here cost the app about a second of start-up and 15-35 MB per checkpoint. ``batch=True``
+        traces it now as well.
+        """
         self.predict_one(tf.zeros((64, 80, 3), tf.uint8))
-        self.predict_resized(tf.zeros((1, self.checkpoint.image_size, self.checkpoint.image_size, 3)))
+        if batch:
+            self.predict_resized(tf.zeros((1, self.checkpoint.image_size, self.checkpoint.image_size, 3)))
 
     def trace_count(self) -> int:
         """How many graphs the single-photo function has traced (1 after any number of photo sizes)."""
