@@ -49,15 +49,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path) -> Path:
-    """Fill ``weights_dir`` with two checkpoints whose masks differ.
+def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path,
+                     shipped_weights_dir: Path | None = None) -> Path:
+    """Fill ``weights_dir`` with two checkpoints whose masks differ, and the best shipped one if there is one.
 
     ``tiny`` is the conftest checkpoint as trained. ``tiny-pet`` is the same model with its pet logit raised by
     the median margin on a synthetic photo, so about half of a photo turns "pet": a visibly different mask.
+    The best available checkpoint of ``shipped_weights_dir`` (the project's ``weights/``) is copied too, so the
+    screenshots show real masks; the tests pass without it.
     """
     import numpy as np
 
-    from petseg.checkpoints import load_checkpoint_file, read_sidecar, save_checkpoint
+    from petseg.checkpoints import default_checkpoint, load_checkpoint_file, read_sidecar, save_checkpoint
     from petseg.classes import PET
     from petseg.inference import predict_probabilities
     from petseg.synthetic import make_synthetic_pet
@@ -76,6 +79,10 @@ def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path) -> Path:
     sidecar = {**read_sidecar(checkpoint.path), "name": SECOND_CHECKPOINT, "description": "tiny with a pet bias"}
     sidecar.pop("metrics", None)
     save_checkpoint(model, weights_dir / f"{SECOND_CHECKPOINT}.keras", sidecar)
+    shipped = default_checkpoint(shipped_weights_dir) if shipped_weights_dir else None
+    if shipped and shipped not in (FIRST_CHECKPOINT, SECOND_CHECKPOINT):
+        for suffix in (".keras", ".json"):
+            shutil.copy(Path(shipped_weights_dir) / f"{shipped}{suffix}", weights_dir / f"{shipped}{suffix}")
     return weights_dir
 
 

@@ -35,11 +35,12 @@ def trained_checkpoint(tmp_path_factory, synthetic_data):
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory, trained_checkpoint):
-    """``python app.py`` on a free loopback port with two tiny checkpoints and an empty runs folder; always stopped."""
+    """``python app.py`` on a free loopback port with two tiny checkpoints (and the best shipped one, if any) and an
+    empty runs folder; always stopped."""
     from tests.app_server import make_app_weights, start_app, stop_app
 
     folder = tmp_path_factory.mktemp("app")
-    weights_dir = make_app_weights(trained_checkpoint.checkpoint_path, folder / "weights")
+    weights_dir = make_app_weights(trained_checkpoint.checkpoint_path, folder / "weights", ROOT / "weights")
     server = start_app(weights_dir, folder / "runs", folder / "app.log")
     try:
         yield server

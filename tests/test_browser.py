@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_server import FIRST_CHECKPOINT, SECOND_CHECKPOINT
+from petseg.checkpoints import default_checkpoint
+from tests.app_server import SECOND_CHECKPOINT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-PHOTO = Path(__file__).resolve().parent.parent / "examples" / "cartoon_cat.jpg"  # 500x375.
-PHOTO_SIZE = [500, 375]
+PHOTO = Path(__file__).resolve().parent.parent / "examples" / "chelsea.jpg"
+PHOTO_SIZE = [451, 300]
 TRAINED_NAME = "browser-run"
 
 # Bounded waits, in milliseconds.
@@ -81,14 +82,17 @@ def test_predict_switch_and_train(page, app_server):
     expect = sync_api.expect
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    # Upload: the mask, overlay and confidence map appear at the photo's own size.
+    # Upload: the mask, overlay and confidence map appear at the photo's own size, from the default checkpoint
+    # (the shipped one when the project has one, so the screenshot shows a real mask).
     page.locator("#photo input[type=file]").set_input_files(str(PHOTO))
-    expect(page.locator("#predict-status")).to_contain_text(f"with {FIRST_CHECKPOINT} in", timeout=PREDICT_TIMEOUT)
+    default = default_checkpoint(app_server.weights_dir)
+    expect(page.locator("#predict-status")).to_contain_text(f"with {default} in", timeout=PREDICT_TIMEOUT)
     for selector in ("#mask", "#overlay", "#confidence", "#cutout"):
         wait_for_image(page, selector, PHOTO_SIZE)
         box = page.locator(f"{selector} img").bounding_box()
         assert box and box["width"] > 50 and box["height"] > 50, f"{selector} is not visible: {box}"
-    expect(page.locator("#cutout-file")).to_contain_text("cartoon_cat-cutout")
+    expect(page.locator("#cutout-file")).to_contain_text("chelsea-cutout")
+    page.screenshot(path=str(SCREENSHOTS / "predict.png"), full_page=True)
     first_mask = page.eval_on_selector("#mask img", "image => image.src")
 
     # Switching the checkpoint runs the same photo again.
@@ -98,7 +102,6 @@ def test_predict_switch_and_train(page, app_server):
                            timeout=PREDICT_TIMEOUT)
     wait_for_image(page, "#mask", PHOTO_SIZE)
     wait_for_image(page, "#overlay", PHOTO_SIZE)
-    page.screenshot(path=str(SCREENSHOTS / "predict.png"), full_page=True)
 
     # Training: two epochs on synthetic data stream in, then the checkpoint joins the dropdown.
     page.get_by_role("tab", name="Training").click()
