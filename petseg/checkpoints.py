@@ -138,6 +138,30 @@ def check_checkpoint_file(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"sidecar lacks {', '.join(missing)}")
     if list(sidecar["classes"]) != list(CLASS_NAMES):
         raise CheckpointError(f"incompatible classes {sidecar['classes']} (this app uses {list(CLASS_NAMES)})")
+    check_archive(path)
+    return sidecar
+
+
+_verified_archives: dict[tuple, str] = {}
+
+
+def check_archive(path: Path) -> None:
+    """CRC-check the archive and parse its model description, once per version of the file (size and mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _verified_archives:
+        if _verified_archives[key]:
+            raise CheckpointError(_verified_archives[key])
+        return
+    try:
+        _check_archive_contents(path)
+        _verified_archives[key] = ""
+    except CheckpointError as error:
+        _verified_archives[key] = str(error)
+        raise
+
+
+def _check_archive_contents(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             if archive.testzip() is not None or "config.json" not in archive.namelist():
@@ -151,7 +175,6 @@ def check_checkpoint_file(path: Path) -> dict[str, Any]:
         raise CheckpointError("corrupt file (config.json is not valid JSON)") from error
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise CheckpointError("corrupt file (not a Keras archive)") from error
-    return sidecar
 
 
 def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[CheckpointInfo]:
