@@ -52,7 +52,7 @@ class CheckpointInfo:
         """One line for dropdowns and logs, e.g. "finetune: finetune, 40 epochs, 128 px, mIoU 0.812"."""
         if not self.available:
             return f"{self.name}: unavailable ({self.reason})"
-        details = [str(self.sidecar.get("preset", "?")), f"{self.sidecar.get('epochs', '?')} epochs",
+        details = [str(self.sidecar.get("preset", "?")), _plural(self.sidecar.get("epochs", "?"), "epoch"),
                    f"{self.sidecar.get('image_size', '?')} px"]
         test_metrics = headline_metrics(self.sidecar)
         if test_metrics:
@@ -73,6 +73,10 @@ class LoadedCheckpoint:
     @property
     def image_size(self) -> int:
         return int(self.sidecar["image_size"])
+
+
+def _plural(count, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def headline_metrics(sidecar: dict) -> tuple[str, dict] | None:
@@ -243,6 +247,9 @@ def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> 
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         if key not in _cache:
+            # A rewritten checkpoint (a run saving a better epoch) replaces its older versions in the cache.
+            for stale in [cached for cached in _cache if cached[0] == key[0]]:
+                del _cache[stale]
             sidecar = _check_or_raise(path)
             _cache[key] = LoadedCheckpoint(path.stem, path, sidecar, _load_float32_model(path, sidecar))
         return _cache[key]

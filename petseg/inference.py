@@ -72,6 +72,10 @@ def get_predictor(checkpoint: str | LoadedCheckpoint, weights_dir=None) -> Predi
     with _predictors_lock:
         key = id(checkpoint.model)
         if key not in _predictors or _predictors[key].checkpoint is not checkpoint:
+            # Keep one predictor per checkpoint file: a rewritten checkpoint drops its older version's graphs.
+            for stale in [cached for cached, predictor in _predictors.items()
+                          if predictor.checkpoint.path == checkpoint.path]:
+                del _predictors[stale]
             _predictors[key] = Predictor(checkpoint)
         return _predictors[key]
 

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["classes", "metrics", "runs", "checkpoints", "synthetic", "data", "model", "photos", "visuals",
-           "inference", "training"]
+           "inference", "training", "segmentation", "launcher", "export"]
 
 
 @pytest.mark.parametrize("name", MODULES)
