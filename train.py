@@ -10,6 +10,7 @@ tab can watch. Create runs/<id>/stop (or press Stop in the app) to end a run cle
 """
 
 import argparse
+import signal
 import sys
 
 from petseg.model import PRESETS
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
         validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,
         tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2,
     )
+    # SIGTERM (docker stop, a process manager) ends the run like Ctrl-C: marked stopped, best checkpoint kept.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         result = train(config)
     except (DataError, EncoderWeightsError, CheckpointError, ValueError) as error:
@@ -71,6 +74,10 @@ def main(argv=None) -> int:
         return 130
     print(f"{result.state}: checkpoint {result.checkpoint_path}, run folder {result.run_dir}")
     return 0
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -152,6 +152,20 @@ def test_stop_file_ends_a_run_cleanly(synthetic_data, tmp_path):
     assert [path.name for path in (tmp_path / "weights").iterdir() if path.name.startswith(".")] == []
 
 
+def test_sigterm_marks_the_run_stopped_and_keeps_the_checkpoint(synthetic_data, tmp_path):
+    process = start_training(synthetic_data, tmp_path, "terminated")
+    try:
+        wait_until(first_epoch_saved(tmp_path, "terminated"), process, tmp_path)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=STARTUP_TIMEOUT)
+    finally:
+        stop_process(process)
+    assert process.returncode == 130, log_tail(tmp_path)
+    run = read_run(tmp_path / "run")
+    assert run.state == "stopped" and run.status["message"] == "interrupted"
+    assert_predicts(load_checkpoint_file(tmp_path / "weights" / "terminated.keras"))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Damaged checkpoints and sidecars.
 
