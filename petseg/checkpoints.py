@@ -15,12 +15,12 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from petseg.atomic import atomic_path, atomic_write_bytes
 from petseg.classes import CLASS_NAMES
 
 DEFAULT_WEIGHTS_DIR = Path(os.environ.get("PETSEG_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
@@ -283,23 +283,6 @@ def _load_float32_model(path: Path, sidecar: dict):
     return model_with_dtype(stored, "float32") if stored.weights and stored.weights[0].dtype != "float32" else stored
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes files private; checkpoints and logs are for everyone to read.
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_sidecar(path: str | os.PathLike, sidecar: dict) -> None:
     """Atomically write the sidecar beside checkpoint ``path``."""
     atomic_write_bytes(Path(path).with_suffix(SIDECAR_SUFFIX), (json.dumps(sidecar, indent=2) + "\n").encode())
@@ -313,18 +296,8 @@ def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
     path = Path(path)
     if path.suffix != CHECKPOINT_SUFFIX:
         raise ValueError(f"checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=CHECKPOINT_SUFFIX, dir=path.parent)
-    os.close(descriptor)
-    try:
+    with atomic_path(path, suffix=CHECKPOINT_SUFFIX) as temporary:
         model_with_dtype(model, "float16").save(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     write_sidecar(path, {**sidecar, "size_bytes": path.stat().st_size})
     return path
 

@@ -35,7 +35,8 @@ from typing import Any, Callable
 import numpy as np
 
 import petseg
-from petseg.checkpoints import (CheckpointError, LoadedCheckpoint, atomic_write_bytes, headline_metrics,
+from petseg.atomic import atomic_write_bytes
+from petseg.checkpoints import (CheckpointError, LoadedCheckpoint, headline_metrics,
                                 load_checkpoint, load_checkpoint_file)
 from petseg.classes import CLASS_NAMES
 

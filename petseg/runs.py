@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from petseg.checkpoints import atomic_write_bytes
+from petseg.atomic import atomic_write_bytes
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", Path(__file__).resolve().parent.parent / "runs"))
 STATES = ("running", "done", "failed", "stopped")

@@ -20,14 +20,14 @@ by the functions that draw, so importing this module stays fast.
 from __future__ import annotations
 
 import html
+import io
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from petseg.atomic import atomic_write_bytes
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES, PALETTE, PET
 
 PALETTE_ARRAY = np.array(PALETTE, dtype=np.uint8)
@@ -219,32 +219,9 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
     array = np.asarray(array)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise ValueError(f"save_png needs a uint8 array shaped HxW, HxWx3 or HxWx4, got {array.dtype} {array.shape}.")
-    path = Path(path)
-    image = Image.fromarray(np.ascontiguousarray(array))
-    descriptor, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            image.save(file, format="PNG")
-            file.flush()
-            os.fsync(file.fileno())
-        # mkstemp creates the file readable by its owner only; a PNG is usually world-readable.
-        os.chmod(temporary_name, 0o644)
-        os.replace(temporary_name, path)
-    except BaseException:
-        Path(temporary_name).unlink(missing_ok=True)
-        raise
-    _sync_folder(path.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Flush a folder's entries to disk so a rename survives a crash; skipped where folders cannot be opened."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["classes", "metrics", "runs", "checkpoints", "synthetic", "data", "model", "photos", "visuals",
+MODULES = ["atomic", "classes", "metrics", "runs", "checkpoints", "synthetic", "data", "model", "photos", "visuals",
            "inference", "training", "segmentation", "launcher", "export"]
 
 
