@@ -39,10 +39,19 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        """How many times better ours is than the seed's way (above 1 means ours wins)."""
+        """How many times better ours is than the seed's way (above 1 means ours wins).
+
+        With paired runs (ours and the seed's measured back to back in each repeat) it is the median of the
+        per-run ratios, which cancels the machine's load drifting between repeats; else the ratio of medians.
+        """
+        if len(self.ours_runs) == len(self.seed_runs) > 0 and min(self.ours_runs + self.seed_runs) > 0:
+            return median([self.better_ratio(ours, seed) for ours, seed in zip(self.ours_runs, self.seed_runs)])
         if self.ours is None or self.seed is None or self.ours <= 0 or self.seed <= 0:
             return None
-        return self.seed / self.ours if self.better == "lower" else self.ours / self.seed
+        return self.better_ratio(self.ours, self.seed)
+
+    def better_ratio(self, ours: float, seed: float) -> float:
+        return seed / ours if self.better == "lower" else ours / seed
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "ratio": self.ratio}

@@ -122,6 +122,7 @@ def app_start_and_memory(weights_dir: Path, runs_dir: Path, photo_path: Path, ch
                              "--runs-dir", str(runs_dir), "--no-allow-training"], log_path)
     memory = PeakMemory(process.pid)
     ready_seconds = None
+    last_error: Exception | None = None
     try:
         while True:
             if process.poll() is not None:
@@ -130,13 +131,16 @@ def app_start_and_memory(weights_dir: Path, runs_dir: Path, photo_path: Path, ch
             if ready_seconds is None and "ready" in log_path.read_text(errors="replace").lower():
                 ready_seconds = time.perf_counter() - started
             if time.perf_counter() - started > timeout:
-                raise AppUnavailable(f"app.py gave no answer within {timeout:.0f} s")
+                raise AppUnavailable(f"app.py gave no answer within {timeout:.0f} s (last error: {last_error!r})")
             try:
                 ask_app(url, photo_path, checkpoints[0])
                 break
-            except Exception:  # Refused connections and 5xx answers while it starts: try again shortly.
+            except Exception as error:  # Refused connections and errors while it starts: try again shortly.
+                last_error = error
                 time.sleep(0.1)
         answer_seconds = time.perf_counter() - started
+        if ready_seconds is None:  # The ready line and the answer came within one poll.
+            ready_seconds = answer_seconds
         for checkpoint in checkpoints[1:]:
             ask_app(url, photo_path, checkpoint)
         ask_app(url, photo_path, checkpoints[0])
