@@ -233,9 +233,12 @@ def compile_like_training(model: keras.Model, preset, learning_rate: float, eage
     return model
 
 
-def preset_epoch_seconds(data_dir: Path, image_size: int, repeats: int, epoch_photos: int,
+def preset_epoch_seconds(data_dir: Path, repeats: int, epoch_photos: int, image_sizes: dict[str, int] | None = None,
                          batch_sizes: dict[str, int] | None = None, eager: bool = False) -> list[Row]:
     """Seconds per training epoch of ``epoch_photos`` photos for each preset and phase (ours only).
+
+    Each preset trains at its own image size and batch size unless ``image_sizes`` / ``batch_sizes`` say
+    otherwise (the quick run and the smoke test shrink them).
 
     Like ``petseg.training.train``, the finetune preset trains one model through both phases: frozen encoder
     first, then the encoder unfrozen and the model recompiled. Each phase fits ``1 + repeats`` epochs; the first
@@ -246,6 +249,7 @@ def preset_epoch_seconds(data_dir: Path, image_size: int, repeats: int, epoch_ph
     for preset_name in ("tutorial", "finetune"):
         preset = get_preset(preset_name)
         batch_size = (batch_sizes or {}).get(preset_name, preset.batch_size)
+        image_size = (image_sizes or {}).get(preset_name, preset.image_size)
         model = build_unet(preset, image_size, encoder_weights=None)
         phases = [False] + ([True] if preset.fine_tune_after is not None else [])
         for fine_tune in phases:
@@ -256,7 +260,8 @@ def preset_epoch_seconds(data_dir: Path, image_size: int, repeats: int, epoch_ph
                                                                       preset.augmentation), 1 + repeats)
             scaled = [value * epoch_photos / count for value, count in zip(seconds[1:], images[1:])]
             phase = "fine-tune phase" if fine_tune else ("frozen encoder" if len(phases) > 1 else "")
-            label = f"Epoch time, {preset_name}" + (f" {phase}" if phase else "") + f" (batch {batch_size})"
+            label = (f"Epoch time, {preset_name}" + (f" {phase}" if phase else "")
+                     + f" (batch {batch_size}, {image_size} px)")
             rows.append(row_from_runs(label, "s", scaled, None, "lower",
-                                      note=f"{epoch_photos} photos-equivalent, {image_size} px, no validation"))
+                                      note=f"{epoch_photos} photos-equivalent, no validation"))
     return rows

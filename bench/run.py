@@ -43,7 +43,8 @@ class Settings:
     train_image_size: int = 128
     train_batch_size: int = 64
     epoch_photos: int = 347  # The training split of the shared Oxford-IIIT Pet subset.
-    preset_batch_sizes: dict | None = None  # None: each preset's own (tutorial 64, finetune 32).
+    preset_image_sizes: dict | None = None  # None: each preset's own (tutorial 128 px, finetune 160 px).
+    preset_batch_sizes: dict | None = None  # None: each preset's own (tutorial 64, finetune 16).
     app_timeout: float = 180.0
     eager: bool = False  # Train without tracing: only for the smoke test, where tracing would dominate.
 
@@ -51,6 +52,7 @@ class Settings:
     def quick(cls, repeats: int) -> "Settings":
         return cls(repeats=repeats, requests_per_run=5, batch_photos=6, train_photos=16,
                    train_photo_sides=(120, 200), train_image_size=64, train_batch_size=8, epoch_photos=347,
+                   preset_image_sizes={"tutorial": 64, "finetune": 64},
                    preset_batch_sizes={"tutorial": 8, "finetune": 8}, app_timeout=120.0)
 
 
@@ -118,7 +120,7 @@ def run_benchmark(weights_dir: Path, settings: Settings, figures: tuple[str, ...
 
     if "epochs" in figures:
         log("Figure 3b: seconds per epoch for each preset ...")
-        rows += measure.preset_epoch_seconds(train_dir, settings.train_image_size, repeats, settings.epoch_photos,
+        rows += measure.preset_epoch_seconds(train_dir, repeats, settings.epoch_photos, settings.preset_image_sizes,
                                              settings.preset_batch_sizes, eager=settings.eager)
 
     if "app" in figures:

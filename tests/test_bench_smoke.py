@@ -30,6 +30,7 @@ def bench_weights(tmp_path_factory, trained_checkpoint):
 def tiny_settings() -> Settings:
     return dataclasses.replace(Settings.quick(repeats=1), requests_per_run=3, batch_photos=3, train_photos=8,
                                train_photo_sides=(96, 128), train_image_size=32, train_batch_size=4,
+                               preset_image_sizes={"tutorial": 32, "finetune": 32},
                                preset_batch_sizes={"tutorial": 4, "finetune": 4}, eager=True)
 
 
