@@ -138,14 +138,9 @@ def machine_description() -> dict:
     """The CPU, core count and library versions, for the results file."""
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from petseg.training import cpu_name
+
+    cpu = cpu_name()
     try:
         load = os.getloadavg()
     except OSError:

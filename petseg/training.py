@@ -201,15 +201,20 @@ def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]
     return used
 
 
-def hardware_description() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_description() -> str:
+    """The CPU, its cores and any accelerators, for the sidecar."""
+    cpu = cpu_name()
     devices = [device.device_type for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
     return f"{cpu}, {os.cpu_count()} cores" + (f", {len(devices)} {devices[0]}" if devices else "")
 
