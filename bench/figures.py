@@ -16,13 +16,15 @@ from bench.common import Row, alternate, percentile, row_from_runs, time_calls
 from bench.seed_way import compile_like_tutorial, seed_predict_mask, seed_request, seed_training_data
 from petseg.checkpoints import load_checkpoint
 from petseg.classes import NUM_CLASSES
-from petseg.data import make_training_data
+from petseg.data import make_training_data, read_split_names, validation_indices
 from petseg.inference import get_predictor, predict_probabilities, predict_probabilities_batch
 from petseg.model import build_unet, get_preset, set_encoder_trainable
 from petseg.photos import load_photo
 from petseg.synthetic import make_synthetic_pet, make_synthetic_pets
 from petseg.training import cross_entropy_dice_loss
 from petseg.visuals import overlay_mask
+
+VALIDATION_FRACTION = 0.1  # petseg.training's default.
 
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs: generated photos, so nothing depends on the real data set.
@@ -137,17 +139,25 @@ class EpochClock(keras.callbacks.Callback):
 
 def our_pipeline(data_dir: Path, image_size: int, batch_size: int, augmentation: str = "flip"):
     """Our training dataset, Keras' steps per epoch (None: one pass) and the images in each epoch."""
-    data = make_training_data(data_dir, image_size, batch_size, augmentation)
+    data = make_training_data(data_dir, image_size, batch_size, augmentation, VALIDATION_FRACTION, seed=0)
     return data.train, None, lambda epoch: data.counts["train"]
+
+
+def our_training_names(data_dir: Path) -> list[str]:
+    """The photos our pipeline trains on: the trainval split less the validation photos it holds out."""
+    names = read_split_names(data_dir, "trainval")
+    held_out = set(validation_indices(names, VALIDATION_FRACTION, seed=0).tolist())
+    return [name for index, name in enumerate(names) if index not in held_out]
 
 
 def seed_pipeline(data_dir: Path, image_size: int, batch_size: int):
     """The seed's training dataset, the tutorial's steps per epoch and the images in each epoch.
 
-    The tutorial batches before it repeats, so each pass over the photos ends with a short batch; an epoch of
-    ``photos // batch`` steps then holds fewer images than steps times batch. Count them exactly.
+    It trains on the same photos as ours (ours holds some out for validation). The tutorial batches before it
+    repeats, so when the photos are not a multiple of the batch each pass ends with a short batch and an epoch of
+    ``photos // batch`` steps holds fewer images than steps times batch; they are counted exactly.
     """
-    dataset, steps, photos = seed_training_data(data_dir, image_size, batch_size)
+    dataset, steps, photos = seed_training_data(data_dir, image_size, batch_size, our_training_names(data_dir))
     one_pass = [batch_size] * (photos // batch_size) + ([photos % batch_size] if photos % batch_size else [])
 
     def images_in_epoch(epoch: int) -> int:

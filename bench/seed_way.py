@@ -91,14 +91,14 @@ class Augment(keras.layers.Layer):
         return self.augment_inputs(inputs), self.augment_labels(labels)
 
 
-def seed_training_data(data_dir: str | Path, image_size: int = 128, batch_size: int = 64
-                       ) -> tuple[tf.data.Dataset, int, int]:
-    """The tutorial's training pipeline over a folder in the official layout.
+def seed_training_data(data_dir: str | Path, image_size: int = 128, batch_size: int = 64,
+                       names: list[str] | None = None) -> tuple[tf.data.Dataset, int, int]:
+    """The tutorial's training pipeline over a folder in the official layout (or the given photo names in it).
 
     Returns the endless dataset, the tutorial's ``STEPS_PER_EPOCH`` (photos // batch) and the photo count.
     """
     data_dir = Path(data_dir)
-    names = read_split_names(data_dir, "trainval")
+    names = names if names is not None else read_split_names(data_dir, "trainval")
     image_paths = [str(data_dir / "images" / f"{name}.jpg") for name in names]
     mask_paths = [str(data_dir / "annotations" / "trimaps" / f"{name}.png") for name in names]
     records = tf.data.Dataset.from_tensor_slices((image_paths, mask_paths)).map(
