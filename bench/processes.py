@@ -110,7 +110,8 @@ def app_start_and_memory(weights_dir: Path, runs_dir: Path, photo_path: Path, ch
                          log_path: Path, timeout: float = 180.0) -> dict:
     """Start ``python app.py``, time it to its first served answer, then use every checkpoint and read its peak RSS.
 
-    Returns seconds to the ready line, seconds to the first answer, and peak RSS in bytes.
+    Returns seconds to the first answer, seconds to the app's ready line (at most one poll late; the two come
+    within a fraction of a second, since the app serves only once it is warm), and peak RSS in bytes.
     """
     app = ROOT / "app.py"
     if not app.is_file():

@@ -138,9 +138,6 @@ def run_benchmark(weights_dir: Path, settings: Settings, figures: tuple[str, ...
                                       [run["answer_seconds"] for run in runs], better="lower", goal="<= 15 s",
                                       goal_check=lambda row: row.ours <= 15.0,
                                       note="a real predict request through gradio_client, polled"))
-            ready = [run["ready_seconds"] for run in runs if run["ready_seconds"] is not None]
-            if ready:
-                rows.append(row_from_runs("Start-up, python app.py to its ready line", "s", ready))
             rows.append(row_from_runs(f"Peak RSS, app after predicting with {' and '.join(used)}", "MB",
                                       [run["peak_rss"] / 2**20 for run in runs]))
         except processes.AppUnavailable as error:
