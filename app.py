@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def warm_up(weights_dir) -> str:
-    """Load and trace the default checkpoint so the first request is as fast as the rest; say what happened."""
+    """Load the default checkpoint's export and run it once so the first request is as fast as the rest."""
     from petseg.checkpoints import CheckpointError, default_checkpoint
     from petseg.inference import get_predictor
 
@@ -49,7 +49,7 @@ def warm_up(weights_dir) -> str:
     if name is None:
         return "no checkpoint in the weights folder yet"
     try:
-        get_predictor(name, weights_dir).warm_up()
+        get_predictor(name, weights_dir)
     except CheckpointError as error:
         return f"could not warm up {name}: {error}"
     return f"default checkpoint {name} loaded"

@@ -1,7 +1,9 @@
-"""The checkpoint registry: ``weights/<name>.keras`` plus its ``<name>.json`` sidecar.
+"""The checkpoint registry: one entry = ``<name>.keras``, its LiteRT export ``<name>.tflite`` and ``<name>.json``.
 
-Checkpoints hold float16 weights (half the size, no optimizer state) and load as float32 models. Every read is
-confined to the weights folder, every write is atomic (a temporary file in the same folder, then a rename), and a
+``save_checkpoint`` writes the Keras model (float16 weights, no optimizer state; it loads as float32), converts
+those weights to the flatbuffer the app serves, checks that the two agree, and writes the sidecar last with both
+files' sha256. Files that no longer match it (a ``.keras`` edited, an export missing, replaced or damaged) make the
+entry unavailable with the reason, never served. Reads stay inside the weights folder, writes are atomic, and a
 corrupt or incompatible file is reported as unavailable with a reason instead of crashing the caller.
 
 >>> import tempfile
@@ -12,6 +14,7 @@ corrupt or incompatible file is reported as unavailable with a reason instead of
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -26,6 +29,7 @@ from petseg.classes import CLASS_NAMES
 DEFAULT_WEIGHTS_DIR = Path(os.environ.get("PETSEG_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
 CHECKPOINT_SUFFIX = ".keras"
 SIDECAR_SUFFIX = ".json"
+EXPORT_SUFFIX = ".tflite"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REQUIRED_SIDECAR_KEYS = ("preset", "image_size", "classes")
 
@@ -181,8 +185,71 @@ def _check_archive_contents(path: Path) -> None:
         raise CheckpointError("corrupt file (not a Keras archive)") from error
 
 
+_hashes: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, computed once per version of it (size and mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _hashes[key] = digest.hexdigest()
+    return _hashes[key]
+
+
+def rebuild_hint(path: Path) -> str:
+    return f"rebuild it with: python -m petseg.export --checkpoint {path.stem} --format serving"
+
+
+def check_export(path: Path, sidecar: dict[str, Any]) -> Path:
+    """Check that the export exists and both files match the sidecar's sha256; else say what drifted."""
+    export_path = path.with_suffix(EXPORT_SUFFIX)
+    serving = sidecar.get("serving")
+    if not isinstance(serving, dict) or not {"sha256", "keras_sha256"} <= serving.keys():
+        raise CheckpointError(f"its sidecar records no LiteRT export; {rebuild_hint(path)}")
+    if file_sha256(path) != serving["keras_sha256"]:
+        raise CheckpointError(f"{path.name} changed after its LiteRT export was made (its sha256 is not the one "
+                              f"in its sidecar); {rebuild_hint(path)}")
+    if not export_path.is_file():
+        raise CheckpointError(f"its LiteRT export {export_path.name} is missing; {rebuild_hint(path)}")
+    if not _resolves_inside(export_path, path.resolve().parent):
+        raise CheckpointError("its LiteRT export points outside the weights folder")
+    if file_sha256(export_path) != serving["sha256"]:
+        raise CheckpointError(f"corrupt export ({export_path.name} is not the file its sidecar records: replaced "
+                              f"or damaged); {rebuild_hint(path)}")
+    return export_path
+
+
+def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> CheckpointInfo:
+    """Checkpoint ``name``'s entry if it can be served, else ``CheckpointError``; sha256 are cached per file version."""
+    path = checkpoint_path(name, weights_dir)
+    try:
+        sidecar = check_checkpoint_file(path)
+        check_export(path, sidecar)
+    except CheckpointError as error:
+        raise CheckpointError(f"Checkpoint {path.stem} is unavailable: {error}.") from None
+    return CheckpointInfo(path.stem, path, sidecar, True)
+
+
+def read_export(entry: CheckpointInfo) -> bytes:
+    """The bytes of a servable entry's export, checked against the sha256 in its sidecar as they are read."""
+    export_path = entry.path.with_suffix(EXPORT_SUFFIX)
+    flatbuffer = export_path.read_bytes()
+    if hashlib.sha256(flatbuffer).hexdigest() != entry.sidecar["serving"]["sha256"]:
+        raise CheckpointError(f"Checkpoint {entry.name} is unavailable: corrupt export ({export_path.name} changed "
+                              "while it was read).")
+    return flatbuffer
+
+
 def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[CheckpointInfo]:
-    """List every ``*.keras`` in the weights folder, best test mIoU first; broken ones come last with a reason."""
+    """List every ``*.keras`` in the weights folder, best test mIoU first; broken ones come last with a reason.
+
+    Available means servable: the checkpoint, its sidecar and its LiteRT export are whole and belong together.
+    """
     weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR)
     if not weights_dir.is_dir():
         return []
@@ -194,6 +261,7 @@ def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[Check
         try:
             checkpoint_path(name, weights_dir)
             sidecar = check_checkpoint_file(path)
+            check_export(path, sidecar)
             checkpoints.append(CheckpointInfo(name, path, sidecar, True))
         except CheckpointError as error:
             checkpoints.append(CheckpointInfo(name, path, {}, False, str(error)))
@@ -289,17 +357,36 @@ def write_sidecar(path: str | os.PathLike, sidecar: dict) -> None:
 
 
 def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
-    """Save ``model`` with float16 weights and no optimizer state to ``path`` (a .keras file), then its sidecar.
+    """Save ``model`` as a registry entry: ``path`` (a .keras file), its LiteRT export, then its sidecar.
 
-    Both writes are atomic: a reader sees the old checkpoint or the new one, never half of one.
+    The export is made from the float16 weights the .keras file holds and checked before anything is written.
+    Each write is atomic; an entry torn by a crash between them fails its sha256 check and is refused.
     """
     path = Path(path)
     if path.suffix != CHECKPOINT_SUFFIX:
         raise ValueError(f"checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
+    from petseg.litert import make_export
+
+    stored = model_with_dtype(model, "float16")
+    try:
+        flatbuffer, serving = make_export(model_with_dtype(stored, "float32"), int(sidecar["image_size"]))
+    except ValueError as error:
+        raise CheckpointError(f"Checkpoint {path.stem} was not saved: {error}.") from error
     with atomic_path(path, suffix=CHECKPOINT_SUFFIX) as temporary:
-        model_with_dtype(model, "float16").save(temporary)
-    write_sidecar(path, {**sidecar, "size_bytes": path.stat().st_size})
+        stored.save(temporary)
+    write_export(path, {**sidecar, "size_bytes": path.stat().st_size}, flatbuffer, serving)
     return path
+
+
+def write_export(path: Path, sidecar: dict, flatbuffer: bytes, serving: dict[str, Any]) -> dict:
+    """Write the export beside checkpoint ``path``, then the sidecar recording both files' sha256 (atomically)."""
+    export_path = path.with_suffix(EXPORT_SUFFIX)
+    atomic_write_bytes(export_path, flatbuffer)
+    record = {"file": export_path.name, "sha256": hashlib.sha256(flatbuffer).hexdigest(),
+              "size_bytes": len(flatbuffer), "keras_sha256": file_sha256(path), **serving}
+    sidecar = {**sidecar, "serving": record}
+    write_sidecar(path, sidecar)
+    return sidecar
 
 
 def store_metrics(path: str | os.PathLike, split: str, metrics: dict) -> dict:

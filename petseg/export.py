@@ -1,6 +1,8 @@
-"""Export a checkpoint for serving outside PetSeg: a TensorFlow SavedModel or a TFLite flatbuffer.
+"""Export a checkpoint for serving outside PetSeg (a TensorFlow SavedModel or a TFLite flatbuffer), or rebuild its own.
 
-Both formats take a batch of float32 images in [0, 1] of the checkpoint's square size, shaped
+``--format serving`` remakes the LiteRT export the app serves, beside the checkpoint in the weights folder, and
+records it in the sidecar (``petseg.checkpoints``; needed when the entry is refused as stale or its export missing).
+The other formats take a batch of float32 images in [0, 1] of the checkpoint's square size, shaped
 ``(batch, size, size, 3)``, and return softmax probabilities over the classes (0 pet, 1 background, 2 border),
 shaped ``(batch, size, size, 3)``. Resize photos with ``petseg.data.resize_image`` (antialiased bilinear) to get the
 same pixels the app sees. Each export is written atomically (a temporary file or folder beside the destination,
@@ -11,6 +13,7 @@ Usage:
     python -m petseg.export --checkpoint finetune --format saved_model
     python -m petseg.export --checkpoint weights/finetune.keras --format tflite --quantize float16
     python -m petseg.export --checkpoint finetune --format tflite --output /tmp/finetune.tflite
+    python -m petseg.export --checkpoint finetune --format serving
 
 >>> result = export_checkpoint("finetune", "tflite", quantize="float16")  # doctest: +SKIP
 >>> result.path.name, result.mask_agreement > 0.99  # doctest: +SKIP
@@ -28,28 +31,25 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 import petseg
 from petseg.atomic import atomic_write_bytes
-from petseg.checkpoints import (CheckpointError, LoadedCheckpoint, headline_metrics,
-                                load_checkpoint, load_checkpoint_file)
+from petseg.checkpoints import (EXPORT_SUFFIX, CheckpointError, LoadedCheckpoint, headline_metrics, load_checkpoint,
+                                load_checkpoint_file, write_export)
 from petseg.classes import CLASS_NAMES
+from petseg.litert import (ENDPOINT_NAME, INPUT_NAME, QUANTIZATIONS, ImagesFunction, check_images, convert_to_tflite,
+                           images_function, keras_probabilities, make_export, write_saved_model)
 
-FORMATS = ("saved_model", "tflite")
-QUANTIZATIONS = ("float32", "float16")
+FORMATS = ("saved_model", "tflite", "serving")
 DEFAULT_EXPORTS_DIR = Path(os.environ.get("PETSEG_EXPORTS_DIR", Path(__file__).resolve().parent.parent / "exports"))
 # The SavedModel folder keeps its description inside, so the folder stays one self-contained unit.
 SAVED_MODEL_DESCRIPTION = "petseg.json"
-ENDPOINT_NAME = "serve"
-INPUT_NAME = "images"
 VERIFY_PHOTOS = 8
 
-ImagesFunction = Callable[[np.ndarray], np.ndarray]
 
 
 class ExportError(ValueError):
@@ -110,49 +110,13 @@ def check_options(export_format: str, quantize: str) -> None:
         raise ExportError(f"Unknown export format {export_format!r}; choose one of: {', '.join(FORMATS)}.")
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"Unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}.")
-    if export_format == "saved_model" and quantize != "float32":
-        raise ExportError("A SavedModel is exported in float32; use --format tflite for float16 quantization.")
+    if export_format != "tflite" and quantize != "float32":
+        raise ExportError(f"A {export_format} export's precision is fixed; use --format tflite for float16 "
+                          "quantization.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Building the exports.
-
-
-def write_saved_model(model, image_size: int, directory: str | os.PathLike) -> None:
-    """Write a SavedModel with one ``serve`` endpoint (also its ``serving_default`` signature) into ``directory``."""
-    import keras
-    import tensorflow as tf
-
-    # No archive.track(model): add_endpoint tracks the variables the endpoint uses, and tracking the model as
-    # well stores every weight twice (Keras 3.15).
-    archive = keras.export.ExportArchive()
-    archive.add_endpoint(
-        name=ENDPOINT_NAME,
-        fn=lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
-        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
-    )
-    archive.write_out(os.fspath(directory), verbose=False)
-
-
-def convert_to_tflite(model, image_size: int, quantize: str = "float32") -> bytes:
-    """Convert the model to a TFLite flatbuffer; ``float16`` stores the weights in half precision.
-
-    The converter reads a temporary SavedModel: converting the concrete function directly keeps Keras 3's
-    variables as resource reads that the TFLite interpreter cannot resolve.
-    """
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory(prefix="petseg-export-") as folder:
-        write_saved_model(model, image_size, folder)
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        if quantize == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        return converter.convert()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Running the exports (for the check below, tests and benchmarks).
+# Running the exports (for the check below and tests); ``petseg.litert.images_function`` runs a TFLite one.
 
 
 def load_saved_model_function(directory: str | os.PathLike) -> ImagesFunction:
@@ -168,50 +132,6 @@ def load_saved_model_function(directory: str | os.PathLike) -> ImagesFunction:
     return run
 
 
-def load_tflite_function(model: bytes | str | os.PathLike, num_threads: int | None = None) -> ImagesFunction:
-    """Load a TFLite model (its bytes or a path); return a function from float images to probabilities.
-
-    The interpreter is not thread-safe; the returned function is meant for one thread.
-    """
-    import tensorflow as tf
-
-    with warnings.catch_warnings():
-        # TensorFlow 2.20+ points to the separate LiteRT package; tf.lite's interpreter still works.
-        warnings.simplefilter("ignore")
-        if isinstance(model, (bytes, bytearray)):
-            interpreter = tf.lite.Interpreter(model_content=bytes(model), num_threads=num_threads)
-        else:
-            interpreter = tf.lite.Interpreter(model_path=os.fspath(model), num_threads=num_threads)
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
-
-    def run(images: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        interpreter.resize_tensor_input(input_index, images.shape, strict=True)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(input_index, images)
-        interpreter.invoke()
-        return interpreter.get_tensor(output_index).copy()
-
-    return run
-
-
-def verification_images(image_size: int, count: int = VERIFY_PHOTOS, seed: int = 0) -> np.ndarray:
-    """Synthetic pet photos resized to ``image_size`` as the app resizes them: float32 (count, size, size, 3)."""
-    import tensorflow as tf
-
-    from petseg.data import resize_image
-    from petseg.synthetic import make_synthetic_pet
-
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(count):
-        width, height = (int(value) for value in rng.integers(96, 201, size=2))
-        photo, _trimap = make_synthetic_pet(rng, width, height)
-        images.append(resize_image(tf.convert_to_tensor(np.asarray(photo)), image_size).numpy())
-    return np.stack(images).astype(np.float32)
-
-
 def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     """The fraction of pixels whose most likely class is the same in two probability arrays of equal shape.
 
@@ -221,13 +141,6 @@ def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     if reference.shape != candidate.shape:
         raise ExportError(f"Exported model returns shape {candidate.shape}, expected {reference.shape}.")
     return float(np.mean(reference.argmax(axis=-1) == candidate.argmax(axis=-1)))
-
-
-def keras_probabilities(checkpoint: LoadedCheckpoint, images: np.ndarray) -> np.ndarray:
-    """Probabilities from the Keras model through the app's request path (``petseg.inference``)."""
-    from petseg.inference import get_predictor
-
-    return get_predictor(checkpoint).predict_resized(np.asarray(images, np.float32)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,6 +171,8 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     check_options(export_format, quantize)
     if not isinstance(checkpoint, LoadedCheckpoint):
         checkpoint = resolve_checkpoint(checkpoint, weights_dir)
+    if export_format == "serving":
+        return rebuild_serving_export(checkpoint, output)
     path = Path(output) if output is not None else default_output_path(checkpoint.name, export_format, quantize)
     check_destination(path, export_format)
     started = time.perf_counter()
@@ -267,7 +182,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
 
     if export_format == "tflite":
         flatbuffer = convert_to_tflite(checkpoint.model, image_size, quantize)
-        agreement = verify_export(checkpoint, load_tflite_function(flatbuffer), min_agreement) if verify else None
+        agreement = verify_export(checkpoint, images_function(flatbuffer), min_agreement) if verify else None
         description.update(mask_agreement=agreement, size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
         atomic_write_bytes(description_path(path), (json.dumps(description, indent=2) + "\n").encode())
@@ -290,10 +205,25 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
                         round(time.perf_counter() - started, 1), description)
 
 
+def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLike | None = None) -> ExportResult:
+    """Remake the checkpoint's own LiteRT export beside it and record it in its sidecar (always checked)."""
+    if output is not None:
+        raise ExportError("A serving export always goes beside its checkpoint; leave out --output.")
+    started = time.perf_counter()
+    try:
+        flatbuffer, serving = make_export(checkpoint.model, checkpoint.image_size)
+    except ValueError as error:
+        raise ExportError(f"{str(error)[0].upper()}{str(error)[1:]}; nothing was written.") from error
+    sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)
+    return ExportResult(checkpoint.path.with_suffix(EXPORT_SUFFIX), "serving", serving["quantize"],
+                        checkpoint.image_size, len(flatbuffer), serving["mask_agreement"],
+                        round(time.perf_counter() - started, 1), sidecar["serving"])
+
+
 def verify_export(checkpoint: LoadedCheckpoint, exported: ImagesFunction, min_agreement: float = 0.99) -> float:
     """Return the mask agreement of ``exported`` with the Keras model; raise ``ExportError`` below the minimum."""
-    images = verification_images(checkpoint.image_size)
-    agreement = mask_agreement(keras_probabilities(checkpoint, images), exported(images))
+    images = check_images(checkpoint.image_size, VERIFY_PHOTOS)
+    agreement = mask_agreement(keras_probabilities(checkpoint.model, images), exported(images))
     if agreement < min_agreement:
         raise ExportError(f"The export's masks agree with the Keras model's on only {agreement:.2%} of pixels "
                           f"(at least {min_agreement:.0%} expected); nothing was written.")
@@ -410,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     agreement = "not checked" if result.mask_agreement is None else (
         f"masks agree with the Keras model on {result.mask_agreement:.2%} of pixels ({VERIFY_PHOTOS} synthetic photos)")
-    print(f"Exported {result.description['checkpoint']} as {result.export_format} ({result.quantize}) to "
+    name = result.description.get("checkpoint", result.path.stem)
+    print(f"Exported {name} as {result.export_format} ({result.quantize}) to "
           f"{result.path}: {result.size_bytes / 1e6:.1f} MB, input (batch, {result.image_size}, {result.image_size}, 3) "
           f"float [0, 1]; {agreement}; {result.seconds} s.")
     return 0

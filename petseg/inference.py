@@ -1,121 +1,130 @@
 """The request path: a photo and a checkpoint in, class probabilities at the photo's own size out.
 
-The app, its API, the evaluator, the benchmarks and the exporter's parity check all call ``predict_probabilities``
-(or its batched twin). Each checkpoint gets one compiled ``tf.function`` whose input signature accepts any photo
-size, so a new size never retraces: it resizes the photo, runs the model, and resizes the probabilities (not the
-argmax) back to the photo's size. That function runs a copy of the model with its batch norms folded into the
-convolutions (``petseg.folding``), 10-20% faster on CPU and equal to the model to float rounding (about 1e-5).
+The app, its API, the evaluator and the benchmarks all call ``predict_probabilities``. It runs the checkpoint's
+LiteRT export (``<name>.tflite``, made when the checkpoint was saved and checked against its sha256 in the
+sidecar) in one interpreter per checkpoint, loaded once, whose input is fixed at the model's size: a new photo size
+never converts, traces or reallocates anything. Around it, Pillow resizes the photo in with antialiased bilinear
+(the resize training and evaluation use, ``petseg.data.resize_image``, to float rounding) and the probabilities,
+not the argmax, back to the photo's size with bilinear (antialiased when the photo is smaller than the model's
+input). Neither TensorFlow nor Keras is imported here.
 
->>> from petseg.synthetic import make_synthetic_pet
->>> import numpy as np
->>> probabilities = predict_probabilities(photo, "finetune")  # doctest: +SKIP
->>> probabilities.shape  # doctest: +SKIP
+>>> predict_probabilities(photo, "finetune").shape  # doctest: +SKIP
 (375, 500, 3)
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
-import tensorflow as tf
+from PIL import Image
 
-from petseg.checkpoints import LoadedCheckpoint, load_checkpoint
-from petseg.data import resize_image
-from petseg.folding import fold_batch_norms
+from petseg.checkpoints import CheckpointError, CheckpointInfo, read_export, servable_entry
+from petseg.litert import make_interpreter
+
+
+def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a float32 (rows, columns) array with Pillow's antialiased bilinear ("F" images keep floats)."""
+    if planes.shape == (height, width):
+        return planes
+    return np.asarray(Image.fromarray(planes).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def resize_photo(photo: np.ndarray, size: int) -> np.ndarray:
+    """An RGB uint8 photo as the model's float32 (size, size, 3) input in [0, 1]: antialiased bilinear.
+
+    Rows first, with the channels side by side in one float image, then columns with each channel's rows one under
+    another: two Pillow calls, each resizing one axis only.
+
+    >>> model_input = resize_photo(np.full((3, 5, 3), 255, np.uint8), 4)
+    >>> model_input.shape, model_input.dtype, float(model_input.min())
+    ((4, 4, 3), dtype('float32'), 1.0)
+    """
+    height, width, channels = photo.shape
+    rows = resize_planes(photo.reshape(height, width * channels).astype(np.float32), width * channels, size)
+    planes = np.ascontiguousarray(rows.reshape(size, width, channels).transpose(0, 2, 1))
+    columns = resize_planes(planes.reshape(size * channels, width), size, size * channels)
+    model_input = columns.reshape(size, channels, size).transpose(0, 2, 1) * np.float32(1 / 255)
+    return np.clip(model_input, 0.0, 1.0)
+
+
+def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Per-class probabilities (size, size, classes) to (height, width, classes): columns, then rows, bilinear."""
+    size, _, classes = probabilities.shape
+    planes = np.ascontiguousarray(probabilities.transpose(0, 2, 1)).reshape(size * classes, size)
+    planes = resize_planes(planes, width, size * classes)
+    rows = np.ascontiguousarray(planes.reshape(size, classes, width).transpose(0, 2, 1))
+    return resize_planes(rows.reshape(size, width * classes), width * classes, height).reshape(height, width, classes)
 
 
 class Predictor:
-    """One checkpoint's compiled forward passes.
+    """One checkpoint's LiteRT interpreter, fixed at the model's input size, and the request path around it."""
 
-    ``predict_one`` (the request path) runs ``request_model``: the checkpoint's model with its batch norms folded,
-    a snapshot of its weights when the predictor was made (checkpoints are never changed once loaded), or the
-    model itself where folding does not apply. ``predict_resized`` (the batch path, which the exporter checks its
-    files against) runs the checkpoint's model as is.
-    """
-
-    def __init__(self, checkpoint: LoadedCheckpoint):
+    def __init__(self, checkpoint: CheckpointInfo, flatbuffer: bytes):
         self.checkpoint = checkpoint
-        model = checkpoint.model
-        size = checkpoint.image_size
-        self.request_model = fold_batch_norms(model) or model
-        request_model = self.request_model
+        self.image_size = int(checkpoint.sidecar["image_size"])
+        try:
+            self.interpreter = make_interpreter(flatbuffer)
+        except ValueError as error:
+            raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: corrupt export ({error}).") from None
+        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.lock = threading.Lock()  # An interpreter runs one request at a time; the resizes run in parallel.
+        expected = (1, self.image_size, self.image_size, 3)
+        shapes = [tuple(detail["shape"]) for detail in (*self.interpreter.get_input_details(),
+                                                         *self.interpreter.get_output_details())]
+        if shapes != [expected, expected]:
+            raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: its export takes and returns "
+                                  f"{shapes}, not what its sidecar describes.")
+        self.run(np.zeros(expected[1:], np.float32))  # The first run plans the graph; users never wait for it.
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-        def predict_one(image):
-            height, width = tf.shape(image)[0], tf.shape(image)[1]
-            model_input = resize_image(image[tf.newaxis], size)
-            probabilities = tf.nn.softmax(request_model(model_input, training=False), axis=-1)
-            return tf.image.resize(probabilities, tf.stack([height, width]), method="bilinear")[0]
+    def run(self, model_input: np.ndarray) -> np.ndarray:
+        """The model's probabilities (size, size, 3) for one resized photo (size, size, 3) float32 in [0, 1]."""
+        with self.lock:
+            self.interpreter.set_tensor(self.input_index, model_input[np.newaxis])
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output_index)[0]  # get_tensor returns a copy.
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-        def predict_resized(images):
-            return tf.nn.softmax(model(images, training=False), axis=-1)
-
-        self.predict_one = predict_one
-        self.predict_resized = predict_resized
-
-    def warm_up(self, batch: bool = False) -> None:
-        """Trace and run the single-photo function once so the first user request is as fast as the rest.
-
-        The batch function is left to trace on its first call (evaluation and export use it, the app does not):
-        tracing it here cost the app about a second of start-up and 15-35 MB per checkpoint. ``batch=True``
-        traces it now as well.
-        """
-        self.predict_one(tf.zeros((64, 80, 3), tf.uint8))
-        if batch:
-            self.predict_resized(tf.zeros((1, self.checkpoint.image_size, self.checkpoint.image_size, 3)))
-
-    def trace_count(self) -> int:
-        """How many graphs the single-photo function has traced (1 after any number of photo sizes)."""
-        return self.predict_one.experimental_get_tracing_count()
+    def predict(self, photo: np.ndarray) -> np.ndarray:
+        """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo."""
+        probabilities = self.run(resize_photo(photo, self.image_size))
+        return resize_probabilities(probabilities, photo.shape[0], photo.shape[1])
 
 
-_predictors: dict[int, Predictor] = {}
+_predictors: dict[str, Predictor] = {}
 _predictors_lock = threading.Lock()
 
 
-def get_predictor(checkpoint: str | LoadedCheckpoint, weights_dir=None) -> Predictor:
-    """Return the cached ``Predictor`` for a checkpoint name (from the weights folder) or a loaded checkpoint."""
-    if isinstance(checkpoint, str):
-        checkpoint = load_checkpoint(checkpoint, weights_dir)
+def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> Predictor:
+    """The cached ``Predictor`` of a checkpoint name in the weights folder, or of anything with a ``.path``.
+
+    Each call checks the entry against its sidecar (cheap: hashes are kept per file version), so an export that
+    drifted since it was loaded is refused, and a rebuilt one is loaded afresh. Raises ``CheckpointError``.
+    """
+    if not isinstance(checkpoint, str):  # A LoadedCheckpoint or CheckpointInfo: its own folder.
+        checkpoint, weights_dir = checkpoint.path.stem, checkpoint.path.parent
+    entry = servable_entry(checkpoint, weights_dir)
+    key = str(entry.path)
     with _predictors_lock:
-        key = id(checkpoint.model)
-        if key not in _predictors or _predictors[key].checkpoint is not checkpoint:
-            # Keep one predictor per checkpoint file: a rewritten checkpoint drops its older version's graphs.
-            for stale in [cached for cached, predictor in _predictors.items()
-                          if predictor.checkpoint.path == checkpoint.path]:
-                del _predictors[stale]
-            _predictors[key] = Predictor(checkpoint)
+        cached = _predictors.get(key)
+        if cached is None or cached.checkpoint.sidecar["serving"] != entry.sidecar["serving"]:
+            _predictors[key] = Predictor(entry, read_export(entry))  # Replaces an older version's interpreter.
         return _predictors[key]
 
 
-def predict_probabilities(image: np.ndarray, checkpoint: str | LoadedCheckpoint, weights_dir=None) -> np.ndarray:
+def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None) -> np.ndarray:
     """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo.
 
-    Decode uploads with ``petseg.photos.load_photo`` first; it turns any supported file into such an array.
+    ``checkpoint`` is a name in the weights folder or a loaded checkpoint. Decode uploads with
+    ``petseg.photos.load_photo`` first; it turns any supported file (grayscale, CMYK, ...) into such an array.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 photo of shape (height, width, 3), got {image.shape} {image.dtype}.")
-    return get_predictor(checkpoint, weights_dir).predict_one(image).numpy()
+    return get_predictor(checkpoint, weights_dir).predict(image)
 
 
-def predict_probabilities_batch(images: list[np.ndarray], checkpoint: str | LoadedCheckpoint, weights_dir=None,
-                                batch_size: int = 16) -> list[np.ndarray]:
-    """Like ``predict_probabilities`` for many photos of any sizes, running the model on batches of them."""
-    predictor = get_predictor(checkpoint, weights_dir)
-    size = predictor.checkpoint.image_size
-    results: list[np.ndarray] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        model_inputs = tf.stack([resize_image(tf.convert_to_tensor(image), size) for image in chunk])
-        probabilities = predictor.predict_resized(model_inputs)
-        for image, probability in zip(chunk, tf.unstack(probabilities)):
-            results.append(tf.image.resize(probability, image.shape[:2], method="bilinear").numpy())
-    return results
-
-
-def predict_mask(image: np.ndarray, checkpoint: str | LoadedCheckpoint, weights_dir=None) -> np.ndarray:
+def predict_mask(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None) -> np.ndarray:
     """The most likely class id per pixel (height, width) uint8 at the photo's size."""
     return predict_probabilities(image, checkpoint, weights_dir).argmax(axis=-1).astype(np.uint8)

@@ -67,11 +67,9 @@ def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike |
 
     Raises ``petseg.checkpoints.CheckpointError`` when the checkpoint cannot be loaded.
     """
-    predictor = get_predictor(checkpoint, weights_dir)  # Loads the checkpoint on first use, then hits the cache.
-    if predictor.trace_count() == 0:
-        predictor.warm_up()  # So the time below is the photo's, not the one-off tracing.
+    get_predictor(checkpoint, weights_dir)  # Loads (and warms) the export on first use, so the time below is the photo's.
     started = time.perf_counter()
-    probabilities = predict_probabilities(photo, predictor.checkpoint)
+    probabilities = predict_probabilities(photo, checkpoint, weights_dir)
     seconds = time.perf_counter() - started
     mask = probabilities.argmax(axis=-1).astype(np.uint8)
     segmentation = Segmentation(photo, mask, checkpoint)

@@ -66,7 +66,7 @@ def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path,
     from petseg.synthetic import make_synthetic_pet
 
     weights_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".keras", ".json"):
+    for suffix in (".keras", ".json", ".tflite"):
         shutil.copy(trained_checkpoint_path.with_suffix(suffix), weights_dir / f"{FIRST_CHECKPOINT}{suffix}")
     checkpoint = load_checkpoint_file(weights_dir / f"{FIRST_CHECKPOINT}.keras")
     photo, _ = make_synthetic_pet(np.random.default_rng(0), 160, 120)
@@ -81,7 +81,7 @@ def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path,
     save_checkpoint(model, weights_dir / f"{SECOND_CHECKPOINT}.keras", sidecar)
     shipped = default_checkpoint(shipped_weights_dir) if shipped_weights_dir else None
     if shipped and shipped not in (FIRST_CHECKPOINT, SECOND_CHECKPOINT):
-        for suffix in (".keras", ".json"):
+        for suffix in (".keras", ".json", ".tflite"):
             shutil.copy(Path(shipped_weights_dir) / f"{shipped}{suffix}", weights_dir / f"{shipped}{suffix}")
     return weights_dir
 

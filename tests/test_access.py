@@ -28,6 +28,7 @@ def weights_dir(trained_checkpoint, tmp_path) -> Path:
 def copy_checkpoint(source: Path, target: Path) -> None:
     target.write_bytes(source.read_bytes())
     target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
+    target.with_suffix(".tflite").write_bytes(source.with_suffix(".tflite").read_bytes())
 
 
 @pytest.mark.parametrize("name", REFUSED_NAMES)

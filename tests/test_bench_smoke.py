@@ -22,7 +22,7 @@ IN_PROCESS_FIGURES = ("request", "batch", "training", "epochs")
 def bench_weights(tmp_path_factory, trained_checkpoint):
     """The tiny session checkpoint (tutorial preset, 64 px) alone, so the best checkpoint is the tutorial one."""
     weights_dir = tmp_path_factory.mktemp("bench-weights")
-    for suffix in (".keras", ".json"):
+    for suffix in (".keras", ".json", ".tflite"):
         shutil.copy(trained_checkpoint.checkpoint_path.with_suffix(suffix), weights_dir / f"tutorial{suffix}")
     return weights_dir
 
@@ -38,7 +38,7 @@ def test_quick_benchmark_fills_every_row_with_positive_numbers(bench_weights, tm
     rows = run_benchmark(bench_weights, tiny_settings(), IN_PROCESS_FIGURES, tmp_path, log=lambda message: None)
     figures = [row.figure for row in rows]
     expected_prefixes = [
-        "Request latency p50, tutorial", "Request latency p95, tutorial",
+        "Request latency p50, tutorial", "Request latency p95, tutorial", "Request CPU time p50, tutorial",
         "Batch throughput",
         "Training, first epoch", "Training, steady epoch", "Training, first + steady epoch",
         "Input pipeline alone, first epoch", "Input pipeline alone, steady epoch",

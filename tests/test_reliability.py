@@ -87,6 +87,7 @@ def copy_checkpoint(source: Path, weights_dir: Path, name: str) -> Path:
     target = weights_dir / f"{name}.keras"
     target.write_bytes(source.read_bytes())
     target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
+    target.with_suffix(".tflite").write_bytes(source.with_suffix(".tflite").read_bytes())
     return target
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from petseg.checkpoints import list_checkpoints, load_checkpoint_file, read_sidecar
 from petseg.classes import CLASS_NAMES
-from petseg.inference import get_predictor, predict_mask, predict_probabilities
+from petseg.inference import predict_mask, predict_probabilities
 from petseg.runs import read_run
 
 from conftest import ROOT
@@ -39,21 +39,11 @@ def test_one_epoch_writes_checkpoint_sidecar_sample_and_metrics(trained_checkpoi
     assert set(np.unique(predict_mask(photo, checkpoint))) <= {0, 1, 2}
 
 
-def test_request_path_does_not_retrace_for_new_photo_sizes(trained_checkpoint):
-    checkpoint = load_checkpoint_file(trained_checkpoint.checkpoint_path)
-    predictor = get_predictor(checkpoint)
-    predictor.warm_up()
-    traced = predictor.trace_count()
-    rng = np.random.default_rng(1)
-    for height, width in [(375, 500), (500, 375), (33, 47), (64, 64), (1024, 768)]:
-        predict_probabilities(rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8), checkpoint)
-    assert predictor.trace_count() == traced == 1
-
-
 def test_corrupt_checkpoint_is_listed_as_unavailable(trained_checkpoint, tmp_path):
     good = trained_checkpoint.checkpoint_path
     (tmp_path / "good.keras").write_bytes(good.read_bytes())
     (tmp_path / "good.json").write_text(good.with_suffix(".json").read_text())
+    (tmp_path / "good.tflite").write_bytes(good.with_suffix(".tflite").read_bytes())
     (tmp_path / "broken.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (tmp_path / "broken.json").write_text(good.with_suffix(".json").read_text())
     (tmp_path / "orphan.keras").write_bytes(good.read_bytes())
@@ -67,6 +57,7 @@ def test_evaluate_cli_prints_whole_split_metrics_and_stores_them(trained_checkpo
     checkpoint = tmp_path / "copy.keras"
     checkpoint.write_bytes(trained_checkpoint.checkpoint_path.read_bytes())
     checkpoint.with_suffix(".json").write_text(trained_checkpoint.checkpoint_path.with_suffix(".json").read_text())
+    checkpoint.with_suffix(".tflite").write_bytes(trained_checkpoint.checkpoint_path.with_suffix(".tflite").read_bytes())
     completed = subprocess.run(
         [sys.executable, "-m", "petseg.evaluate", "--checkpoint", str(checkpoint), "--data-dir", str(synthetic_data),
          "--split", "test", "--write-sidecar"], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,157 @@
+"""TFLite flatbuffers of PetSeg models: made from Keras with TensorFlow, run with LiteRT (``ai_edge_litert``).
+
+A flatbuffer takes float32 images in [0, 1] of the model's square size, ``(batch, size, size, 3)``, and returns
+softmax probabilities over the classes (0 pet, 1 background, 2 border) of the same size. The request path
+(``petseg.inference``) runs the one beside each checkpoint; ``petseg.export`` writes them for users. Running one
+needs only ``ai_edge_litert`` and numpy; making one needs TensorFlow, imported only then.
+
+>>> interpreter = make_interpreter(convert_to_tflite(tiny_model(), 16))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable
+
+import numpy as np
+
+QUANTIZATIONS = ("float32", "float16")
+ENDPOINT_NAME = "serve"
+INPUT_NAME = "images"
+THREADS = 2  # The CPU's cores; more threads than cores only wait for each other.
+# The registry's exports keep float32 weights (equal to the Keras model to float rounding) unless that makes them
+# bigger than this; then float16 (the .keras file's own precision, though rounded after batch-norm folding).
+EXPORT_MAX_FLOAT32_BYTES = 16 * 2**20
+EXPORT_MIN_AGREEMENT = 0.99  # The least fraction of mask pixels on which an export and its model must agree.
+
+ImagesFunction = Callable[[np.ndarray], np.ndarray]
+
+
+def write_saved_model(model, image_size: int, directory: str | os.PathLike) -> None:
+    """Write a SavedModel with one ``serve`` endpoint (also its ``serving_default`` signature) into ``directory``."""
+    import keras
+    import tensorflow as tf
+
+    # No archive.track(model): add_endpoint tracks the variables the endpoint uses, and tracking the model as
+    # well stores every weight twice (Keras 3.15).
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(
+        name=ENDPOINT_NAME,
+        fn=lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(os.fspath(directory), verbose=False)
+
+
+def convert_to_tflite(model, image_size: int, quantize: str = "float32") -> bytes:
+    """Convert the model to a TFLite flatbuffer; ``float16`` stores the weights in half precision.
+
+    The converter reads a temporary SavedModel: converting the concrete function directly keeps Keras 3's
+    variables as resource reads that the interpreter cannot resolve. It also folds each BatchNormalization into
+    the convolution before it, so the flatbuffer has no batch norms left to compute.
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"Unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}.")
+    with tempfile.TemporaryDirectory(prefix="petseg-litert-") as folder:
+        write_saved_model(model, image_size, folder)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+
+
+def make_interpreter(flatbuffer: bytes, threads: int = THREADS):
+    """A LiteRT interpreter for a flatbuffer, tensors allocated; raises ``ValueError`` if LiteRT refuses it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"LiteRT could not load it ({str(error).splitlines()[0][:120]})") from error
+    return interpreter
+
+
+def images_function(flatbuffer: bytes, threads: int = THREADS) -> ImagesFunction:
+    """A function from float images (batch, size, size, 3) to probabilities, for checks and the export CLI.
+
+    The interpreter is not thread-safe; the returned function is meant for one thread.
+    """
+    interpreter = make_interpreter(flatbuffer, threads)
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def run(images: np.ndarray) -> np.ndarray:
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        interpreter.resize_tensor_input(input_index, images.shape, strict=True)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(input_index, images)
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index).copy()
+
+    return run
+
+
+def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
+    """Softmax probabilities of the Keras model itself: the reference every flatbuffer is checked against."""
+    import keras
+
+    logits = model(np.asarray(images, np.float32), training=False)
+    return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+
+
+def check_images(image_size: int, count: int = 4, seed: int = 0) -> np.ndarray:
+    """Synthetic pet photos resized to ``image_size`` as the app resizes them: float32 (count, size, size, 3)."""
+    import tensorflow as tf
+
+    from petseg.data import resize_image
+    from petseg.synthetic import make_synthetic_pet
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        width, height = (int(value) for value in rng.integers(96, 201, size=2))
+        photo, _trimap = make_synthetic_pet(rng, width, height)
+        images.append(resize_image(tf.convert_to_tensor(np.asarray(photo)), image_size).numpy())
+    return np.stack(images).astype(np.float32)
+
+
+def parity(model, flatbuffer: bytes, image_size: int, count: int = 4) -> dict[str, float]:
+    """How closely a flatbuffer reproduces the Keras model on synthetic photos: mask agreement, largest difference.
+
+    >>> parity(model, convert_to_tflite(model, 64), 64)  # doctest: +SKIP
+    {'mask_agreement': 1.0, 'max_probability_difference': 3e-06}
+    """
+    images = check_images(image_size, count)
+    expected = keras_probabilities(model, images)
+    actual = images_function(flatbuffer)(images)
+    if actual.shape != expected.shape:
+        raise ValueError(f"The flatbuffer returns shape {actual.shape}, the Keras model {expected.shape}.")
+    return {"mask_agreement": float(np.mean(expected.argmax(axis=-1) == actual.argmax(axis=-1))),
+            "max_probability_difference": float(np.max(np.abs(expected - actual)))}
+
+
+def export_quantization(model) -> str:
+    """float32 for a model whose weights fit in ``EXPORT_MAX_FLOAT32_BYTES`` as float32, else float16."""
+    return "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
+
+
+def make_export(model, image_size: int) -> tuple[bytes, dict]:
+    """The flatbuffer a checkpoint is served with, and its record for the sidecar; ``ValueError`` if it is off.
+
+    ``model`` is the float32 model as the checkpoint loads (float16 weights widened).
+    """
+    import ai_edge_litert
+
+    quantize = export_quantization(model)
+    flatbuffer = convert_to_tflite(model, image_size, quantize)
+    check = parity(model, flatbuffer, image_size)
+    if check["mask_agreement"] < EXPORT_MIN_AGREEMENT:
+        raise ValueError(f"its LiteRT export agrees with the Keras model on only {check['mask_agreement']:.2%} of "
+                         f"mask pixels (at least {EXPORT_MIN_AGREEMENT:.0%} expected)")
+    version = getattr(ai_edge_litert, "__version__", "unknown")
+    return flatbuffer, {"quantize": quantize, "litert_version": version, **check}

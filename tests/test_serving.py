@@ -1,0 +1,173 @@
+"""Tests for the request path (LiteRT) and the registry entry it serves: .keras, export and sidecar together."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from petseg import export, litert
+from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint_file, read_sidecar
+from petseg.data import resize_image
+from petseg.inference import get_predictor, predict_probabilities, resize_photo, resize_probabilities
+from petseg.photos import load_photo
+
+PHOTO_SIZES = [(375, 500), (500, 375), (33, 47), (64, 64), (101, 77), (999, 13), (8, 8)]
+
+
+def copy_entry(source: Path, weights_dir: Path, name: str) -> Path:
+    """Copy a registry entry (.keras, .tflite, .json) into ``weights_dir`` under ``name``; return the .keras path."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".tflite", ".json"):
+        shutil.copy(source.with_suffix(suffix), weights_dir / f"{name}{suffix}")
+    return weights_dir / f"{name}.keras"
+
+
+def keras_reference(model, image_size: int, photo: np.ndarray) -> np.ndarray:
+    """What the request path must compute, with TensorFlow and the Keras model: resize in, softmax, resize back."""
+    model_input = resize_image(tf.convert_to_tensor(photo), image_size).numpy()[np.newaxis]
+    probabilities = litert.keras_probabilities(model, model_input)
+    return tf.image.resize(probabilities, photo.shape[:2], method="bilinear", antialias=True).numpy()[0]
+
+
+@pytest.fixture()
+def entry(trained_checkpoint, tmp_path) -> Path:
+    return copy_entry(trained_checkpoint.checkpoint_path, tmp_path / "weights", "tiny")
+
+
+def listed(weights_dir: Path) -> dict:
+    return {info.name: info for info in list_checkpoints(weights_dir)}
+
+
+@pytest.mark.parametrize("height, width", PHOTO_SIZES)
+def test_pillow_resizes_equal_tensorflows_antialiased_bilinear(height, width):
+    rng = np.random.default_rng(height * width)
+    photo = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    expected = resize_image(tf.convert_to_tensor(photo), 64).numpy()
+    np.testing.assert_allclose(resize_photo(photo, 64), expected, atol=1e-5)
+    probabilities = rng.dirichlet(np.ones(3), size=(64, 64)).astype(np.float32)
+    expected = tf.image.resize(probabilities, (height, width), antialias=True).numpy()
+    np.testing.assert_allclose(resize_probabilities(probabilities, height, width), expected, atol=1e-4)
+
+
+def test_request_path_equals_the_keras_model_on_photos_of_several_sizes(trained_checkpoint):
+    checkpoint = load_checkpoint_file(trained_checkpoint.checkpoint_path)
+    rng = np.random.default_rng(3)
+    for height, width in PHOTO_SIZES:
+        photo = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        probabilities = predict_probabilities(photo, checkpoint)
+        expected = keras_reference(checkpoint.model, checkpoint.image_size, photo)
+        assert probabilities.shape == (height, width, 3) and probabilities.dtype == np.float32
+        np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+        assert np.mean(probabilities.argmax(-1) == expected.argmax(-1)) >= 0.99
+
+
+def test_grayscale_uploads_are_made_rgb_before_the_request_path(trained_checkpoint):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (45, 70), dtype=np.uint8), "L").save(buffer, "PNG")
+    photo = load_photo(buffer.getvalue())
+    assert photo.shape == (45, 70, 3) and photo.dtype == np.uint8
+    checkpoint = load_checkpoint_file(trained_checkpoint.checkpoint_path)
+    np.testing.assert_allclose(predict_probabilities(photo, checkpoint),
+                               keras_reference(checkpoint.model, checkpoint.image_size, photo), atol=1e-4)
+    with pytest.raises(ValueError, match="expected an RGB uint8 photo"):
+        predict_probabilities(photo[..., 0], checkpoint)
+
+
+def test_one_interpreter_serves_every_photo_size_without_reconverting(entry, monkeypatch):
+    predictor = get_predictor("tiny", entry.parent)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the request path converted or reshaped the model")
+
+    monkeypatch.setattr(litert, "convert_to_tflite", refuse)
+    monkeypatch.setattr(predictor.interpreter, "resize_tensor_input", refuse)
+    monkeypatch.setattr(predictor.interpreter, "allocate_tensors", refuse)
+    rng = np.random.default_rng(5)
+    for height, width in PHOTO_SIZES:
+        predict_probabilities(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "tiny", entry.parent)
+        assert get_predictor("tiny", entry.parent) is predictor
+    assert [list(detail["shape"]) for detail in predictor.interpreter.get_input_details()] == [[1, 64, 64, 3]]
+
+
+def test_save_checkpoint_writes_one_entry_whose_sidecar_pins_both_files(trained_checkpoint):
+    path = trained_checkpoint.checkpoint_path
+    serving = read_sidecar(path)["serving"]
+    assert serving["file"] == "tiny.tflite" and serving["quantize"] == "float32"  # Small enough for float32.
+    assert serving["sha256"] == hashlib.sha256(path.with_suffix(".tflite").read_bytes()).hexdigest()
+    assert serving["keras_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert serving["mask_agreement"] >= 0.99 and serving["max_probability_difference"] < 1e-4
+    assert not [item.name for item in path.parent.iterdir() if item.name.startswith(".")]  # No temporary files.
+
+
+def test_an_edited_keras_file_is_refused_until_its_export_is_rebuilt(entry, capsys):
+    photo = np.random.default_rng(6).integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
+    before = predict_probabilities(photo, "tiny", entry.parent)
+    model = keras.saving.load_model(entry, compile=False)
+    model.set_weights([weight * 0.5 for weight in model.get_weights()])
+    model.save(entry)  # Behind the registry's back: the export no longer matches.
+
+    info = listed(entry.parent)["tiny"]
+    assert not info.available and "tiny.keras changed after its LiteRT export was made" in info.reason
+    assert "--format serving" in info.reason
+    with pytest.raises(CheckpointError, match="Checkpoint tiny is unavailable: tiny.keras changed"):
+        predict_probabilities(photo, "tiny", entry.parent)  # Even though its old interpreter is cached.
+
+    assert export.main(["--checkpoint", str(entry), "--format", "serving"]) == 0, capsys.readouterr().err
+    assert listed(entry.parent)["tiny"].available
+    after = predict_probabilities(photo, "tiny", entry.parent)
+    checkpoint = load_checkpoint_file(entry)
+    np.testing.assert_allclose(after, keras_reference(checkpoint.model, 64, photo), atol=1e-4)
+    assert not np.allclose(after, before, atol=1e-3)
+
+
+def test_a_deleted_export_is_refused_with_the_reason(entry):
+    get_predictor("tiny", entry.parent)
+    entry.with_suffix(".tflite").unlink()
+    info = listed(entry.parent)["tiny"]
+    assert not info.available and info.reason.startswith("its LiteRT export tiny.tflite is missing")
+    with pytest.raises(CheckpointError, match="tiny.tflite is missing"):
+        get_predictor("tiny", entry.parent)
+
+
+def test_a_sidecar_without_an_export_record_is_refused(entry):
+    sidecar = read_sidecar(entry)
+    del sidecar["serving"]
+    entry.with_suffix(".json").write_text(json.dumps(sidecar))
+    info = listed(entry.parent)["tiny"]
+    assert not info.available and "records no LiteRT export" in info.reason
+    assert load_checkpoint_file(entry).model is not None  # The Keras model itself still loads (for a rebuild).
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped-bytes", "zero-bytes"])
+def test_a_corrupt_export_is_unavailable_like_a_corrupt_checkpoint(entry, kind):
+    export_path = entry.with_suffix(".tflite")
+    data = export_path.read_bytes()
+    middle = len(data) // 2
+    damaged = {"truncated": data[:middle], "zero-bytes": b"",
+               "flipped-bytes": data[:middle] + bytes(value ^ 0xFF for value in data[middle:middle + 64])
+               + data[middle + 64:]}[kind]
+    export_path.write_bytes(damaged)
+    info = listed(entry.parent)["tiny"]
+    assert not info.available and info.reason.startswith("corrupt export (tiny.tflite is not the file")
+    assert "unavailable" in info.describe()
+    with pytest.raises(CheckpointError, match="Checkpoint tiny is unavailable: corrupt export"):
+        get_predictor("tiny", entry.parent)
+
+
+def test_an_export_litert_cannot_load_is_refused_even_with_a_matching_sha256(entry):
+    garbage = b"TFL3" + bytes(range(256)) * 8
+    entry.with_suffix(".tflite").write_bytes(garbage)
+    sidecar = read_sidecar(entry)
+    sidecar["serving"]["sha256"] = hashlib.sha256(garbage).hexdigest()
+    entry.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="Checkpoint tiny is unavailable: corrupt export \\(LiteRT could not"):
+        get_predictor("tiny", entry.parent)
