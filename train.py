@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 
-from petseg.model import PRESETS
+from petseg.presets import PRESETS
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from petseg.checkpoints import CHECKPOINT_SUFFIX, CheckpointError, checkpoint_path
-from petseg.model import PRESETS
+from petseg.presets import PRESETS
 from petseg.runs import RunState, new_run_id, now_iso, read_run, request_stop, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,7 +33,8 @@ import petseg
 from petseg.checkpoints import load_checkpoint_file, save_checkpoint, store_metrics, write_sidecar
 from petseg.classes import CLASS_NAMES, NUM_CLASSES
 from petseg.data import make_training_data
-from petseg.model import apply_overrides, build_unet, get_preset, set_encoder_trainable
+from petseg.model import build_unet, set_encoder_trainable
+from petseg.presets import apply_overrides, get_preset
 from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id
 from petseg.visuals import plot_curves, sample_grid, save_png
 

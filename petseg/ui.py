@@ -29,7 +29,7 @@ from petseg.classes import CLASS_NAMES
 from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, TrainingLauncher, TrainingRequestError,
                              checkpoints_fingerprint, log_tail, parse_request, progress_log, run_fingerprint,
                              run_label, status_markdown, training_allowed)
-from petseg.model import PRESETS
+from petseg.presets import PRESETS
 from petseg.photos import PhotoError, describe_photo, load_photo
 from petseg.runs import DEFAULT_RUNS_DIR, RunState, list_runs
 from petseg.segmentation import (CutoutFolder, Segmentation, area_fractions, checkpoint_choices, checkpoint_markdown,

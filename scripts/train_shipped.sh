@@ -10,6 +10,6 @@ ENCODER=${ENCODER:-../shared/data/encoders/mobilenet_v2_1.00_imagenet_no_top.wei
 # The seed's recipe: frozen encoder, 20 epochs, batch 64, Adam 1e-3, 128 px, flips only.
 python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset tutorial --name tutorial \
   --run-dir runs/shipped-tutorial
-# The best model: see the preset in petseg/model.py and the experiment table in README.md.
+# The best model: see the preset in petseg/presets.py and the experiment table in README.md.
 python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset finetune --name finetune \
   --run-dir runs/shipped-finetune
