@@ -25,10 +25,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="change a preset field, e.g. --set fine_tune_after=5 --set decoder_dropout=0.2")
     parser.add_argument("--epochs", type=int, help="default: the preset's")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
-    parser.add_argument("--image-size", type=int, help="square input size, a multiple of 32 (default: the preset's)")
+    parser.add_argument("--image-size", type=int, help="square input size: a multiple of 32 for U-Nets, 8k+1 for DeepLab (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, help="default: the preset's")
     parser.add_argument("--encoder-weights", default="imagenet",
-                        help="'imagenet' (download), a local Keras weights file, or 'none'")
+                        help="'imagenet' (download), a local Keras weights file, or 'none'; for DeepLab presets 'voc' or 'imagenet' download the pinned VOC .tflite, or give its path")
     parser.add_argument("--output-dir", default="weights", help="where the checkpoint and sidecar go")
     parser.add_argument("--run-dir", help="run folder for samples and metrics (default: runs/<timestamp>)")
     parser.add_argument("--name", help="checkpoint name (default: <preset>-<run id>)")

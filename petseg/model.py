@@ -122,6 +122,23 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
     return keras.Model(inputs=inputs, outputs=logits, name=f"unet_{preset.name}")
 
 
+def build_model(preset: str | Preset, image_size: int | None = None, encoder_weights: str | None = None
+                ) -> keras.Model:
+    """Build ``preset``'s architecture with a frozen encoder: the U-Net, or DeepLabV3+ on VOC (``petseg.deeplab``).
+
+    >>> build_model("tutorial", image_size=64).output_shape
+    (None, 64, 64, 3)
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if preset.architecture == "deeplab":
+        from petseg.deeplab import build_deeplab
+
+        return build_deeplab(preset, image_size or preset.image_size, encoder_weights)
+    if preset.architecture != "unet":
+        raise ValueError(f"Unknown architecture {preset.architecture!r}; choose unet or deeplab.")
+    return build_unet(preset, image_size, encoder_weights)
+
+
 def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
     """Freeze or unfreeze the encoder's weights while keeping every BatchNorm layer in inference mode.
 
