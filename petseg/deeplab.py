@@ -35,8 +35,9 @@ BLOCKS = (
     (6, 32, 1, 2), (6, 32, 1, 2), (6, 32, 1, 2), (6, 48, 1, 2), (6, 48, 1, 2), (6, 48, 1, 2), (6, 80, 1, 2),
     (6, 80, 1, 4), (6, 80, 1, 4), (6, 160, 1, 4),
 )
-# The decoder's fine features: block 2's depthwise output, 1/4 of the input size.
+# The decoder's fine features: block 2's depthwise output at 1/4 of the input size, block 1's expansion at 1/2.
 LOW_LEVEL_LAYER = "MobilenetV2_expanded_conv_2_depthwise_relu6"
+HALF_LEVEL_LAYER = "MobilenetV2_expanded_conv_1_expand_relu6"
 
 
 def layer_name(tensor_scope: str) -> str:
@@ -81,7 +82,7 @@ def inverted_residual(tensor, index: int, expansion: int, filters: int, stride: 
 
 
 def voc_encoder(image_size: int) -> keras.Model:
-    """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to (1/4 low-level features, 1/8 256-channel features)."""
+    """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to features at 1/2 and 1/4, and 256 channels at 1/8."""
     check_image_size(image_size)
     inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
     tensor = layers.Conv2D(16, 3, strides=2, padding="same", name=layer_name("MobilenetV2/Conv"))(inputs)
@@ -96,14 +97,15 @@ def voc_encoder(image_size: int) -> keras.Model:
     features = layers.Concatenate(name="concat")([pooled, branch])
     features = layers.Conv2D(256, 1, activation="relu", name="concat_projection")(features)
     whole = keras.Model(inputs, features)
-    return keras.Model(inputs, [whole.get_layer(LOW_LEVEL_LAYER).output, features], name="encoder")
+    skips = [whole.get_layer(name).output for name in (HALF_LEVEL_LAYER, LOW_LEVEL_LAYER)]
+    return keras.Model(inputs, [*skips, features], name="encoder")
 
 
 def build_voc_deeplab(image_size: int = 257) -> keras.Model:
     """The VOC model as in its TFLite file: [-1, 1] input, 21 logits at the input size (random weights)."""
     encoder = voc_encoder(image_size)
     inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
-    _, features = encoder(inputs)
+    features = encoder(inputs)[-1]
     logits = layers.Conv2D(VOC_CLASSES, 1, name="logits_semantic")(features)
     logits = upsample_aligned(logits, 8, "logits_upsample")
     return keras.Model(inputs, logits, name="voc_deeplab")
@@ -289,29 +291,42 @@ def build_deeplab(preset, image_size: int, encoder_weights: str | os.PathLike | 
     """DeepLabV3+ for the 3 classes on the VOC encoder (frozen), taking [0, 1] images of ``image_size`` (8k+1).
 
     The coarse head (1/8) starts from VOC's rows; a decoder from block 2's depthwise output (1/4) adds
-    zero-initialised logits, so training starts from VOC's answer and learns the outline on top.
+    zero-initialised logits, so training starts from VOC's answer and learns the outline on top. With
+    ``preset.half_resolution_stage`` a second stage refines them at 1/2 from block 1's expansion.
     """
     check_image_size(image_size)
     encoder = voc_encoder(image_size)
     encoder.trainable = False
+    momentum = preset.batchnorm_momentum
     inputs = keras.Input((image_size, image_size, 3), name="image")
-    scaled = layers.Rescaling(2.0, offset=-1.0, name="scale_to_mobilenet")(inputs)
-    low_level, features = encoder(scaled)
+    half_level, low_level, features = encoder(layers.Rescaling(2.0, offset=-1.0, name="scale_to_mobilenet")(inputs))
     head = layers.Conv2D(NUM_CLASSES, 1, name="voc_head")
     coarse = upsample_aligned(head(features), 2, "coarse_upsample")
-    low = conv_bn_relu(low_level, 48, 1, preset.batchnorm_momentum, "low_level_projection")
+    low = conv_bn_relu(low_level, 48, 1, momentum, "low_level_projection")
     fine = layers.Concatenate(name="decoder_concat")([upsample_aligned(features, 2, "features_upsample"), low])
     for index in range(2):
-        fine = conv_bn_relu(fine, 96, 3, preset.batchnorm_momentum, f"decoder_{index}", separable=True)
-    fine = layers.Conv2D(NUM_CLASSES, 1, kernel_initializer="zeros", name="decoder_logits")(fine)
-    logits = layers.Add(name="logits_sum")([coarse, fine])
-    logits = upsample_aligned(logits, 4, "logits")
+        fine = conv_bn_relu(fine, 96, 3, momentum, f"decoder_{index}", separable=True)
+    logits = layers.Add(name="logits_sum")([coarse, zero_logits(fine, "decoder_logits")])
+    if preset.half_resolution_stage:
+        half = conv_bn_relu(half_level, 24, 1, momentum, "half_level_projection")
+        refined = layers.Concatenate(name="half_concat")([upsample_aligned(fine, 2, "decoder_upsample"), half])
+        refined = conv_bn_relu(refined, 48, 3, momentum, "half_decoder", separable=True)
+        logits = upsample_aligned(logits, 2, "logits_half")
+        logits = layers.Add(name="half_logits_sum")([logits, zero_logits(refined, "half_logits")])
+        logits = upsample_aligned(logits, 2, "logits")
+    else:
+        logits = upsample_aligned(logits, 4, "logits")
     model = keras.Model(inputs, logits, name=f"deeplab_{preset.name}")
     if resolve_voc_weights(encoder_weights) is not None:
         voc = load_voc_deeplab(encoder_weights)
         encoder.set_weights(voc.get_layer("encoder").get_weights())
         head.set_weights(voc_head_weights(voc))
     return model
+
+
+def zero_logits(tensor, name: str):
+    """A 1x1 convolution to the 3 classes that starts at zero, so a new decoder stage starts as a no-op."""
+    return layers.Conv2D(NUM_CLASSES, 1, kernel_initializer="zeros", name=name)(tensor)
 
 
 def build_zero_shot(encoder_weights: str | os.PathLike | None) -> keras.Model:

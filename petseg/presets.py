@@ -33,6 +33,7 @@ class Preset:
         fine_tune_after: Epochs with a frozen encoder before the encoder's convolutions are unfrozen (None: never).
         fine_tune_learning_rate: Adam learning rate once the encoder is unfrozen.
         dice_weight: Weight of the soft Dice loss added to cross-entropy (0: cross-entropy alone).
+        half_resolution_stage: Add a DeepLab decoder stage at 1/2 resolution (deeplab only).
         border_weight: Cross-entropy weight of pixels on and next to the border ring (1: plain cross-entropy).
         augmentation: "flip" (the tutorial's), "strong" (scale/crop, flip, colour jitter).
     """
@@ -51,6 +52,7 @@ class Preset:
     fine_tune_after: int | None = None
     fine_tune_learning_rate: float = 1e-4
     dice_weight: float = 0.0
+    half_resolution_stage: bool = False
     border_weight: float = 1.0
     augmentation: str = "flip"
 

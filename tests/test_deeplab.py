@@ -9,6 +9,7 @@ from petseg.deeplab import (BLOCKS, LOW_LEVEL_LAYER, VOC_CAT, VOC_DOG, all_layer
                             build_voc_deeplab, check_image_size, resolve_voc_weights, upsample_aligned,
                             voc_head_weights)
 from petseg.model import EncoderWeightsError, build_model, set_encoder_trainable
+from petseg.presets import apply_overrides, get_preset
 
 from conftest import ROOT
 
@@ -98,7 +99,7 @@ def test_voc_preset_structure():
     encoder = model.get_layer("encoder")
     assert not encoder.trainable
     assert encoder.get_layer(LOW_LEVEL_LAYER).output.shape[1:] == (17, 17, 72)
-    assert encoder.outputs[1].shape[1:] == (9, 9, 256)
+    assert encoder.outputs[-1].shape[1:] == (9, 9, 256)
     assert not np.any(model.get_layer("decoder_logits").get_weights()[0])
     assert not [layer for layer in encoder.layers if "BatchNormalization" in type(layer).__name__]
     frozen = len(model.trainable_weights)
@@ -106,6 +107,8 @@ def test_voc_preset_structure():
     assert len(model.trainable_weights) > frozen
     with pytest.raises(ValueError, match="8k\\+1"):
         check_image_size(64)
+    refined = build_model(apply_overrides(get_preset("voc"), {"half_resolution_stage": "true"}), 65, None)
+    assert refined.output_shape == (None, 65, 65, 3) and refined.get_layer("half_concat").output.shape[1] == 33
 
 
 def test_missing_voc_file_names_the_options(tmp_path):
