@@ -62,6 +62,9 @@ class TrainConfig:
     evaluate_test: bool = True
     tfds_data_dir: str | None = None
     verbose: int | str = "auto"
+    # Photos for the per-epoch sample images instead of validation photos (no true mask): a run record that ships
+    # must not show photos of a data set that may not be redistributed.
+    sample_photos: list[str] | None = None
 
 
 @dataclasses.dataclass
@@ -310,6 +313,9 @@ def train(config: TrainConfig) -> TrainResult:
                                   config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir)
         print(f"Data: {data.source}, {data.counts['train']} train / {data.counts['validation']} validation photos, "
               f"{data.counts['skipped']} skipped; {data.steps_per_epoch} steps per epoch.", flush=True)
+        if config.sample_photos:
+            data.sample_images = load_sample_photos(config.sample_photos, image_size)
+            data.sample_masks = [None] * len(data.sample_images)
         replicas = strategy.num_replicas_in_sync
         used = split_batches_evenly(data, batch_size, replicas) if replicas > 1 else {}
         if any(used[split] < data.counts[split] for split in used):
@@ -390,6 +396,14 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict:
     metrics = evaluate_checkpoint(checkpoint, config.data_dir)
     print(json.dumps({"test_metrics": metrics}), flush=True)
     return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics)
+
+
+def load_sample_photos(paths: list[str], image_size: int) -> np.ndarray:
+    """Photos as float [0, 1] arrays at the model's input size, resized as training resizes them."""
+    from petseg.data import resize_image
+    from petseg.photos import load_photo
+
+    return np.stack([resize_image(tf.convert_to_tensor(load_photo(path)), image_size).numpy() for path in paths])
 
 
 def _describe_weights(encoder_weights: str | None) -> str:
