@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 
-from petseg.model import PRESETS
+from petseg.presets import PRESETS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,10 +25,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="change a preset field, e.g. --set fine_tune_after=5 --set decoder_dropout=0.2")
     parser.add_argument("--epochs", type=int, help="default: the preset's")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
-    parser.add_argument("--image-size", type=int, help="square input size, a multiple of 32 (default: the preset's)")
+    parser.add_argument("--image-size", type=int, help="square input size: a multiple of 32 for U-Nets, 8k+1 for DeepLab (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, help="default: the preset's")
     parser.add_argument("--encoder-weights", default="imagenet",
-                        help="'imagenet' (download), a local Keras weights file, or 'none'")
+                        help="'imagenet' (download), a local Keras weights file, or 'none'; for DeepLab presets 'voc' or 'imagenet' download the pinned VOC .tflite, or give its path")
     parser.add_argument("--output-dir", default="weights", help="where the checkpoint and sidecar go")
     parser.add_argument("--run-dir", help="run folder for samples and metrics (default: runs/<timestamp>)")
     parser.add_argument("--name", help="checkpoint name (default: <preset>-<run id>)")
@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
                         help="tf.distribute strategy; multiworker reads TF_CONFIG")
+    parser.add_argument("--sample-photos", nargs="+", metavar="PHOTO",
+                        help="photos for the per-epoch sample images instead of validation photos")
     parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
     return parser.parse_args(argv)
 
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
         image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
         output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
         validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,
-        tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2,
+        tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
     )
     # SIGTERM (docker stop, a process manager) ends the run like Ctrl-C: marked stopped, best checkpoint kept.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

@@ -18,7 +18,8 @@ from petseg.checkpoints import load_checkpoint
 from petseg.classes import NUM_CLASSES
 from petseg.data import make_training_data, read_split_names, validation_indices
 from petseg.inference import get_predictor, predict_probabilities
-from petseg.model import build_unet, get_preset, set_encoder_trainable
+from petseg.model import build_unet, set_encoder_trainable
+from petseg.presets import get_preset
 from petseg.photos import load_photo
 from petseg.synthetic import make_synthetic_pet, make_synthetic_pets
 from petseg.training import cross_entropy_dice_loss

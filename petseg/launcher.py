@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from petseg.checkpoints import CHECKPOINT_SUFFIX, CheckpointError, checkpoint_path
-from petseg.model import PRESETS
+from petseg.presets import PRESETS
 from petseg.runs import RunState, new_run_id, now_iso, read_run, request_stop, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,11 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
     epochs = whole_number(epochs, "Epochs", *EPOCH_LIMITS)
     batch_size = whole_number(batch_size, "Batch size", *BATCH_SIZE_LIMITS)
     image_size = whole_number(image_size, "Image size", *IMAGE_SIZE_LIMITS)
-    if image_size % IMAGE_SIZE_STEP:
+    if PRESETS[preset].architecture == "deeplab":
+        if (image_size - 1) % 8:
+            raise TrainingRequestError(f"Image size must be 8k+1 for DeepLab presets (for example 65, 129 or 257), "
+                                       f"got {image_size}.")
+    elif image_size % IMAGE_SIZE_STEP:
         raise TrainingRequestError(f"Image size must be a multiple of {IMAGE_SIZE_STEP} (for example 64, 128 or "
                                    f"224), got {image_size}.")
     if data_source not in DATA_SOURCES:

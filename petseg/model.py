@@ -1,6 +1,6 @@
-"""The U-Net: a MobileNetV2 encoder, a decoder of pix2pix upsample blocks, and its presets.
+"""The U-Net: a MobileNetV2 encoder and a decoder of pix2pix upsample blocks.
 
-A preset names an architecture and its training recipe in one place (see ``PRESETS``); ``build_unet`` builds the
+Presets live in ``petseg.presets`` (plain data, no Keras); ``build_unet`` builds a preset's
 architecture and ``petseg.training`` reads the recipe.
 
 >>> from petseg.model import build_unet
@@ -11,13 +11,13 @@ architecture and ``petseg.training`` reads the recipe.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import keras
 from keras import layers
 
 from petseg.classes import NUM_CLASSES
+from petseg.presets import Preset, get_preset
 
 # The encoder's skip outputs, from the finest (64x64 at 128 px input) to the bottleneck (4x4).
 SKIP_LAYER_NAMES = (
@@ -29,107 +29,8 @@ SKIP_LAYER_NAMES = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """An architecture plus the recipe that trains it.
-
-    Attributes:
-        name: The preset's name, stored in each checkpoint's sidecar.
-        description: One sentence for the UI and the README.
-        decoder_filters: Filters of the four upsample blocks, coarse to fine.
-        decoder_dropout: Dropout rate inside each upsample block (0 disables it).
-        batchnorm_momentum: Momentum of the decoder's BatchNorm statistics. Keras' 0.99 needs thousands of steps;
-            on a few hundred photos 0.9 lets the inference-mode statistics catch up within an epoch or two.
-        scale_inputs: Map [0, 1] inputs to the [-1, 1] range MobileNetV2 was trained on. The tutorial feeds [0, 1].
-        image_size: Default square input size in pixels.
-        epochs: Default number of epochs.
-        batch_size: Default batch size.
-        learning_rate: Adam learning rate for the frozen-encoder phase.
-        fine_tune_after: Epochs with a frozen encoder before the encoder's convolutions are unfrozen (None: never).
-        fine_tune_learning_rate: Adam learning rate once the encoder is unfrozen.
-        dice_weight: Weight of the soft Dice loss added to cross-entropy (0: cross-entropy alone).
-        augmentation: "flip" (the tutorial's) or "strong" (scale/crop, flip, colour jitter).
-    """
-
-    name: str
-    description: str
-    decoder_filters: tuple[int, int, int, int] = (512, 256, 128, 64)
-    decoder_dropout: float = 0.0
-    batchnorm_momentum: float = 0.99
-    scale_inputs: bool = False
-    image_size: int = 128
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    fine_tune_after: int | None = None
-    fine_tune_learning_rate: float = 1e-4
-    dice_weight: float = 0.0
-    augmentation: str = "flip"
-
-
-PRESETS: dict[str, Preset] = {
-    preset.name: preset
-    for preset in (
-        Preset(
-            name="tutorial",
-            description="The TensorFlow tutorial's model and recipe: frozen encoder, 512/256/128/64 decoder.",
-        ),
-        Preset(
-            name="finetune",
-            description=(
-                "Scaled inputs, a lighter decoder, strong augmentation, cross-entropy + Dice, and the encoder "
-                "fine-tuned after a frozen warm-up."
-            ),
-            decoder_filters=(256, 128, 64, 32),
-            decoder_dropout=0.1,
-            batchnorm_momentum=0.9,
-            scale_inputs=True,
-            image_size=160,
-            epochs=40,
-            batch_size=16,
-            fine_tune_after=5,
-            fine_tune_learning_rate=3e-4,
-            dice_weight=1.0,
-            augmentation="strong",
-        ),
-    )
-}
-
-
 class EncoderWeightsError(ValueError):
     """The encoder weights could not be loaded; the message lists the options."""
-
-
-def get_preset(name: str) -> Preset:
-    """Return the preset called ``name`` or raise ``ValueError`` listing the known ones."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
-    return PRESETS[name]
-
-
-def apply_overrides(preset: Preset, overrides: dict[str, str] | None) -> Preset:
-    """Return ``preset`` with fields replaced from "name=value" strings, e.g. {"fine_tune_after": "5"}.
-
-    >>> apply_overrides(PRESETS["finetune"], {"image_size": "160", "decoder_filters": "128,64,32,16"}).image_size
-    160
-    """
-    if not overrides:
-        return preset
-    fields = {field.name: field for field in dataclasses.fields(Preset)}
-    changes = {}
-    for key, text in overrides.items():
-        if key not in fields or key == "name":
-            raise ValueError(f"Unknown preset field {key!r}; choose from: {', '.join(sorted(fields))}.")
-        default = getattr(preset, key)
-        if isinstance(default, bool):
-            changes[key] = text.lower() in ("1", "true", "yes")
-        elif isinstance(default, tuple):
-            changes[key] = tuple(int(part) for part in text.split(","))
-        elif key == "fine_tune_after":
-            changes[key] = None if text.lower() == "none" else int(text)
-        else:
-            changes[key] = type(default)(text)
-    return dataclasses.replace(preset, **changes)
 
 
 def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_momentum: float = 0.99,
@@ -219,6 +120,23 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
     # The last layer doubles 64x64 back to the input size and emits one logit per class.
     logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
     return keras.Model(inputs=inputs, outputs=logits, name=f"unet_{preset.name}")
+
+
+def build_model(preset: str | Preset, image_size: int | None = None, encoder_weights: str | None = None
+                ) -> keras.Model:
+    """Build ``preset``'s architecture with a frozen encoder: the U-Net, or DeepLabV3+ on VOC (``petseg.deeplab``).
+
+    >>> build_model("tutorial", image_size=64).output_shape
+    (None, 64, 64, 3)
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if preset.architecture == "deeplab":
+        from petseg.deeplab import build_deeplab
+
+        return build_deeplab(preset, image_size or preset.image_size, encoder_weights)
+    if preset.architecture != "unet":
+        raise ValueError(f"Unknown architecture {preset.architecture!r}; choose unet or deeplab.")
+    return build_unet(preset, image_size, encoder_weights)
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:

@@ -4,7 +4,8 @@ A run folder ``runs/<id>/`` holds ``status.json`` (state, pid, host, preset, epo
 ``metrics.jsonl`` (one JSON object per finished epoch), ``epoch_<NNN>.png`` (input / truth / prediction samples),
 ``curves.png`` and ``train.log`` when the app started the run. ``status.json`` is replaced atomically; a metrics
 line is appended in one write, and a reader ignores a torn last line. A ``stop`` file asks the run to end cleanly.
-A reader treats a "running" run whose process is gone as failed.
+A reader treats a "running" run whose process is gone as failed. A checkpoint may ship its own run record beside
+it (``weights/<name>.run/``, read-only), so an app that cannot start runs still shows how its model learned.
 
 >>> import tempfile
 >>> writer = RunWriter(Path(tempfile.mkdtemp()) / "demo", {"preset": "tutorial", "epochs": 1})
@@ -159,6 +160,36 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunState]:
         return []
     folders = [path for path in runs_dir.iterdir() if path.is_dir() and (path / "status.json").exists()]
     return [read_run(path) for path in sorted(folders, key=lambda path: path.stat().st_mtime, reverse=True)]
+
+
+SHIPPED_RUN_SUFFIX = ".run"
+
+
+def shipped_runs(weights_dir: str | os.PathLike, checkpoint: str | None) -> list[RunState]:
+    """The run record shipped beside ``checkpoint`` (``<weights_dir>/<checkpoint>.run/``), as a one-item list."""
+    if not checkpoint:
+        return []
+    run_dir = Path(weights_dir) / f"{checkpoint}{SHIPPED_RUN_SUFFIX}"
+    return [read_run(run_dir)] if (run_dir / "status.json").is_file() else []
+
+
+def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, sample_every: int = 5) -> Path:
+    """Copy a finished run's status, metrics, curves and every ``sample_every``-th sample (plus the last) for shipping.
+
+    The copy drops the process id and host, so a reader never mistakes it for a live run.
+    """
+    run = read_run(run_dir)
+    if run.state != "done":
+        raise ValueError(f"Only a finished run ships; {run_dir} is {run.state}.")
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    status = {key: value for key, value in run.status.items() if key not in ("pid", "host")}
+    write_json_atomic(destination / "status.json", status)
+    atomic_write_bytes(destination / "metrics.jsonl", (Path(run_dir) / "metrics.jsonl").read_bytes())
+    kept = [path for index, path in enumerate(run.samples, 1) if index % sample_every == 1 or index == len(run.samples)]
+    for path in kept + ([run.curves] if run.curves else []):
+        atomic_write_bytes(destination / path.name, path.read_bytes())
+    return destination
 
 
 def request_stop(run_dir: str | os.PathLike) -> None:

@@ -31,9 +31,10 @@ import tensorflow as tf
 
 import petseg
 from petseg.checkpoints import load_checkpoint_file, save_checkpoint, store_metrics, write_sidecar
-from petseg.classes import CLASS_NAMES, NUM_CLASSES
+from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
 from petseg.data import make_training_data
-from petseg.model import apply_overrides, build_unet, get_preset, set_encoder_trainable
+from petseg.model import build_model, set_encoder_trainable
+from petseg.presets import apply_overrides, get_preset
 from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id
 from petseg.visuals import plot_curves, sample_grid, save_png
 
@@ -61,6 +62,9 @@ class TrainConfig:
     evaluate_test: bool = True
     tfds_data_dir: str | None = None
     verbose: int | str = "auto"
+    # Photos for the per-epoch sample images instead of validation photos (no true mask): a run record that ships
+    # must not show photos of a data set that may not be redistributed.
+    sample_photos: list[str] | None = None
 
 
 @dataclasses.dataclass
@@ -71,19 +75,32 @@ class TrainResult:
     state: str
 
 
-def cross_entropy_dice_loss(dice_weight: float):
-    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes."""
+def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
+    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes.
+
+    ``border_weight`` above 1 weighs the cross-entropy of pixels on the border ring and within 2 pixels of it by
+    that much: the ring is a few pixels wide, so a contour off by one pixel costs it most of its IoU.
+    """
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if dice_weight == 0:
+    if dice_weight == 0 and border_weight == 1:
         return cross_entropy
 
     def loss(true_mask, logits):
+        labels = tf.cast(tf.squeeze(true_mask, -1), tf.int32)
+        pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        if border_weight != 1:
+            ring = tf.cast(labels == BORDER, logits.dtype)[..., tf.newaxis]
+            near_ring = tf.squeeze(tf.nn.max_pool2d(ring, 5, 1, "SAME"), -1)
+            pixel_loss *= 1.0 + (border_weight - 1.0) * near_ring
+        total = tf.reduce_mean(pixel_loss)
+        if dice_weight == 0:
+            return total
         probabilities = tf.nn.softmax(logits, axis=-1)
-        one_hot = tf.one_hot(tf.cast(tf.squeeze(true_mask, -1), tf.int32), NUM_CLASSES, dtype=probabilities.dtype)
+        one_hot = tf.one_hot(labels, NUM_CLASSES, dtype=probabilities.dtype)
         intersection = tf.reduce_sum(probabilities * one_hot, axis=[0, 1, 2])
-        total = tf.reduce_sum(probabilities + one_hot, axis=[0, 1, 2])
-        dice = tf.reduce_mean((2.0 * intersection + 1.0) / (total + 1.0))
-        return cross_entropy(true_mask, logits) + dice_weight * (1.0 - dice)
+        sums = tf.reduce_sum(probabilities + one_hot, axis=[0, 1, 2])
+        dice = tf.reduce_mean((2.0 * intersection + 1.0) / (sums + 1.0))
+        return total + dice_weight * (1.0 - dice)
 
     return loss
 
@@ -296,6 +313,9 @@ def train(config: TrainConfig) -> TrainResult:
                                   config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir)
         print(f"Data: {data.source}, {data.counts['train']} train / {data.counts['validation']} validation photos, "
               f"{data.counts['skipped']} skipped; {data.steps_per_epoch} steps per epoch.", flush=True)
+        if config.sample_photos:
+            data.sample_images = load_sample_photos(config.sample_photos, image_size)
+            data.sample_masks = [None] * len(data.sample_images)
         replicas = strategy.num_replicas_in_sync
         used = split_batches_evenly(data, batch_size, replicas) if replicas > 1 else {}
         if any(used[split] < data.counts[split] for split in used):
@@ -304,7 +324,7 @@ def train(config: TrainConfig) -> TrainResult:
         print(f"Strategy: {config.strategy}, {replicas} replica(s)"
               + ("" if chief else f"; a non-chief worker writing into {run_dir.parent}") + ".", flush=True)
         with strategy.scope():
-            model = build_unet(preset, image_size, config.encoder_weights)
+            model = build_model(preset, image_size, config.encoder_weights)
         sidecar = {
             "name": name, "preset": preset.name, "description": preset.description, "image_size": image_size,
             "overrides": config.overrides or {},
@@ -329,7 +349,7 @@ def train(config: TrainConfig) -> TrainResult:
                         phase_rate, decay_steps=data.steps_per_epoch * (last_epoch - first_epoch), alpha=0.1)
                 model.compile(
                     optimizer=keras.optimizers.Adam(phase_rate),
-                    loss=cross_entropy_dice_loss(preset.dice_weight),
+                    loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight),
                     metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, name="mean_iou")],
                 )
             if fine_tune:
@@ -376,6 +396,14 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict:
     metrics = evaluate_checkpoint(checkpoint, config.data_dir)
     print(json.dumps({"test_metrics": metrics}), flush=True)
     return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics)
+
+
+def load_sample_photos(paths: list[str], image_size: int) -> np.ndarray:
+    """Photos as float [0, 1] arrays at the model's input size, resized as training resizes them."""
+    from petseg.data import resize_image
+    from petseg.photos import load_photo
+
+    return np.stack([resize_image(tf.convert_to_tensor(load_photo(path)), image_size).numpy() for path in paths])
 
 
 def _describe_weights(encoder_weights: str | None) -> str:

@@ -29,9 +29,9 @@ from petseg.classes import CLASS_NAMES
 from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, TrainingLauncher, TrainingRequestError,
                              checkpoints_fingerprint, log_tail, parse_request, progress_log, run_fingerprint,
                              run_label, status_markdown, training_allowed)
-from petseg.model import PRESETS
+from petseg.presets import PRESETS
 from petseg.photos import PhotoError, describe_photo, load_photo
-from petseg.runs import DEFAULT_RUNS_DIR, RunState, list_runs
+from petseg.runs import DEFAULT_RUNS_DIR, RunState, list_runs, shipped_runs
 from petseg.segmentation import (CutoutFolder, Segmentation, area_fractions, checkpoint_choices, checkpoint_markdown,
                                  find_checkpoint, mask_agreement, pet_area_change, segment)
 from petseg.visuals import legend_html, plot_curves
@@ -251,7 +251,8 @@ class Handlers:
         one update per checkpoint dropdown; unchanged outputs are ``gr.skip()``.
         """
         memory = memory or WatchMemory()
-        runs = list_runs(self.runs_dir)
+        # An empty runs folder (a Space, where starting runs is off) shows the default checkpoint's own run record.
+        runs = list_runs(self.runs_dir) or shipped_runs(self.weights_dir, default_checkpoint(self.weights_dir))
         picker: Any = gr.skip()
         choices = [(run_label(run), run.run_id) for run in runs]
         if choices != memory.run_choices:

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["atomic", "classes", "metrics", "runs", "checkpoints", "synthetic", "data", "model", "photos", "visuals",
-           "inference", "training", "segmentation", "launcher", "export", "litert"]
+           "inference", "training", "segmentation", "launcher", "export", "litert", "presets", "deeplab"]
 
 
 @pytest.mark.parametrize("name", MODULES)

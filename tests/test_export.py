@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from petseg import export
+from petseg import export, litert
 from petseg.checkpoints import CheckpointError, load_checkpoint_file
 from petseg.data import iterate_split, resize_image
-from petseg.inference import get_predictor
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +39,8 @@ def test_photos(synthetic_data, checkpoint):
 def test_exported_masks_match_the_keras_model(exports, checkpoint, test_photos, variant, tolerance):
     result = exports[variant]
     run = (export.load_saved_model_function(result.path) if variant == "saved_model"
-           else export.load_tflite_function(result.path))
-    reference = get_predictor(checkpoint).predict_resized(test_photos).numpy()
+           else litert.images_function(result.path.read_bytes()))
+    reference = litert.keras_probabilities(checkpoint.model, test_photos)
     probabilities = run(test_photos)
     assert probabilities.shape == reference.shape == (len(test_photos), 64, 64, 3)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-3)

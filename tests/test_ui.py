@@ -278,3 +278,26 @@ def test_build_app_names_its_endpoints(weights_dir, tmp_path):
     start = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "start-training")
     assert start.parent.visible is False  # Training is off: the start controls are hidden.
     assert not list(Path(petseg.segmentation.__file__).parent.glob("*.pyi")), "gradio wrote a stub into petseg/"
+
+
+def test_empty_runs_folder_shows_the_default_checkpoints_shipped_run(weights_dir, trained_checkpoint, tmp_path):
+    from petseg.runs import copy_run_record
+
+    shipped = tmp_path / "weights"
+    shutil.copytree(weights_dir, shipped)
+    copy_run_record(trained_checkpoint.run_dir, shipped / "tiny.run")
+    assert {"status.json", "metrics.jsonl", "epoch_001.png", "curves.png"} <= {p.name for p in (shipped / "tiny.run").iterdir()}
+    handlers = Handlers(shipped, tmp_path / "runs", allow_training=False)
+    picker, status, *_ = handlers.watch(None, None)
+    assert picker["value"] == "tiny.run" and "Done" in status
+    gallery = handlers.watch(None, None)[5]
+    assert [Path(path).name for path, _ in gallery] == ["epoch_001.png"]
+    # Once a run exists in the runs folder, the tab shows runs from there instead.
+    RunWriter(tmp_path / "runs" / "live", {"preset": "tutorial", "epochs": 1})
+    assert handlers.watch(None, None)[0]["value"] == "live"
+
+
+def test_voc_preset_takes_8k_plus_1_image_sizes():
+    assert parse_request("voc", 2, 4, 65, "synthetic").image_size == 65
+    with pytest.raises(TrainingRequestError, match="8k\\+1"):
+        parse_request("voc", 2, 4, 64, "synthetic")

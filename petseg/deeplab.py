@@ -1,0 +1,347 @@
+"""DeepLabV3-MobileNetV2 trained on PASCAL VOC, rebuilt in Keras 3 from its TFLite file, and the ``voc`` model.
+
+The file (TensorFlow Lite's segmentation example, 2.8 MB) holds DeepLabV3 with a MobileNetV2 (alpha 0.5) encoder whose
+last blocks are dilated instead of strided (output stride 8), an ASPP of a 1x1 branch and image pooling, and a 21-class
+head; BatchNorm is folded into each convolution's bias. ``build_voc_deeplab`` rebuilds it from standard Keras layers
+(so checkpoints load without custom objects), ``load_voc_weights`` copies every weight by tensor name, and
+``check_parity`` runs both on one photo and raises unless they agree. ``build_deeplab`` builds a preset's
+3-class DeepLabV3+ on top.
+
+>>> build_voc_deeplab(65).output_shape
+(None, 65, 65, 21)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from petseg.classes import BACKGROUND, BORDER, NUM_CLASSES, PET
+
+VOC_URL = "https://raw.githubusercontent.com/shaqian/flutter_tflite/master/example/assets/deeplabv3_257_mv_gpu.tflite"
+VOC_SHA256 = "68a539782c2c6a72f8aac3724600124a85ed977162b44e84cbae5db717c933c6"
+VOC_SIZE = 2_779_264
+VOC_CLASSES = 21
+VOC_BACKGROUND, VOC_CAT, VOC_DOG = 0, 8, 12
+# bird, cat, cow, dog, horse, sheep: "pet" for the zero-shot model.
+VOC_ANIMALS = (3, 8, 10, 12, 13, 17)
+# (expansion, output channels, stride, dilation rate) of each inverted residual block, alpha 0.5, output stride 8.
+BLOCKS = (
+    (1, 8, 1, 1), (6, 12, 2, 1), (6, 12, 1, 1), (6, 16, 2, 1), (6, 16, 1, 1), (6, 16, 1, 1), (6, 32, 1, 1),
+    (6, 32, 1, 2), (6, 32, 1, 2), (6, 32, 1, 2), (6, 48, 1, 2), (6, 48, 1, 2), (6, 48, 1, 2), (6, 80, 1, 2),
+    (6, 80, 1, 4), (6, 80, 1, 4), (6, 160, 1, 4),
+)
+# The decoder's fine features: block 2's depthwise output at 1/4 of the input size, block 1's expansion at 1/2.
+LOW_LEVEL_LAYER = "MobilenetV2_expanded_conv_2_depthwise_relu6"
+HALF_LEVEL_LAYER = "MobilenetV2_expanded_conv_1_expand_relu6"
+
+
+def layer_name(tensor_scope: str) -> str:
+    """The Keras layer name for a TFLite tensor scope: Keras 3 refuses "/" in names.
+
+    >>> layer_name("MobilenetV2/expanded_conv_3/depthwise")
+    'MobilenetV2_expanded_conv_3_depthwise'
+    """
+    return tensor_scope.replace("/", "_")
+
+
+def check_image_size(image_size: int) -> None:
+    """DeepLab's align-corners resizes need sizes of 8k+1 (257 = 8 * 32 + 1): 1/4 and 1/8 features then align."""
+    if image_size < 17 or (image_size - 1) % 8:
+        raise ValueError(f"image_size must be 8k+1 (e.g. 65, 257, 321) for DeepLab presets, got {image_size}.")
+
+
+def upsample_aligned(tensor, factor: int, name: str):
+    """Bilinear upsampling with align_corners=True from n to (n - 1) * factor + 1 pixels, from standard layers.
+
+    Nearest-neighbour upsampling by ``factor`` followed by a ``factor`` wide box mean (stride 1, valid) gives
+    exactly (1 - r / factor) * x[k] + (r / factor) * x[k + 1] at output pixel k * factor + r.
+    """
+    tensor = layers.UpSampling2D(factor, interpolation="nearest", name=f"{name}_nearest")(tensor)
+    return layers.AveragePooling2D(factor, strides=1, padding="valid", name=f"{name}_mean")(tensor)
+
+
+def inverted_residual(tensor, index: int, expansion: int, filters: int, stride: int, rate: int):
+    """One MobileNetV2 block named after its TFLite scope; ReLU6 activations, biases instead of BatchNorm."""
+    scope = "MobilenetV2/expanded_conv" + (f"_{index}" if index else "")
+    block_input = tensor
+    if expansion != 1:
+        tensor = layers.Conv2D(tensor.shape[-1] * expansion, 1, name=layer_name(f"{scope}/expand"))(tensor)
+        tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/expand/relu6"))(tensor)
+    tensor = layers.DepthwiseConv2D(3, strides=stride, dilation_rate=rate, padding="same",
+                                    name=layer_name(f"{scope}/depthwise"))(tensor)
+    tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/depthwise/relu6"))(tensor)
+    tensor = layers.Conv2D(filters, 1, name=layer_name(f"{scope}/project"))(tensor)
+    if stride == 1 and block_input.shape[-1] == filters:
+        tensor = layers.Add(name=layer_name(f"{scope}/add"))([block_input, tensor])
+    return tensor
+
+
+def voc_encoder(image_size: int) -> keras.Model:
+    """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to features at 1/2 and 1/4, and 256 channels at 1/8."""
+    check_image_size(image_size)
+    inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
+    tensor = layers.Conv2D(16, 3, strides=2, padding="same", name=layer_name("MobilenetV2/Conv"))(inputs)
+    tensor = layers.ReLU(6.0, name="MobilenetV2_Conv_relu6")(tensor)
+    for index, (expansion, filters, stride, rate) in enumerate(BLOCKS):
+        tensor = inverted_residual(tensor, index, expansion, filters, stride, rate)
+    feature_size = tensor.shape[1]
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name="image_pooling_mean")(tensor)
+    pooled = layers.Conv2D(256, 1, activation="relu", name="image_pooling")(pooled)
+    pooled = layers.UpSampling2D(feature_size, name="image_pooling_broadcast")(pooled)
+    branch = layers.Conv2D(256, 1, activation="relu", name="aspp0")(tensor)
+    features = layers.Concatenate(name="concat")([pooled, branch])
+    features = layers.Conv2D(256, 1, activation="relu", name="concat_projection")(features)
+    whole = keras.Model(inputs, features)
+    skips = [whole.get_layer(name).output for name in (HALF_LEVEL_LAYER, LOW_LEVEL_LAYER)]
+    return keras.Model(inputs, [*skips, features], name="encoder")
+
+
+def build_voc_deeplab(image_size: int = 257) -> keras.Model:
+    """The VOC model as in its TFLite file: [-1, 1] input, 21 logits at the input size (random weights)."""
+    encoder = voc_encoder(image_size)
+    inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
+    features = encoder(inputs)[-1]
+    logits = layers.Conv2D(VOC_CLASSES, 1, name="logits_semantic")(features)
+    logits = upsample_aligned(logits, 8, "logits_upsample")
+    return keras.Model(inputs, logits, name="voc_deeplab")
+
+
+def all_layers(model: keras.Model) -> dict[str, layers.Layer]:
+    """Every layer by name, nested models included."""
+    found = {}
+    for layer in model.layers:
+        found[layer.name] = layer
+        if isinstance(layer, keras.Model):
+            found.update(all_layers(layer))
+    return found
+
+
+def read_tflite_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every weight tensor of a TFLite file by name ("scope/weights", "scope/..._bias")."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path))
+    interpreter.allocate_tensors()
+    tensors = {}
+    for detail in interpreter.get_tensor_details():
+        name = detail["name"]
+        if name.endswith("weights") or name.endswith("_bias"):
+            tensors[name] = np.array(interpreter.get_tensor(detail["index"]))
+    return tensors
+
+
+def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) -> int:
+    """Copy named TFLite tensors into the layers of the same scope; return how many layers were set.
+
+    Kernels are stored (out, kh, kw, in) and depthwise kernels (1, kh, kw, channels); Keras wants (kh, kw, in, out)
+    and (kh, kw, channels, 1): both are the same transpose. Raises ``ValueError`` for a tensor without a layer or
+    a layer without its tensors, so a renamed or reshaped file never loads halfway.
+    """
+    kernels = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("weights")}
+    biases = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("_bias")}
+    by_name = all_layers(model)
+    convolutions = {name for name, layer in by_name.items()
+                    if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)) and layer.weights}
+    loaded = set()
+    for scope, kernel in kernels.items():
+        name = layer_name(scope)
+        if name not in by_name:
+            raise ValueError(f"TFLite tensor {scope}/weights has no Keras layer {name!r}.")
+        bias_scope = next((key for key in biases if key == scope or key.startswith(scope + "/")), None)
+        if bias_scope is None:
+            raise ValueError(f"TFLite tensor {scope}/weights has no bias.")
+        by_name[name].set_weights([kernel.transpose(1, 2, 3, 0), biases[bias_scope]])
+        loaded.add(name)
+    missing = sorted(convolutions - loaded)
+    if missing:
+        raise ValueError(f"No TFLite weights for Keras layers: {', '.join(missing)}.")
+    return len(loaded)
+
+
+def check_tflite_options(path: str | os.PathLike) -> None:
+    """Check that the file's strides, dilation rates and resizes are those ``BLOCKS`` rebuilds.
+
+    The dilation rates live in the operators' options, not in the tensor shapes, so a different file would load
+    without complaint and compute something else.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    expected = {f"MobilenetV2/expanded_conv{f'_{i}' if i else ''}/depthwise": (stride, rate)
+                for i, (_, _, stride, rate) in enumerate(BLOCKS)}
+    for index in range(graph.OperatorsLength()):
+        operator = graph.Operators(index)
+        code = model.OperatorCodes(operator.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        table = operator.BuiltinOptions()
+        if builtin == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
+            options = schema.DepthwiseConv2DOptions()
+            options.Init(table.Bytes, table.Pos)
+            scope = graph.Tensors(operator.Inputs(1)).Name().decode().rsplit("/", 1)[0]
+            found = (options.StrideH(), options.DilationHFactor())
+            if expected.get(scope) != found:
+                raise ValueError(f"{scope}: stride and dilation {found} in the file, {expected.get(scope)} rebuilt.")
+        elif builtin == schema.BuiltinOperator.RESIZE_BILINEAR:
+            options = schema.ResizeBilinearOptions()
+            options.Init(table.Bytes, table.Pos)
+            if not options.AlignCorners():
+                raise ValueError("The file resizes without align_corners; the rebuilt model aligns corners.")
+
+
+def download_voc_weights() -> Path:
+    """Fetch the VOC TFLite file once into Keras' cache (~/.keras/models) with its sha256 checked."""
+    path = Path(keras.utils.get_file("deeplabv3_257_mv_gpu.tflite", VOC_URL, file_hash=VOC_SHA256,
+                                     hash_algorithm="sha256", cache_subdir="models"))
+    if path.stat().st_size != VOC_SIZE:
+        raise ValueError(f"{path} has {path.stat().st_size} bytes, expected {VOC_SIZE}.")
+    return path
+
+
+def resolve_voc_weights(encoder_weights: str | os.PathLike | None) -> Path | None:
+    """None for random weights; the downloaded file for "voc" (or train.py's default "imagenet"); else a path."""
+    from petseg.model import EncoderWeightsError
+
+    if encoder_weights is None or str(encoder_weights).lower() == "none":
+        return None
+    options = ("Options: 'voc' (downloads the pinned file, needs internet), a local deeplabv3_257_mv_gpu.tflite, "
+               "or 'none' for random weights.")
+    if str(encoder_weights) in ("voc", "imagenet"):
+        try:
+            return download_voc_weights()
+        except Exception as error:  # Keras raises several types for a failed download or a wrong hash.
+            raise EncoderWeightsError(f"Could not download the VOC DeepLab weights: {error}. {options}") from error
+    path = Path(encoder_weights)
+    if not path.is_file() or path.suffix != ".tflite":
+        raise EncoderWeightsError(f"VOC DeepLab weights file not found or not .tflite: {path}. {options}")
+    return path
+
+
+def check_parity(keras_model: keras.Model, path: str | os.PathLike, image: np.ndarray,
+                 minimum_agreement: float = 0.999, maximum_difference: float = 1e-3) -> dict[str, float]:
+    """Run the rebuilt model and the TFLite interpreter on ``image`` ([-1, 1], 257 px); raise unless they agree."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path))
+    interpreter.allocate_tensors()
+    batch = np.asarray(image, np.float32)[np.newaxis]
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+    interpreter.invoke()
+    expected = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    found = keras.ops.convert_to_numpy(keras_model(batch, training=False))
+    agreement = float(np.mean(expected.argmax(-1) == found.argmax(-1)))
+    difference = float(np.abs(expected - found).max())
+    if agreement < minimum_agreement or difference > maximum_difference:
+        raise ValueError(f"The Keras rebuild disagrees with {path}: argmax agreement {agreement:.4f} "
+                         f"(needs {minimum_agreement}), max logit difference {difference:.2g} "
+                         f"(allowed {maximum_difference}).")
+    return {"argmax_agreement": agreement, "max_logit_difference": difference}
+
+
+def parity_image(size: int = 257) -> np.ndarray:
+    """A synthetic pet photo in [-1, 1] for the parity check (no real photo ships with the code)."""
+    from petseg.synthetic import make_synthetic_pet
+
+    photo, _ = make_synthetic_pet(np.random.default_rng(0), size, size)
+    return np.asarray(photo, np.float32) / 127.5 - 1.0
+
+
+def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
+    """The 21-class VOC model with its weights from the TFLite file, parity-checked; random weights for None."""
+    model = build_voc_deeplab(257)
+    path = resolve_voc_weights(encoder_weights)
+    if path is not None:
+        check_tflite_options(path)
+        assign_tflite_weights(model, read_tflite_tensors(path))
+        check_parity(model, path, parity_image())
+    return model
+
+
+def voc_head_weights(voc_model: keras.Model) -> list[np.ndarray]:
+    """A 3-class head from VOC's 21: pet = mean of cat and dog, background = background, border halfway between.
+
+    The border row is the mean of the other two plus 1, so at the start border wins exactly where pet and
+    background are within 2 logits of each other: along the outline.
+    """
+    kernel, bias = voc_model.get_layer("logits_semantic").get_weights()
+    head_kernel = np.zeros(kernel.shape[:-1] + (NUM_CLASSES,), np.float32)
+    head_bias = np.zeros(NUM_CLASSES, np.float32)
+    head_kernel[..., PET] = (kernel[..., VOC_CAT] + kernel[..., VOC_DOG]) / 2
+    head_bias[PET] = (bias[VOC_CAT] + bias[VOC_DOG]) / 2
+    head_kernel[..., BACKGROUND], head_bias[BACKGROUND] = kernel[..., VOC_BACKGROUND], bias[VOC_BACKGROUND]
+    head_kernel[..., BORDER] = (head_kernel[..., PET] + head_kernel[..., BACKGROUND]) / 2
+    head_bias[BORDER] = (head_bias[PET] + head_bias[BACKGROUND]) / 2 + 1.0
+    return [head_kernel, head_bias]
+
+
+def conv_bn_relu(tensor, filters: int, kernel_size: int, momentum: float, name: str, separable: bool = False):
+    """(Separable) convolution without bias, BatchNorm, ReLU: the DeepLabV3+ decoder's unit."""
+    convolution = layers.SeparableConv2D if separable else layers.Conv2D
+    tensor = convolution(filters, kernel_size, padding="same", use_bias=False, name=name)(tensor)
+    tensor = layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(tensor)
+    return layers.ReLU(name=f"{name}_relu")(tensor)
+
+
+def build_deeplab(preset, image_size: int, encoder_weights: str | os.PathLike | None) -> keras.Model:
+    """DeepLabV3+ for the 3 classes on the VOC encoder (frozen), taking [0, 1] images of ``image_size`` (8k+1).
+
+    The coarse head (1/8) starts from VOC's rows; a decoder from block 2's depthwise output (1/4) adds
+    zero-initialised logits, so training starts from VOC's answer and learns the outline on top. With
+    ``preset.half_resolution_stage`` a second stage refines them at 1/2 from block 1's expansion.
+    """
+    check_image_size(image_size)
+    encoder = voc_encoder(image_size)
+    encoder.trainable = False
+    momentum = preset.batchnorm_momentum
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    half_level, low_level, features = encoder(layers.Rescaling(2.0, offset=-1.0, name="scale_to_mobilenet")(inputs))
+    head = layers.Conv2D(NUM_CLASSES, 1, name="voc_head")
+    coarse = upsample_aligned(head(features), 2, "coarse_upsample")
+    low = conv_bn_relu(low_level, 48, 1, momentum, "low_level_projection")
+    fine = layers.Concatenate(name="decoder_concat")([upsample_aligned(features, 2, "features_upsample"), low])
+    for index in range(2):
+        fine = conv_bn_relu(fine, 96, 3, momentum, f"decoder_{index}", separable=True)
+    logits = layers.Add(name="logits_sum")([coarse, zero_logits(fine, "decoder_logits")])
+    if preset.half_resolution_stage:
+        half = conv_bn_relu(half_level, 24, 1, momentum, "half_level_projection")
+        refined = layers.Concatenate(name="half_concat")([upsample_aligned(fine, 2, "decoder_upsample"), half])
+        refined = conv_bn_relu(refined, 48, 3, momentum, "half_decoder", separable=True)
+        logits = upsample_aligned(logits, 2, "logits_half")
+        logits = layers.Add(name="half_logits_sum")([logits, zero_logits(refined, "half_logits")])
+        logits = upsample_aligned(logits, 2, "logits")
+    else:
+        logits = upsample_aligned(logits, 4, "logits")
+    model = keras.Model(inputs, logits, name=f"deeplab_{preset.name}")
+    if resolve_voc_weights(encoder_weights) is not None:
+        voc = load_voc_deeplab(encoder_weights)
+        encoder.set_weights(voc.get_layer("encoder").get_weights())
+        head.set_weights(voc_head_weights(voc))
+    return model
+
+
+def zero_logits(tensor, name: str):
+    """A 1x1 convolution to the 3 classes that starts at zero, so a new decoder stage starts as a no-op."""
+    return layers.Conv2D(NUM_CLASSES, 1, kernel_initializer="zeros", name=name)(tensor)
+
+
+def build_zero_shot(encoder_weights: str | os.PathLike | None) -> keras.Model:
+    """The VOC model unchanged as a PetSeg model: pet = its animal classes, background = the rest, never border.
+
+    Its outputs are class probabilities (summed over VOC classes); their argmax is the zero-shot answer.
+    """
+    voc = load_voc_deeplab(encoder_weights)
+    inputs = keras.Input((257, 257, 3), name="image")
+    probabilities = layers.Softmax(name="voc_probabilities")(voc(layers.Rescaling(2.0, offset=-1.0)(inputs)))
+    merge = layers.Conv2D(NUM_CLASSES, 1, use_bias=False, trainable=False, name="merge_classes")
+    outputs = merge(probabilities)
+    kernel = np.zeros((1, 1, VOC_CLASSES, NUM_CLASSES), np.float32)
+    kernel[0, 0, :, BACKGROUND] = 1.0
+    kernel[0, 0, list(VOC_ANIMALS), BACKGROUND] = 0.0
+    kernel[0, 0, list(VOC_ANIMALS), PET] = 1.0
+    merge.set_weights([kernel])
+    return keras.Model(inputs, outputs, name="voc_zero_shot")
