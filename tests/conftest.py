@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic data in the official layout and one tiny trained checkpoint per test session."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    """Copy a checkpoint and its sidecar to ``target`` (a .keras path); return ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".json"):
+        shutil.copy(source.with_suffix(suffix), target.with_suffix(suffix))
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoin
 from petseg.inference import predict_probabilities
 from petseg.runs import read_metrics, read_run, request_stop
 
-from conftest import ROOT
+from conftest import ROOT, copy_checkpoint
 
 STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first epoch on a busy machine.
 
@@ -79,15 +79,6 @@ def assert_predicts(checkpoint) -> None:
     probabilities = predict_probabilities(photo, checkpoint)
     assert probabilities.shape == (90, 120, 3)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
-
-
-def copy_checkpoint(source: Path, weights_dir: Path, name: str) -> Path:
-    """Copy a checkpoint and its sidecar into ``weights_dir`` under ``name``; return the new .keras path."""
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    target = weights_dir / f"{name}.keras"
-    target.write_bytes(source.read_bytes())
-    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
-    return target
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -195,8 +186,8 @@ def damage(data: bytes, kind: str) -> bytes:
     ("flipped-bytes", "damaged archive"), ("foreign-zip", "damaged archive"), ("garbage-config", "not valid JSON"),
 ])
 def test_damaged_checkpoint_is_unavailable_and_refuses_to_load(trained_checkpoint, tmp_path, kind, reason):
-    copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "good")
-    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "good.keras")
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "damaged.keras")
     damaged.write_bytes(damage(damaged.read_bytes(), kind))
 
     listed = {info.name: info for info in list_checkpoints(tmp_path)}
@@ -219,7 +210,7 @@ def test_damaged_checkpoint_is_unavailable_and_refuses_to_load(trained_checkpoin
      "incompatible classes"),
 ])
 def test_bad_sidecar_makes_a_checkpoint_unavailable(trained_checkpoint, tmp_path, sidecar_text, reason):
-    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "damaged.keras")
     if sidecar_text is None:
         damaged.with_suffix(".json").unlink()
     else:
@@ -231,7 +222,7 @@ def test_bad_sidecar_makes_a_checkpoint_unavailable(trained_checkpoint, tmp_path
 
 
 def test_sidecar_describing_another_model_refuses_to_load(trained_checkpoint, tmp_path):
-    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "damaged.keras")
     sidecar = json.loads(damaged.with_suffix(".json").read_text())
     damaged.with_suffix(".json").write_text(json.dumps({**sidecar, "image_size": 128}))
     with pytest.raises(CheckpointError, match="not what its sidecar describes"):
@@ -239,7 +230,7 @@ def test_sidecar_describing_another_model_refuses_to_load(trained_checkpoint, tm
 
 
 def test_a_checkpoint_damaged_after_loading_is_not_served_from_the_cache(trained_checkpoint, tmp_path):
-    path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "replaced")
+    path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "replaced.keras")
     assert_predicts(load_checkpoint("replaced", tmp_path))
     path.write_bytes(damage(path.read_bytes(), "truncated"))
     with pytest.raises(CheckpointError, match="corrupt"):

@@ -18,10 +18,10 @@ import pytest
 import tensorflow as tf
 
 from petseg.checkpoints import list_checkpoints, load_checkpoint_file, read_sidecar
+from petseg.distribute import (LOGICAL_CPUS_VARIABLE, is_chief, make_strategy, reduce_structures_one_by_one,
+                               split_batches_evenly)
 from petseg.inference import predict_probabilities
 from petseg.runs import read_run
-from petseg.training import (LOGICAL_CPUS_VARIABLE, _reduce_structures_one_by_one, is_chief, make_strategy,
-                             split_batches_evenly)
 
 from conftest import ROOT
 
@@ -79,7 +79,7 @@ def test_mirrored_training_on_two_logical_cpus(synthetic_data, tmp_path):
 
 
 def test_multiworker_without_tf_config_is_a_single_worker():
-    script = ("from petseg.training import make_strategy, is_chief; strategy = make_strategy('multiworker'); "
+    script = ("from petseg.distribute import make_strategy, is_chief; strategy = make_strategy('multiworker'); "
               "print(strategy.num_replicas_in_sync, is_chief(strategy))")
     completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean_environment(),
                                capture_output=True, text=True, timeout=TIMEOUT)
@@ -179,7 +179,7 @@ def test_reduce_takes_structures_and_scalars():
         return value
 
     strategy = SimpleNamespace(reduce=reduce, experimental_local_results=lambda value: (value,))
-    _reduce_structures_one_by_one(strategy)
+    reduce_structures_one_by_one(strategy)
     images, loss = tf.zeros((2, 8, 8, 3)), tf.constant(0.5)
     result = strategy.reduce("MEAN", (images, {"loss": loss}), axis=0)
     assert result[0] is images and result[1]["loss"] is loss
