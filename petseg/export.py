@@ -200,7 +200,7 @@ def verification_images(image_size: int, count: int = VERIFY_PHOTOS, seed: int =
     """Synthetic pet photos resized to ``image_size`` as the app resizes them: float32 (count, size, size, 3)."""
     import tensorflow as tf
 
-    from petseg.data import resize_image
+    from petseg.resize import resize_image
     from petseg.synthetic import make_synthetic_pet
 
     rng = np.random.default_rng(seed)

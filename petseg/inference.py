@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from petseg.checkpoints import LoadedCheckpoint, load_checkpoint
-from petseg.data import resize_image
+from petseg.resize import resize_image
 from petseg.folding import fold_batch_norms
 
 

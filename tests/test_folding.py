@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from petseg.checkpoints import load_checkpoint_file
-from petseg.data import resize_image
+from petseg.resize import resize_image
 from petseg.folding import all_layers, fold_batch_norms
 from petseg.inference import get_predictor, predict_probabilities
 from petseg.model import build_unet
