@@ -6,7 +6,6 @@ takes about as long as TensorFlow needs to start and train an epoch or two.
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,9 +18,10 @@ import pytest
 
 from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_checkpoint_file, read_sidecar
 from petseg.inference import predict_probabilities
+from petseg.processes import start_process, stop_process
 from petseg.runs import read_metrics, read_run, request_stop
 
-from conftest import ROOT, copy_checkpoint
+from conftest import copy_checkpoint
 
 STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first epoch on a busy machine.
 
@@ -37,12 +37,7 @@ def start_training(data_dir: Path, folder: Path, name: str, epochs: int = 500) -
         "--epochs", str(epochs), "--batch-size", "2", "--output-dir", str(folder / "weights"),
         "--run-dir", str(folder / "run"), "--name", name, "--no-test",
     ]
-    log = open(folder / "train.log", "wb")
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    try:
-        return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    finally:
-        log.close()
+    return start_process(command, folder / "train.log", {"CUDA_VISIBLE_DEVICES": ""})
 
 
 def wait_until(condition, process: subprocess.Popen | None, folder: Path, timeout: float = STARTUP_TIMEOUT) -> None:
@@ -66,12 +61,6 @@ def log_tail(folder: Path, characters: int = 3000) -> str:
 def first_epoch_saved(folder: Path, name: str):
     """True once the first checkpoint and the first metrics line exist."""
     return lambda: (folder / "weights" / f"{name}.keras").exists() and bool(read_metrics(folder / "run"))
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=60)
 
 
 def assert_predicts(checkpoint) -> None:
