@@ -150,10 +150,9 @@ class EpochReporter(keras.callbacks.Callback):
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config.preset`` and return where its best checkpoint went; see ``train.py`` for the CLI."""
     preset = apply_overrides(get_preset(config.preset), config.overrides)
-    epochs = config.epochs or preset.epochs
-    batch_size = config.batch_size or preset.batch_size
-    image_size = config.image_size or preset.image_size
-    learning_rate = config.learning_rate or preset.learning_rate
+    config = dataclasses.replace(  # The preset's defaults where the config leaves a value open.
+        config, epochs=config.epochs or preset.epochs, batch_size=config.batch_size or preset.batch_size,
+        image_size=config.image_size or preset.image_size, learning_rate=config.learning_rate or preset.learning_rate)
     strategy = make_strategy(config.strategy)  # First, before anything else starts TensorFlow.
     run_id = new_run_id()
     name = config.name or f"{preset.name}-{run_id}"
@@ -161,26 +160,24 @@ def train(config: TrainConfig) -> TrainResult:
     run_dir, output_dir, scratch = worker_folders(strategy, shared_run_dir, Path(config.output_dir))
     checkpoint_path = output_dir / f"{name}.keras"
     keras.utils.set_random_seed(config.seed)
-    writer = RunWriter(run_dir, {"preset": preset.name, "epochs": epochs, "batch_size": batch_size,
-                                 "image_size": image_size, "name": name, "data": config.data_dir or "tfds"})
+    writer = RunWriter(run_dir, {"preset": preset.name, "epochs": config.epochs, "batch_size": config.batch_size,
+                                 "image_size": config.image_size, "name": name, "data": config.data_dir or "tfds"})
     started = time.perf_counter()
     reporter = None
     try:
-        data = make_training_data(config.data_dir, image_size, batch_size, preset.augmentation,
+        data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
                                   config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir)
-        used = share_among_replicas(data, batch_size, strategy, config.strategy, scratch)
+        used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
         with strategy.scope():
-            model = build_unet(preset, image_size, config.encoder_weights)
-        sidecar = describe_run(config, preset, name, model, data, strategy, used, shared_run_dir, epochs, batch_size,
-                               image_size, learning_rate)
+            model = build_unet(preset, config.image_size, config.encoder_weights)
+        sidecar = describe_run(config, preset, name, model, data, strategy.num_replicas_in_sync, used, shared_run_dir)
         reporter = EpochReporter(writer, data, checkpoint_path, sidecar)
         callbacks = [reporter, keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_FOLDER), write_graph=False)]
-        for phase in training_phases(preset, epochs, learning_rate):
+        for phase in training_phases(preset, config.epochs, config.learning_rate):
             with strategy.scope():
                 compile_for_phase(model, preset, phase, data.steps_per_epoch)
-            model.fit(data.train, validation_data=data.validation, epochs=phase.last_epoch,
-                      initial_epoch=phase.first_epoch,
-                      callbacks=callbacks, verbose=config.verbose)
+            model.fit(data.train, validation_data=data.validation, initial_epoch=phase.first_epoch,
+                      epochs=phase.last_epoch, callbacks=callbacks, verbose=config.verbose)
             if reporter.stopped:
                 break
         train_seconds = round(time.perf_counter() - started, 1)
@@ -222,16 +219,15 @@ def share_among_replicas(data: TrainingData, batch_size: int, strategy: tf.distr
 
 
 def describe_run(config: TrainConfig, preset: Preset, name: str, model: keras.Model, data: TrainingData,
-                 strategy: tf.distribute.Strategy, used: dict[str, int], run_dir: Path, epochs: int, batch_size: int,
-                 image_size: int, learning_rate: float) -> dict[str, Any]:
+                 replicas: int, used: dict[str, int], run_dir: Path) -> dict[str, Any]:
     """The checkpoint's sidecar as training starts: what was trained, on what, how, and where."""
     return {
-        "name": name, "preset": preset.name, "description": preset.description, "image_size": image_size,
+        "name": name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
         "overrides": config.overrides or {},
-        "classes": list(CLASS_NAMES), "epochs_planned": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "encoder_weights": _describe_weights(config.encoder_weights),
+        "classes": list(CLASS_NAMES), "epochs_planned": config.epochs, "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate, "encoder_weights": _describe_weights(config.encoder_weights),
         "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
-        "replicas": strategy.num_replicas_in_sync, **({"photos_per_epoch": used} if used else {}),
+        "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
         "parameters": int(model.count_params()), "hardware": hardware_description(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": str(run_dir),
