@@ -8,7 +8,6 @@ import io
 import json
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -17,11 +16,10 @@ import numpy as np
 import pytest
 
 from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_checkpoint_file, read_sidecar
-from petseg.inference import predict_probabilities
 from petseg.processes import start_process, stop_process
 from petseg.runs import read_metrics, read_run, request_stop
 
-from conftest import copy_checkpoint
+from conftest import assert_predicts, copy_checkpoint, tiny_train_command
 
 STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first epoch on a busy machine.
 
@@ -32,11 +30,7 @@ STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first ep
 
 def start_training(data_dir: Path, folder: Path, name: str, epochs: int = 500) -> subprocess.Popen:
     """Start ``python train.py`` writing ``folder/weights/<name>.keras`` and the run folder ``folder/run``."""
-    command = [
-        sys.executable, "train.py", "--data-dir", str(data_dir), "--image-size", "64", "--encoder-weights", "none",
-        "--epochs", str(epochs), "--batch-size", "2", "--output-dir", str(folder / "weights"),
-        "--run-dir", str(folder / "run"), "--name", name, "--no-test",
-    ]
+    command = tiny_train_command(data_dir, folder, name, "--epochs", str(epochs), "--batch-size", "2")
     return start_process(command, folder / "train.log", {"CUDA_VISIBLE_DEVICES": ""})
 
 
@@ -61,13 +55,6 @@ def log_tail(folder: Path, characters: int = 3000) -> str:
 def first_epoch_saved(folder: Path, name: str):
     """True once the first checkpoint and the first metrics line exist."""
     return lambda: (folder / "weights" / f"{name}.keras").exists() and bool(read_metrics(folder / "run"))
-
-
-def assert_predicts(checkpoint) -> None:
-    photo = np.random.default_rng(0).integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
-    probabilities = predict_probabilities(photo, checkpoint)
-    assert probabilities.shape == (90, 120, 3)
-    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
