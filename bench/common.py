@@ -144,7 +144,7 @@ def machine_description() -> dict:
     """The CPU, core count and library versions, for the results file."""
     import os
 
-    from petseg.training import cpu_name
+    from petseg.distribute import cpu_name
 
     cpu = cpu_name()
     try:

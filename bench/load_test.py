@@ -23,28 +23,23 @@ import ipaddress
 import json
 import os
 import platform
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # So that ``python bench/load_test.py`` finds petseg.
 
+from petseg import processes  # noqa: E402 (after the path above)
+
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "load_test.json"
 MAX_REQUESTS = 512  # A ceiling on --requests, so a typo cannot start an endless run.
 START_TIMEOUT = 240.0
-STOP_TIMEOUT = 15.0
-READY_LINE = "PetSeg is ready at"
 
 
 class LoadTestError(RuntimeError):
@@ -70,79 +65,6 @@ def require_loopback(url: str) -> str:
         if not loopback:
             raise LoadTestError(f"Refusing {url}: the load test only talks to loopback addresses (127.0.0.1, ::1).")
     return url
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The app process.
-
-
-class App:
-    """``python app.py`` on 127.0.0.1, in a process group of its own so that stopping it stops its children."""
-
-    def __init__(self, weights_dir: Path, log_path: Path, port: int | None = None):
-        self.port = port or free_loopback_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log_path = log_path
-        self.runs_dir = Path(tempfile.mkdtemp(prefix="petseg-load-runs-"))
-        environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TF_CPP_MIN_LOG_LEVEL": "2",
-                       "PYTHONUNBUFFERED": "1"}
-        environment.pop("SPACE_ID", None)  # Never act as a public Space.
-        command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(self.port),
-                   "--weights-dir", str(weights_dir), "--runs-dir", str(self.runs_dir), "--no-allow-training"]
-        self.started = time.monotonic()
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
-        self.start_seconds: float | None = None
-
-    def log_tail(self, characters: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-characters:]
-        except OSError:
-            return ""
-
-    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> float:
-        """Wait until the app printed its ready line and answers HTTP; return the seconds it took."""
-        deadline = self.started + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LoadTestError(f"app.py exited with {self.process.returncode}:\n{self.log_tail()}")
-            if READY_LINE in self.log_tail(100_000) and answers(self.url):
-                self.start_seconds = round(time.monotonic() - self.started, 1)
-                return self.start_seconds
-            time.sleep(0.5)
-        raise LoadTestError(f"app.py did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM to the app's own process group, then SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.process.wait(timeout=STOP_TIMEOUT)
-        shutil.rmtree(self.runs_dir, ignore_errors=True)
-
-    def _signal(self, sent: signal.Signals) -> None:
-        try:
-            os.killpg(self.process.pid, sent)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,13 +219,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def start_app(weights_dir: Path, scratch: Path) -> tuple[processes.AppProcess, float]:
+    """``python app.py`` on a free 127.0.0.1 port, training off, ready to answer; and its start-up seconds."""
+    print("Starting app.py ...", flush=True)
+    arguments = ["--weights-dir", str(weights_dir), "--runs-dir", str(scratch / "runs"), "--no-allow-training"]
+    try:
+        app, seconds = processes.start_app(arguments, scratch / "app.log", START_TIMEOUT)
+    except RuntimeError as error:
+        raise LoadTestError(str(error)) from error
+    print(f"app.py answers on {app.url} after {seconds:.1f} s.", flush=True)
+    return app, round(seconds, 1)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Run the load test as ``args`` asks and return its result (also written to ``args.output``)."""
     with tempfile.TemporaryDirectory(prefix="petseg-load-") as scratch:
         scratch = Path(scratch)
         photo = args.photo or make_photo(scratch / "pet.jpg")
-        app = None
-        note = ""
+        app, start_seconds, note = None, None, ""
         if args.url:
             url = require_loopback(args.url)
         else:
@@ -312,18 +245,15 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"No usable checkpoint in {weights_dir}: training a tiny one (64 px, one epoch)...", flush=True)
                 weights_dir = train_tiny_checkpoint(scratch, timeout=START_TIMEOUT)
                 note = "tiny 64 px checkpoint trained for this run (no usable checkpoint in the weights folder)"
-            app = App(weights_dir, scratch / "app.log")
+            app, start_seconds = start_app(weights_dir, scratch)
             url = app.url
         try:
-            if app is not None:
-                print(f"Starting app.py on {url} ...", flush=True)
-                app.wait_until_ready()
             print(f"Sending {args.requests} predict requests from {args.concurrency} threads ...", flush=True)
             latencies, errors, wall = send_requests(url, photo, args.checkpoint, args.requests, args.concurrency,
                                                     time.monotonic() + args.timeout)
         finally:
             if app is not None:
-                app.stop()
+                processes.stop_process(app.process)
         from PIL import Image
 
         with Image.open(photo) as image:
@@ -332,7 +262,7 @@ def run(args: argparse.Namespace) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "url": url, "requests": args.requests, "concurrency": args.concurrency, "checkpoint": args.checkpoint,
         "photo_size": photo_size, "timeout_seconds": args.timeout,
-        "app_start_seconds": app.start_seconds if app else None,
+        "app_start_seconds": start_seconds,
         **summarise(latencies, errors, wall),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},

@@ -1,16 +1,12 @@
 """Figures 4 and 5, measured on child processes: app start-up to its first answer, and peak memory.
 
-Every process started here leads a process group of its own and is always ended (SIGTERM, then SIGKILL).
+Every process started here leads a process group of its own and is always ended (``petseg.processes``).
 Peak memory is the kernel's high-water mark of resident memory (``VmHWM`` in ``/proc/<pid>/status``), read
 while the process lives; psutil's RSS is the fallback where /proc is missing.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -18,20 +14,11 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-STOP_SECONDS = 15.0
-CHILD_ENVIRONMENT = {"GRADIO_ANALYTICS_ENABLED": "False", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+from petseg.processes import ROOT, start_app, start_process, stop_process
 
 
 class AppUnavailable(RuntimeError):
     """app.py is missing or did not serve an answer; the message says why."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -74,26 +61,6 @@ class PeakMemory:
         return self.peak
 
 
-def start_process(command: list[str], log_path: Path) -> subprocess.Popen:
-    """Start ``command`` in the repository root, in a new session, logging to ``log_path``."""
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **CHILD_ENVIRONMENT}, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """End a process started by ``start_process`` and its group: SIGTERM, then SIGKILL after a grace time."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_SECONDS)
-        except ProcessLookupError:
-            pass
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Figure 4 and 5a: the app.
 
@@ -110,45 +77,28 @@ def app_start_and_memory(weights_dir: Path, runs_dir: Path, photo_path: Path, ch
                          log_path: Path, timeout: float = 180.0) -> dict:
     """Start ``python app.py``, time it to its first served answer, then use every checkpoint and read its peak RSS.
 
-    Returns seconds to the first answer, seconds to the app's ready line (at most one poll late; the two come
-    within a fraction of a second, since the app serves only once it is warm), and peak RSS in bytes.
+    Returns seconds to the app's ready line (once it also answers HTTP), seconds to its first answer, and peak RSS
+    in bytes.
     """
-    app = ROOT / "app.py"
-    if not app.is_file():
+    if not (ROOT / "app.py").is_file():
         raise AppUnavailable("app.py is not in the repository yet")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    started = time.perf_counter()
-    process = start_process([sys.executable, str(app), "--port", str(port), "--weights-dir", str(weights_dir),
-                             "--runs-dir", str(runs_dir), "--no-allow-training"], log_path)
-    memory = PeakMemory(process.pid)
-    ready_seconds = None
-    last_error: Exception | None = None
     try:
-        while True:
-            if process.poll() is not None:
-                raise AppUnavailable(f"app.py exited with {process.returncode}: "
-                                     f"{log_path.read_text(errors='replace')[-2000:]}")
-            if ready_seconds is None and "ready" in log_path.read_text(errors="replace").lower():
-                ready_seconds = time.perf_counter() - started
-            if time.perf_counter() - started > timeout:
-                raise AppUnavailable(f"app.py gave no answer within {timeout:.0f} s (last error: {last_error!r})")
-            try:
-                ask_app(url, photo_path, checkpoints[0])
-                break
-            except Exception as error:  # Refused connections and errors while it starts: try again shortly.
-                last_error = error
-                time.sleep(0.1)
-        answer_seconds = time.perf_counter() - started
-        if ready_seconds is None:  # The ready line and the answer came within one poll.
-            ready_seconds = answer_seconds
+        app, ready_seconds = start_app(["--weights-dir", str(weights_dir), "--runs-dir", str(runs_dir),
+                                        "--no-allow-training"], log_path, timeout)
+    except RuntimeError as error:
+        raise AppUnavailable(str(error)) from error
+    memory = PeakMemory(app.process.pid)  # The kernel's high-water mark covers the start-up too.
+    try:
+        asked = time.monotonic()
+        ask_app(app.url, photo_path, checkpoints[0])
+        answer_seconds = ready_seconds + time.monotonic() - asked
         for checkpoint in checkpoints[1:]:
-            ask_app(url, photo_path, checkpoint)
-        ask_app(url, photo_path, checkpoints[0])
+            ask_app(app.url, photo_path, checkpoint)
+        ask_app(app.url, photo_path, checkpoints[0])
         peak = memory.read()
     finally:
         memory.stop()
-        stop_process(process)
+        stop_process(app.process)
     return {"ready_seconds": ready_seconds, "answer_seconds": answer_seconds, "peak_rss": peak}
 
 

@@ -33,7 +33,7 @@ def tensorflow_path(model, image_size: int):
     """(a): the traced function the app used, folded when ``petseg.folding`` exists."""
     import tensorflow as tf
 
-    from petseg.data import resize_image
+    from petseg.resize import resize_image
 
     try:
         from petseg.folding import fold_batch_norms

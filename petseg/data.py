@@ -28,6 +28,8 @@ import tensorflow as tf
 from PIL import Image
 
 from petseg.classes import BORDER, NUM_CLASSES
+from petseg.photos import load_labelled_photo
+from petseg.resize import resize_image, resize_mask
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("trainval", "test")
@@ -79,41 +81,16 @@ class TrainingData:
 # Shared transforms.
 
 
-def trimap_to_classes(trimap: tf.Tensor | np.ndarray) -> tf.Tensor:
+def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2.
 
     Any other value (tfds' mock data draws 0..255) becomes border, the "uncertain" class, so masks stay valid.
-    """
-    trimap = tf.cast(trimap, tf.int32)
-    valid = (trimap >= 1) & (trimap <= NUM_CLASSES)
-    return tf.cast(tf.where(valid, trimap - 1, BORDER), tf.uint8)
 
-
-def trimap_array_to_classes(trimap: np.ndarray) -> np.ndarray:
-    """``trimap_to_classes`` in numpy, for the readers: no TensorFlow op per photo.
-
-    >>> trimap_array_to_classes(np.array([[1, 2, 3], [0, 4, 255]], np.uint8)).tolist()
+    >>> trimap_to_classes(np.array([[1, 2, 3], [0, 4, 255]], np.uint8)).tolist()
     [[0, 1, 2], [2, 2, 2]]
     """
     trimap = np.asarray(trimap).astype(np.int32)
     return np.where((trimap >= 1) & (trimap <= NUM_CLASSES), trimap - 1, BORDER).astype(np.uint8)
-
-
-def resize_image(image: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
-    """Resize a uint8 or [0, 1] float image (or batch) to ``size`` with antialiased bilinear; return float [0, 1].
-
-    Training, evaluation and the app all resize photos with this function, so they see the same pixels.
-    """
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if image.dtype == tf.uint8:
-        image = tf.cast(image, tf.float32) / 255.0
-    return tf.clip_by_value(tf.image.resize(image, size, method="bilinear", antialias=True), 0.0, 1.0)
-
-
-def resize_mask(mask: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
-    """Resize a mask of class ids (height, width, 1) with nearest neighbour, so no new label values appear."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    return tf.cast(tf.image.resize(mask, size, method="nearest"), mask.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -140,33 +117,39 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     return names
 
 
-def decode_photo_file(path: Path) -> np.ndarray:
-    """Decode a photo by its content (the real set hides a GIF and an RGBA PNG behind .jpg names) to RGB uint8."""
-    with Image.open(path) as image:
-        image.seek(0)
-        return np.asarray(image.convert("RGB"))
-
-
 def read_folder_example(data_dir: str | os.PathLike, name: str) -> Example:
-    """Read one photo and its trimap from an official-layout folder; raises ``OSError``/``ValueError`` if unreadable."""
+    """Read one photo and its trimap from an official-layout folder; raises ``OSError``/``ValueError`` if unreadable.
+
+    The photo is decoded as the app decodes uploads (``petseg.photos``: by content, since the real set hides a GIF
+    and an RGBA PNG behind .jpg names; EXIF orientation applied; transparency on white), and the trimap is turned
+    as the photo was, since it was drawn on the stored pixels.
+    """
     root = Path(data_dir)
-    image = decode_photo_file(root / "images" / f"{name}.jpg")
-    with Image.open(root / "annotations" / "trimaps" / f"{name}.png") as trimap_file:
-        trimap = np.asarray(trimap_file)
+    image, trimap = load_labelled_photo(root / "images" / f"{name}.jpg",
+                                        root / "annotations" / "trimaps" / f"{name}.png")
     if trimap.ndim != 2 or trimap.shape != image.shape[:2]:
         raise ValueError(f"trimap shape {trimap.shape} does not match photo shape {image.shape[:2]}")
-    return Example(name, image, trimap_array_to_classes(trimap))
+    return Example(name, image, trimap_to_classes(trimap))
+
+
+def read_or_skip(read, item, skipped: list | None) -> Example | None:
+    """``read(item)``, or None after logging why and appending ``(name, reason)`` to ``skipped``."""
+    try:
+        return read(item)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        name = getattr(item, "name", item)
+        LOGGER.warning("Skipping %s: %s", name, error)
+        if skipped is not None:
+            skipped.append((name, str(error)))
+        return None
 
 
 def iterate_folder_split(data_dir: str | os.PathLike, split: str, skipped: list | None = None) -> Iterator[Example]:
     """Yield every readable example of ``split``; unreadable ones are logged and appended to ``skipped``."""
     for name in read_split_names(data_dir, split):
-        try:
-            yield read_folder_example(data_dir, name)
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            LOGGER.warning("Skipping %s: %s", name, error)
-            if skipped is not None:
-                skipped.append((name, str(error)))
+        example = read_or_skip(functools.partial(read_folder_example, data_dir), name, skipped)
+        if example is not None:
+            yield example
 
 
 def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
@@ -201,7 +184,7 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: li
         if mask.shape[:2] != image.shape[:2]:
             # Real records always match; tfds' mock data draws independent shapes. Align the mask to the photo.
             mask = resize_mask(tf.convert_to_tensor(mask), image.shape[:2]).numpy()
-        yield Example(name, image, trimap_array_to_classes(mask[..., 0]))
+        yield Example(name, image, trimap_to_classes(mask[..., 0]))
 
 
 def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list | None = None,
@@ -245,15 +228,25 @@ def resize_example(example: Example, size: int) -> tuple[np.ndarray, np.ndarray]
 
 def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds_data_dir: str | None = None,
                  workers: int = 4) -> ResizedExamples:
-    """Decode every example of ``split`` once and resize it to ``size``, in a small thread pool."""
+    """Decode every example of ``split`` once and resize it to ``size``, decoding and resizing in a thread pool.
+
+    Pillow and TensorFlow release the GIL while they decode and resize, so the threads run in parallel.
+    """
     skipped: list[tuple[str, str]] = []
-    names, images, masks = [], [], []
+    if data_dir is None:  # tfds decodes its records itself; the pool only resizes.
+        items, read = iterate_tfds_split(split, tfds_data_dir, skipped), (lambda example: example)
+    else:
+        items, read = read_split_names(data_dir, split), functools.partial(read_folder_example, data_dir)
+
+    def prepare(item) -> tuple[str, np.ndarray, np.ndarray] | None:
+        example = read_or_skip(read, item, skipped)
+        return None if example is None else (example.name, *resize_example(example, size))
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        examples = iterate_split(data_dir, split, skipped, tfds_data_dir)
-        for example, (image, mask) in zip_with_results(examples, lambda ex: resize_example(ex, size), pool):
-            names.append(example.name)
-            images.append(image)
-            masks.append(mask)
+        prepared = [result for _, result in zip_with_results(items, prepare, pool) if result is not None]
+    names = [name for name, _, _ in prepared]
+    images = [image for _, image, _ in prepared]
+    masks = [mask for _, _, mask in prepared]
     if not names:
         raise DataError(f"No readable examples in the {split} split of {describe_source(data_dir)} "
                         f"({len(skipped)} skipped).")

@@ -12,44 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
-
-from petseg.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint_file, store_metrics
-from petseg.classes import NUM_CLASSES
-from petseg.data import DataError, describe_source, iterate_split
-from petseg.inference import predict_probabilities
-from petseg.metrics import compute_metrics, confusion_matrix
-
-
-def metrics_key(data_dir: str | os.PathLike | None, split: str) -> str:
-    """Where a split's metrics live in a sidecar: "test" for tfds, "<folder name>/test" for a local folder."""
-    return split if data_dir is None else f"{Path(data_dir).resolve().name}/{split}"
-
-
-def evaluate_checkpoint(checkpoint: LoadedCheckpoint, data_dir: str | os.PathLike | None, split: str = "test",
-                        limit: int | None = None) -> dict:
-    """Score ``checkpoint`` on every readable photo of ``split`` (or the first ``limit``)."""
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    skipped: list = []
-    count = 0
-    started = time.perf_counter()
-    for example in iterate_split(data_dir, split, skipped):
-        prediction = predict_probabilities(example.image, checkpoint).argmax(axis=-1)
-        confusion += confusion_matrix(example.mask, prediction)
-        count += 1
-        if limit is not None and count >= limit:
-            break
-    metrics = compute_metrics(confusion)
-    metrics.update(
-        data=describe_source(data_dir), split=split, photos=count, skipped=len(skipped),
-        resolution="original", seconds=round(time.perf_counter() - started, 1),
-    )
-    return metrics
+from petseg.checkpoints import CheckpointError, load_checkpoint_file, store_metrics
+from petseg.data import DataError
+from petseg.metrics import evaluate_checkpoint, metrics_key
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 records it in the sidecar (``petseg.checkpoints``; needed when the entry is refused as stale or its export missing).
 The other formats take a batch of float32 images in [0, 1] of the checkpoint's square size, shaped
 ``(batch, size, size, 3)``, and return softmax probabilities over the classes (0 pet, 1 background, 2 border),
-shaped ``(batch, size, size, 3)``. Resize photos with ``petseg.data.resize_image`` (antialiased bilinear) to get the
+shaped ``(batch, size, size, 3)``. Resize photos with ``petseg.resize.resize_image`` (antialiased bilinear) to get the
 same pixels the app sees. Each export is written atomically (a temporary file or folder beside the destination,
 then a rename) with a JSON description beside it, and is checked against the Keras model on synthetic photos before
 it is renamed into place.
@@ -244,7 +244,7 @@ def describe_export(checkpoint: LoadedCheckpoint, export_format: str, quantize: 
         "image_size": size,
         "classes": list(CLASS_NAMES),
         "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0.0, 1.0],
-                  "resize": "bilinear with antialiasing (petseg.data.resize_image)"},
+                  "resize": "bilinear with antialiasing (petseg.resize.resize_image)"},
         "output": {"shape": [None, size, size, len(CLASS_NAMES)], "dtype": "float32",
                    "meaning": "softmax probabilities per pixel over classes"},
         "endpoint": ENDPOINT_NAME if export_format == "saved_model" else None,

@@ -4,7 +4,7 @@ The app, its API, the evaluator and the benchmarks all call ``predict_probabilit
 LiteRT export (``<name>.tflite``, made when the checkpoint was saved and checked against its sha256 in the
 sidecar) in one interpreter per checkpoint, loaded once, whose input is fixed at the model's size: a new photo size
 never converts, traces or reallocates anything. Around it, Pillow resizes the photo in with antialiased bilinear
-(the resize training and evaluation use, ``petseg.data.resize_image``, to float rounding) and the probabilities,
+(the resize training and evaluation use, ``petseg.resize.resize_image``, to float rounding) and the probabilities,
 not the argmax, back to the photo's size with bilinear (antialiased when the photo is smaller than the model's
 input). Neither TensorFlow nor Keras is imported here.
 

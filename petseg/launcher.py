@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -27,9 +26,9 @@ from typing import Any
 
 from petseg.checkpoints import CHECKPOINT_SUFFIX, CheckpointError, checkpoint_path
 from petseg.presets import PRESETS
+from petseg.processes import ROOT, start_process, stop_process
 from petseg.runs import RunState, new_run_id, now_iso, read_run, request_stop, write_json_atomic
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = ROOT / "train.py"
 
 # Data sources offered in the Training tab, by key, with their labels.
@@ -219,11 +218,7 @@ class TrainingLauncher:
             if request.data_source == "synthetic":
                 data_dir = str(make_synthetic_pets(run_dir / "synthetic-data", SYNTHETIC_TRAINVAL, SYNTHETIC_TEST))
             command = training_command(request, data_dir, run_dir, self.weights_dir, name)
-            environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            with open(run_dir / "train.log", "wb") as log:
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           cwd=ROOT, env=environment, start_new_session=True)
+            process = start_process(command, run_dir / "train.log")
             self._processes[run_id] = process
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
             if not (run_dir / "status.json").exists():
@@ -246,7 +241,7 @@ class TrainingLauncher:
         process = self._processes.get(run_id)
         if process is not None and process.poll() is None and run.status.get("launched_by") == "app":
             # train.py has not started its run yet, and would delete the stop file when it does: end it now.
-            self._terminate(process)
+            stop_process(process, STOP_GRACE_SECONDS)
             write_json_atomic(run_dir / "status.json", {**run.status, "state": "stopped", "updated": now_iso(),
                                                          "finished": now_iso(), "message": "stopped before training"})
             return f"Run {run_id} stopped before its first epoch."
@@ -267,17 +262,6 @@ class TrainingLauncher:
         while (self.runs_dir / candidate).exists():
             candidate, suffix = f"{run_id}-{suffix}", suffix + 1
         return candidate
-
-    @staticmethod
-    def _terminate(process: subprocess.Popen) -> None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except ProcessLookupError:
-            pass
 
 
 # ---------------------------------------------------------------------------------------------------------------

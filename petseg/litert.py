@@ -108,7 +108,7 @@ def check_images(image_size: int, count: int = 4, seed: int = 0) -> np.ndarray:
     """Synthetic pet photos resized to ``image_size`` as the app resizes them: float32 (count, size, size, 3)."""
     import tensorflow as tf
 
-    from petseg.data import resize_image
+    from petseg.resize import resize_image
     from petseg.synthetic import make_synthetic_pet
 
     rng = np.random.default_rng(seed)

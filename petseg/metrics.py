@@ -1,4 +1,5 @@
-"""Segmentation metrics from a confusion matrix: pixel accuracy, per-class IoU, mean IoU, binary pet IoU.
+"""Segmentation metrics from a confusion matrix (pixel accuracy, per-class IoU, mean IoU, binary pet IoU), and a
+checkpoint scored over a whole split at each photo's original resolution through the app's request path.
 
 >>> import numpy as np
 >>> truth = np.array([[0, 0], [1, 2]])
@@ -10,9 +11,16 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 
+from petseg.checkpoints import LoadedCheckpoint
 from petseg.classes import BACKGROUND, CLASS_NAMES, NUM_CLASSES
+from petseg.data import describe_source, iterate_split
+from petseg.inference import predict_probabilities
 
 
 def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
@@ -53,3 +61,29 @@ def compute_metrics(confusion: np.ndarray) -> dict:
         "binary_pet_iou": float(binary[0, 0] / binary_union) if binary_union else float("nan"),
         "pixels": int(total),
     }
+
+
+def metrics_key(data_dir: str | os.PathLike | None, split: str) -> str:
+    """Where a split's metrics live in a sidecar: "test" for tfds, "<folder name>/test" for a local folder."""
+    return split if data_dir is None else f"{Path(data_dir).resolve().name}/{split}"
+
+
+def evaluate_checkpoint(checkpoint: LoadedCheckpoint, data_dir: str | os.PathLike | None, split: str = "test",
+                        limit: int | None = None) -> dict:
+    """Score ``checkpoint`` on every readable photo of ``split`` (or the first ``limit``)."""
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    skipped: list = []
+    count = 0
+    started = time.perf_counter()
+    for example in iterate_split(data_dir, split, skipped):
+        prediction = predict_probabilities(example.image, checkpoint).argmax(axis=-1)
+        confusion += confusion_matrix(example.mask, prediction)
+        count += 1
+        if limit is not None and count >= limit:
+            break
+    metrics = compute_metrics(confusion)
+    metrics.update(
+        data=describe_source(data_dir), split=split, photos=count, skipped=len(skipped),
+        resolution="original", seconds=round(time.perf_counter() - started, 1),
+    )
+    return metrics

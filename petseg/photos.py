@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 # Larger photos are refused before decoding: 40 megapixels is about 120 MB as RGB.
 MAX_PIXELS = 40_000_000
@@ -37,6 +37,13 @@ NOT_AN_IMAGE_MESSAGE = (
 )
 DAMAGED_MESSAGE = "The image data is truncated or damaged; please upload the file again."
 EMPTY_MESSAGE = "The file is empty (0 bytes); please upload the photo again."
+
+# How to turn a photo upright for each EXIF orientation (1, as stored, needs nothing); as ImageOps.exif_transpose.
+ORIENTATION_TRANSPOSES = {
+    1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 # Errors that Pillow's decoders raise on broken or truncated data.
 DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
@@ -156,15 +163,38 @@ def _image_to_rgb(image: Image.Image, max_pixels: int) -> np.ndarray:
         raise PhotoError(f"Photos in the {image.mode} colour mode are not supported.") from error
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation, so the photo is the right way up."""
+def load_labelled_photo(photo_path: str | os.PathLike, label_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A photo decoded as ``load_photo`` decodes it, and its label image (a trimap) turned the same way.
+
+    Labels are drawn on the stored pixels, so whatever the EXIF orientation does to the photo is done to its
+    label too; the label's own values are kept as they are (no colour conversion).
+    """
+    photo = load_photo(photo_path)
+    with Image.open(photo_path) as image:
+        orientation = exif_orientation(image)
+    with Image.open(label_path) as label:
+        return photo, np.asarray(turn(label, orientation))
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 to 8) of an image; 1, "as stored", where it has none or it is broken."""
     try:
-        if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:
-            return image
-        return ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except (*DECODING_ERRORS, KeyError, TypeError):
         # Broken EXIF data says nothing reliable about orientation: keep the pixels as stored.
-        return image
+        return 1
+    return orientation if orientation in ORIENTATION_TRANSPOSES else 1
+
+
+def turn(image: Image.Image, orientation: int) -> Image.Image:
+    """Turn and mirror ``image`` as EXIF ``orientation`` says, as ``ImageOps.exif_transpose`` does."""
+    transpose = ORIENTATION_TRANSPOSES.get(orientation)
+    return image if transpose is None else image.transpose(transpose)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation, so the photo is the right way up."""
+    return turn(image, exif_orientation(image))
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:

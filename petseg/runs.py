@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from petseg.atomic import atomic_write_bytes
+from petseg.processes import process_alive
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", Path(__file__).resolve().parent.parent / "runs"))
 STATES = ("running", "done", "failed", "stopped")
@@ -100,24 +101,11 @@ class RunState:
         return self.run_dir.name
 
 
-def process_alive(pid: int | None, host: str | None) -> bool:
-    """Whether ``pid`` still runs here; a run on another host is assumed alive."""
+def run_process_alive(pid: int | None, host: str | None) -> bool:
+    """Whether a run's process ``pid`` still runs; a run on another host is assumed alive."""
     if host and host != socket.gethostname():
         return True
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (a finished child not yet reaped) is not running.
-    try:
-        with open(f"/proc/{int(pid)}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    return bool(pid) and process_alive(pid)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -146,7 +134,7 @@ def read_run(run_dir: str | os.PathLike) -> RunState:
             raise ValueError("status is not an object")
     except (OSError, ValueError) as error:
         status = {"state": "failed", "message": f"unreadable status.json ({type(error).__name__})"}
-    if status.get("state") == "running" and not process_alive(status.get("pid"), status.get("host")):
+    if status.get("state") == "running" and not run_process_alive(status.get("pid"), status.get("host")):
         status = {**status, "state": "failed", "message": "the training process ended without finishing"}
     curves = run_dir / "curves.png"
     return RunState(run_dir, status, read_metrics(run_dir), sorted(run_dir.glob("epoch_*.png")),

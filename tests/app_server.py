@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import copy_checkpoint
+from petseg import processes
+
 START_TIMEOUT = 180.0
-STOP_TIMEOUT = 15.0
 
 FIRST_CHECKPOINT = "tiny"
 SECOND_CHECKPOINT = "tiny-pet"
@@ -42,13 +37,6 @@ class AppServer:
         return self.log_path.read_text(errors="replace")
 
 
-def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path,
                      shipped_weights_dir: Path | None = None) -> Path:
     """Fill ``weights_dir`` with two checkpoints whose masks differ, and the best shipped one if there is one.
@@ -65,9 +53,7 @@ def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path,
     from petseg.inference import predict_probabilities
     from petseg.synthetic import make_synthetic_pet
 
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    for suffix in (".keras", ".json", ".tflite"):
-        shutil.copy(trained_checkpoint_path.with_suffix(suffix), weights_dir / f"{FIRST_CHECKPOINT}{suffix}")
+    copy_checkpoint(trained_checkpoint_path, weights_dir / f"{FIRST_CHECKPOINT}.keras")
     checkpoint = load_checkpoint_file(weights_dir / f"{FIRST_CHECKPOINT}.keras")
     photo, _ = make_synthetic_pet(np.random.default_rng(0), 160, 120)
     logits = np.log(np.clip(predict_probabilities(np.asarray(photo), checkpoint), 1e-6, 1.0))
@@ -81,61 +67,27 @@ def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path,
     save_checkpoint(model, weights_dir / f"{SECOND_CHECKPOINT}.keras", sidecar)
     shipped = default_checkpoint(shipped_weights_dir) if shipped_weights_dir else None
     if shipped and shipped not in (FIRST_CHECKPOINT, SECOND_CHECKPOINT):
-        for suffix in (".keras", ".json", ".tflite"):
-            shutil.copy(Path(shipped_weights_dir) / f"{shipped}{suffix}", weights_dir / f"{shipped}{suffix}")
+        copy_checkpoint(Path(shipped_weights_dir) / f"{shipped}.keras", weights_dir / f"{shipped}.keras")
     return weights_dir
 
 
 def start_app(weights_dir: Path, runs_dir: Path, log_path: Path, timeout: float = START_TIMEOUT) -> AppServer:
     """Start ``python app.py`` on a free port and wait until it answers; raise with its log if it does not."""
-    port = free_port()
-    environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TF_CPP_MIN_LOG_LEVEL": "2",
-                   "PYTHONUNBUFFERED": "1"}
-    environment.pop("SPACE_ID", None)
-    environment.pop("PETSEG_ALLOW_TRAINING", None)
-    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--weights-dir", str(weights_dir),
-               "--runs-dir", str(runs_dir)]
-    started = time.monotonic()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    server = AppServer(f"http://127.0.0.1:{port}/", process, weights_dir, runs_dir, log_path, 0.0)
-    try:
-        while time.monotonic() - started < timeout:
-            if process.poll() is not None:
-                raise RuntimeError(f"app.py exited with {process.returncode}:\n{server.log()[-4000:]}")
-            if "PetSeg is ready at" in server.log() and answers(server.url):
-                server.start_seconds = time.monotonic() - started
-                return server
-            time.sleep(0.5)
-        raise TimeoutError(f"app.py did not answer within {timeout:.0f} s:\n{server.log()[-4000:]}")
-    except BaseException:
-        stop_app(server)
-        raise
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    app, seconds = processes.start_app(["--weights-dir", str(weights_dir), "--runs-dir", str(runs_dir)], log_path,
+                                       timeout, {"PETSEG_ALLOW_TRAINING": None})
+    return AppServer(app.url, app.process, weights_dir, runs_dir, log_path, seconds)
 
 
 def stop_app(server: AppServer) -> None:
     """End the app and every training process it started, politely first."""
-    for pid in training_pids(server.runs_dir) + [server.process.pid]:
-        _signal_group(pid, signal.SIGTERM)
-    try:
-        server.process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _signal_group(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=STOP_TIMEOUT)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and any(_alive(pid) for pid in training_pids(server.runs_dir)):
+    for pid in training_pids(server.runs_dir):
+        processes.signal_group(pid, signal.SIGTERM)
+    processes.stop_process(server.process)
+    deadline = time.monotonic() + processes.STOP_SECONDS
+    while time.monotonic() < deadline and training_pids(server.runs_dir):
         time.sleep(0.2)
     for pid in training_pids(server.runs_dir):
-        _signal_group(pid, signal.SIGKILL)
+        processes.signal_group(pid, signal.SIGKILL)
 
 
 def training_pids(runs_dir: Path) -> list[int]:
@@ -146,28 +98,6 @@ def training_pids(runs_dir: Path) -> list[int]:
             pid = int(json.loads(status_path.read_text()).get("pid") or 0)
         except (OSError, ValueError, TypeError):
             continue
-        if pid and _alive(pid):
+        if pid and processes.process_alive(pid):
             pids.append(pid)
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _signal_group(pid: int, sent: signal.Signals) -> None:
-    """Signal the process group led by ``pid`` (app and training processes each lead their own)."""
-    try:
-        os.killpg(pid, sent)
-    except (ProcessLookupError, PermissionError):
-        pass

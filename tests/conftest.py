@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic data in the official layout and one tiny trained checkpoint per test session."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +11,35 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    """Copy a checkpoint, its sidecar and its LiteRT export to ``target`` (a .keras path); return ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".keras", ".json", ".tflite"):
+        shutil.copy(source.with_suffix(suffix), target.with_suffix(suffix))
+    return target
+
+
+def tiny_train_command(data_dir: Path, folder: Path, name: str, *options: str) -> list[str]:
+    """``python train.py`` (run in the repository root) for a 64 px model with a random encoder, writing
+    ``folder/weights/<name>.keras`` and the run folder ``folder/run``, without the test evaluation; ``options``
+    add flags."""
+    return [sys.executable, "train.py", "--data-dir", str(data_dir), "--image-size", "64", "--encoder-weights", "none",
+            "--output-dir", str(folder / "weights"), "--run-dir", str(folder / "run"), "--name", name, "--no-test",
+            *options]
+
+
+def assert_predicts(checkpoint) -> None:
+    """The checkpoint turns a photo into class probabilities at the photo's size that sum to one."""
+    import numpy as np
+
+    from petseg.inference import predict_probabilities
+
+    photo = np.random.default_rng(0).integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
+    probabilities = predict_probabilities(photo, checkpoint)
+    assert probabilities.shape == (90, 120, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ import pytest
 from petseg.checkpoints import CheckpointError, checkpoint_path, list_checkpoints, load_checkpoint, load_checkpoint_file
 from petseg.inference import predict_probabilities
 
+from conftest import copy_checkpoint
+
 REFUSED_NAMES = [
     "..", "../tiny", "../../etc/passwd", "..tiny", "tiny..", "/etc/passwd", "/tmp/tiny.keras", "sub/tiny",
     "sub\\tiny", "tiny/", "./tiny", "~/tiny", "", ".", ".hidden", "tiny\n", "tiny\x00", " tiny", "tiny name",
@@ -23,12 +25,6 @@ def weights_dir(trained_checkpoint, tmp_path) -> Path:
     folder.mkdir()
     copy_checkpoint(trained_checkpoint.checkpoint_path, folder / "tiny.keras")
     return folder
-
-
-def copy_checkpoint(source: Path, target: Path) -> None:
-    target.write_bytes(source.read_bytes())
-    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
-    target.with_suffix(".tflite").write_bytes(source.with_suffix(".tflite").read_bytes())
 
 
 @pytest.mark.parametrize("name", REFUSED_NAMES)

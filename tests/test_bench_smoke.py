@@ -6,7 +6,6 @@ Nothing here checks a timing: the machine is shared, so only shapes, names and s
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sys
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from bench import processes
 from bench.common import Row, table_lines, write_results
 from bench.run import Settings, run_benchmark
+from conftest import copy_checkpoint
 
 IN_PROCESS_FIGURES = ("request", "batch", "training", "epochs")
 
@@ -22,9 +22,7 @@ IN_PROCESS_FIGURES = ("request", "batch", "training", "epochs")
 def bench_weights(tmp_path_factory, trained_checkpoint):
     """The tiny session checkpoint (tutorial preset, 64 px) alone, so the best checkpoint is the tutorial one."""
     weights_dir = tmp_path_factory.mktemp("bench-weights")
-    for suffix in (".keras", ".json", ".tflite"):
-        shutil.copy(trained_checkpoint.checkpoint_path.with_suffix(suffix), weights_dir / f"tutorial{suffix}")
-    return weights_dir
+    return copy_checkpoint(trained_checkpoint.checkpoint_path, weights_dir / "tutorial.keras").parent
 
 
 def tiny_settings() -> Settings:

@@ -3,24 +3,25 @@ import pytest
 import tensorflow as tf
 
 from petseg import data
+from petseg.resize import resize_mask
 from petseg.synthetic import make_synthetic_pets
 
 
 def test_trimap_values_map_to_class_ids_and_invalid_values_become_border():
     trimap = np.array([[1, 2, 3], [0, 4, 255]], dtype=np.uint8)
-    assert data.trimap_to_classes(trimap).numpy().tolist() == [[0, 1, 2], [2, 2, 2]]
+    assert data.trimap_to_classes(trimap).tolist() == [[0, 1, 2], [2, 2, 2]]
 
 
 def test_nearest_neighbour_mask_resize_keeps_only_valid_labels():
     rng = np.random.default_rng(0)
     mask = tf.constant(rng.integers(0, 3, size=(37, 53, 1)), dtype=tf.uint8)
     for size in (16, 64, 128):
-        resized = data.resize_mask(mask, size).numpy()
+        resized = resize_mask(mask, size).numpy()
         assert resized.shape == (size, size, 1)
         assert set(np.unique(resized)) <= {0, 1, 2}
     # Bilinear resizing would invent the in-between value 1 on a 0/2 edge; nearest never does.
     edge = tf.constant(np.repeat([[0] * 5 + [2] * 5], 10, axis=0)[..., None], dtype=tf.uint8)
-    assert set(np.unique(data.resize_mask(edge, 7).numpy())) == {0, 2}
+    assert set(np.unique(resize_mask(edge, 7).numpy())) == {0, 2}
 
 
 @pytest.mark.parametrize("augmentation", ["flip", "strong"])
@@ -72,6 +73,32 @@ def test_folder_source_decodes_by_content_and_skips_unreadable(tmp_path):
         assert example.image.dtype == np.uint8 and example.image.shape[-1] == 3
         assert example.mask.shape == example.image.shape[:2]
         assert set(np.unique(example.mask)) <= {0, 1, 2}
+
+
+def test_training_decodes_photos_as_the_app_does_and_turns_trimaps_with_them(tmp_path):
+    from PIL import ExifTags, Image
+
+    from petseg.photos import load_photo
+
+    root = make_synthetic_pets(tmp_path, trainval_count=2, test_count=1)
+    name = data.read_split_names(root, "trainval")[0]
+    photo_path, trimap_path = root / "images" / f"{name}.jpg", root / "annotations" / "trimaps" / f"{name}.png"
+    stored = np.asarray(Image.open(photo_path).convert("RGBA")).copy()
+    stored[:10, :20, 3] = 0  # A transparent corner, to be composited on white.
+    trimap = np.asarray(Image.open(trimap_path))
+    # Store the pixels losslessly (a PNG behind a .jpg name) with EXIF orientation 6: "turn 90 degrees clockwise".
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    Image.fromarray(stored).save(photo_path, "PNG", exif=exif)
+
+    example = data.read_folder_example(root, name)
+    np.testing.assert_array_equal(example.image, load_photo(photo_path))  # Exactly what the app sees.
+    upright = np.rot90(stored, k=-1)
+    assert example.image.shape == upright.shape[:2] + (3,) and example.image.shape != stored.shape[:2] + (3,)
+    assert (example.image[:20, -10:] == 255).all()  # The transparent corner, turned and white.
+    np.testing.assert_array_equal(example.image[20:, :], upright[20:, :, :3])
+    # The trimap turned with the photo, so every label still sits on its pixel.
+    np.testing.assert_array_equal(example.mask, data.trimap_to_classes(np.rot90(trimap, k=-1)))
 
 
 def test_bad_data_folder_gives_a_clear_error(tmp_path):

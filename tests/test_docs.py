@@ -2,11 +2,13 @@
 
 import doctest
 import importlib
+from pathlib import Path
 
 import pytest
 
-MODULES = ["atomic", "classes", "metrics", "runs", "checkpoints", "synthetic", "data", "model", "photos", "visuals",
-           "inference", "training", "segmentation", "launcher", "export", "litert", "presets", "deeplab"]
+# Every module of the package, so that a new one is checked without being listed here.
+MODULES = sorted(path.stem for path in (Path(__file__).resolve().parent.parent / "petseg").glob("*.py")
+                 if path.stem != "__init__")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from petseg import export, litert
 from petseg.checkpoints import CheckpointError, load_checkpoint_file
-from petseg.data import iterate_split, resize_image
+from petseg.data import iterate_split
+from petseg.resize import resize_image
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ takes about as long as TensorFlow needs to start and train an epoch or two.
 
 import io
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -18,10 +16,10 @@ import numpy as np
 import pytest
 
 from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_checkpoint_file, read_sidecar
-from petseg.inference import predict_probabilities
+from petseg.processes import start_process, stop_process
 from petseg.runs import read_metrics, read_run, request_stop
 
-from conftest import ROOT
+from conftest import assert_predicts, copy_checkpoint, tiny_train_command
 
 STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first epoch on a busy machine.
 
@@ -32,17 +30,8 @@ STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first ep
 
 def start_training(data_dir: Path, folder: Path, name: str, epochs: int = 500) -> subprocess.Popen:
     """Start ``python train.py`` writing ``folder/weights/<name>.keras`` and the run folder ``folder/run``."""
-    command = [
-        sys.executable, "train.py", "--data-dir", str(data_dir), "--image-size", "64", "--encoder-weights", "none",
-        "--epochs", str(epochs), "--batch-size", "2", "--output-dir", str(folder / "weights"),
-        "--run-dir", str(folder / "run"), "--name", name, "--no-test",
-    ]
-    log = open(folder / "train.log", "wb")
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    try:
-        return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    finally:
-        log.close()
+    command = tiny_train_command(data_dir, folder, name, "--epochs", str(epochs), "--batch-size", "2")
+    return start_process(command, folder / "train.log", {"CUDA_VISIBLE_DEVICES": ""})
 
 
 def wait_until(condition, process: subprocess.Popen | None, folder: Path, timeout: float = STARTUP_TIMEOUT) -> None:
@@ -66,29 +55,6 @@ def log_tail(folder: Path, characters: int = 3000) -> str:
 def first_epoch_saved(folder: Path, name: str):
     """True once the first checkpoint and the first metrics line exist."""
     return lambda: (folder / "weights" / f"{name}.keras").exists() and bool(read_metrics(folder / "run"))
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=60)
-
-
-def assert_predicts(checkpoint) -> None:
-    photo = np.random.default_rng(0).integers(0, 255, size=(90, 120, 3), dtype=np.uint8)
-    probabilities = predict_probabilities(photo, checkpoint)
-    assert probabilities.shape == (90, 120, 3)
-    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-4)
-
-
-def copy_checkpoint(source: Path, weights_dir: Path, name: str) -> Path:
-    """Copy a checkpoint and its sidecar into ``weights_dir`` under ``name``; return the new .keras path."""
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    target = weights_dir / f"{name}.keras"
-    target.write_bytes(source.read_bytes())
-    target.with_suffix(".json").write_text(source.with_suffix(".json").read_text())
-    target.with_suffix(".tflite").write_bytes(source.with_suffix(".tflite").read_bytes())
-    return target
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -196,8 +162,8 @@ def damage(data: bytes, kind: str) -> bytes:
     ("flipped-bytes", "damaged archive"), ("foreign-zip", "damaged archive"), ("garbage-config", "not valid JSON"),
 ])
 def test_damaged_checkpoint_is_unavailable_and_refuses_to_load(trained_checkpoint, tmp_path, kind, reason):
-    copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "good")
-    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "good.keras")
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "damaged.keras")
     damaged.write_bytes(damage(damaged.read_bytes(), kind))
 
     listed = {info.name: info for info in list_checkpoints(tmp_path)}
@@ -220,7 +186,7 @@ def test_damaged_checkpoint_is_unavailable_and_refuses_to_load(trained_checkpoin
      "incompatible classes"),
 ])
 def test_bad_sidecar_makes_a_checkpoint_unavailable(trained_checkpoint, tmp_path, sidecar_text, reason):
-    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "damaged.keras")
     if sidecar_text is None:
         damaged.with_suffix(".json").unlink()
     else:
@@ -232,7 +198,7 @@ def test_bad_sidecar_makes_a_checkpoint_unavailable(trained_checkpoint, tmp_path
 
 
 def test_sidecar_describing_another_model_refuses_to_load(trained_checkpoint, tmp_path):
-    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "damaged")
+    damaged = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "damaged.keras")
     sidecar = json.loads(damaged.with_suffix(".json").read_text())
     damaged.with_suffix(".json").write_text(json.dumps({**sidecar, "image_size": 128}))
     with pytest.raises(CheckpointError, match="not what its sidecar describes"):
@@ -240,7 +206,7 @@ def test_sidecar_describing_another_model_refuses_to_load(trained_checkpoint, tm
 
 
 def test_a_checkpoint_damaged_after_loading_is_not_served_from_the_cache(trained_checkpoint, tmp_path):
-    path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path, "replaced")
+    path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "replaced.keras")
     assert_predicts(load_checkpoint("replaced", tmp_path))
     path.write_bytes(damage(path.read_bytes(), "truncated"))
     with pytest.raises(CheckpointError, match="corrupt"):

@@ -13,17 +13,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
 from petseg.checkpoints import list_checkpoints, load_checkpoint_file, read_sidecar
-from petseg.inference import predict_probabilities
+from petseg.distribute import (LOGICAL_CPUS_VARIABLE, is_chief, make_strategy, reduce_structures_one_by_one,
+                               split_batches_evenly)
 from petseg.runs import read_run
-from petseg.training import (LOGICAL_CPUS_VARIABLE, _reduce_structures_one_by_one, is_chief, make_strategy,
-                             split_batches_evenly)
 
-from conftest import ROOT
+from conftest import ROOT, assert_predicts, tiny_train_command
 
 TIMEOUT = 400  # Seconds; two TensorFlow processes share a busy machine.
 
@@ -31,9 +29,8 @@ TIMEOUT = 400  # Seconds; two TensorFlow processes share a busy machine.
 def train_command(data_dir: Path, folder: Path, name: str, strategy: str) -> list[str]:
     # 12 trainval photos with a quarter for validation: 9 train and 3 validation, both odd, so neither splits
     # evenly over two replicas without help.
-    return [sys.executable, "train.py", "--data-dir", str(data_dir), "--image-size", "64", "--encoder-weights",
-            "none", "--epochs", "1", "--batch-size", "4", "--validation-fraction", "0.25", "--strategy", strategy,
-            "--output-dir", str(folder / "weights"), "--run-dir", str(folder / "run"), "--name", name, "--no-test"]
+    return tiny_train_command(data_dir, folder, name, "--epochs", "1", "--batch-size", "4", "--validation-fraction",
+                              "0.25", "--strategy", strategy)
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -53,12 +50,6 @@ def free_loopback_ports(count: int) -> list[int]:
             item.close()
 
 
-def assert_loadable(checkpoint_path: Path) -> None:
-    checkpoint = load_checkpoint_file(checkpoint_path)
-    probabilities = predict_probabilities(np.zeros((70, 90, 3), np.uint8), checkpoint)
-    assert probabilities.shape == (70, 90, 3)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Integration: real training processes.
 
@@ -75,11 +66,11 @@ def test_mirrored_training_on_two_logical_cpus(synthetic_data, tmp_path):
     assert sidecar["strategy"] == "mirrored" and sidecar["replicas"] == 2
     assert sidecar["photos_per_epoch"] == {"train": 8, "validation": 2}
     assert read_run(tmp_path / "run").state == "done"
-    assert_loadable(tmp_path / "weights" / "mirrored.keras")
+    assert_predicts(load_checkpoint_file(tmp_path / "weights" / "mirrored.keras"))
 
 
 def test_multiworker_without_tf_config_is_a_single_worker():
-    script = ("from petseg.training import make_strategy, is_chief; strategy = make_strategy('multiworker'); "
+    script = ("from petseg.distribute import make_strategy, is_chief; strategy = make_strategy('multiworker'); "
               "print(strategy.num_replicas_in_sync, is_chief(strategy))")
     completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean_environment(),
                                capture_output=True, text=True, timeout=TIMEOUT)
@@ -117,7 +108,7 @@ def test_two_workers_from_tf_config_train_one_checkpoint(synthetic_data, tmp_pat
     assert read_sidecar(tmp_path / "weights" / "workers.keras")["replicas"] == 2
     run = read_run(tmp_path / "run")
     assert run.state == "done" and len(run.epochs) == 1  # One metrics line, not one per worker.
-    assert_loadable(tmp_path / "weights" / "workers.keras")
+    assert_predicts(load_checkpoint_file(tmp_path / "weights" / "workers.keras"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,7 +170,7 @@ def test_reduce_takes_structures_and_scalars():
         return value
 
     strategy = SimpleNamespace(reduce=reduce, experimental_local_results=lambda value: (value,))
-    _reduce_structures_one_by_one(strategy)
+    reduce_structures_one_by_one(strategy)
     images, loss = tf.zeros((2, 8, 8, 3)), tf.constant(0.5)
     result = strategy.reduce("MEAN", (images, {"loss": loss}), axis=0)
     assert result[0] is images and result[1]["loss"] is loss

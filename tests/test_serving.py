@@ -16,7 +16,7 @@ from PIL import Image
 
 from petseg import export, litert
 from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint_file, read_sidecar
-from petseg.data import resize_image
+from petseg.resize import resize_image
 from petseg.inference import get_predictor, predict_probabilities, resize_photo, resize_probabilities
 from petseg.photos import load_photo
 

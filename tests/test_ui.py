@@ -18,6 +18,7 @@ from petseg.runs import RunWriter
 from petseg.segmentation import CutoutFolder, safe_stem
 from petseg.ui import Handlers, build_app, launch_options, uploaded_photo
 from petseg.visuals import overlay_mask, save_png
+from conftest import copy_checkpoint
 from tests.corpus import EXPECTED, bad_inputs
 
 # Outputs of Handlers.predict, in order.
@@ -28,8 +29,7 @@ MASK, OVERLAY, CONFIDENCE, CUTOUT, CUTOUT_FILE, AREAS, STATUS, STATE = range(8)
 def weights_dir(tmp_path_factory, trained_checkpoint) -> Path:
     """The tiny checkpoint, plus a corrupt one that the app must list as unavailable."""
     folder = tmp_path_factory.mktemp("ui-weights")
-    for suffix in (".keras", ".json"):
-        shutil.copy(trained_checkpoint.checkpoint_path.with_suffix(suffix), folder / f"tiny{suffix}")
+    copy_checkpoint(trained_checkpoint.checkpoint_path, folder / "tiny.keras")
     (folder / "broken.keras").write_bytes(b"not a zip archive")
     shutil.copy(folder / "tiny.json", folder / "broken.json")
     return folder

@@ -1,0 +1,159 @@
+"""Where training runs: the ``tf.distribute`` strategy, which worker writes, and batches that split evenly.
+
+Everything a run needs to train on several devices or machines is here, so that ``petseg.training`` reads as one
+plain loop: ``make_strategy`` (first, before anything else starts TensorFlow), ``worker_folders`` (a non-chief
+worker writes into a scratch folder), ``split_batches_evenly`` (Keras 3 needs equal, non-empty shares) and the
+machine's description for the sidecar. See docs/scaling.md.
+
+>>> make_strategy("default").num_replicas_in_sync
+1
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+# A testing aid: split the CPU into this many logical devices, so MirroredStrategy has several replicas on a
+# machine without GPUs. TensorFlow accepts it only before it starts, so set it in the environment of a new process.
+LOGICAL_CPUS_VARIABLE = "PETSEG_LOGICAL_CPUS"
+
+
+def split_cpu(count: int) -> None:
+    """Split the first CPU into ``count`` logical devices; must run before TensorFlow initialises its devices.
+
+    >>> split_cpu(1)  # One device is what TensorFlow has anyway.
+    """
+    if count < 1:
+        raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number of at least 1, got {count}.")
+    if count == 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or []) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as error:
+        raise ValueError(f"{LOGICAL_CPUS_VARIABLE}={count} came too late: TensorFlow had already started. Set it "
+                         "in the environment of a new training process.") from error
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy: one device, all local devices (mirrored), or workers from TF_CONFIG.
+
+    "mirrored" uses every local GPU, or every logical CPU when there is no GPU (one, unless ``PETSEG_LOGICAL_CPUS``
+    splits it). "multiworker" reads the cluster from the ``TF_CONFIG`` environment variable; without it, it is a
+    single worker. Create the strategy before anything else touches TensorFlow: multi-worker collectives and
+    logical devices can only be configured at startup.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.")
+    logical_cpus = os.environ.get(LOGICAL_CPUS_VARIABLE, "").strip()
+    if logical_cpus:
+        try:
+            count = int(logical_cpus)
+        except ValueError:
+            raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number, got {logical_cpus!r}.") from None
+        split_cpu(count)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        # Without GPUs MirroredStrategy would take only the first CPU; name every logical CPU instead.
+        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    reduce_structures_one_by_one(strategy)
+    return strategy
+
+
+def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
+    """Work around two Keras 3 bugs that stop ``fit`` on more than one worker, by wrapping ``strategy.reduce``.
+
+    Keras reduces the first (image, mask) batch as one nested structure to learn its shapes, which the multi-worker
+    reduce does not accept; and it reduces scalar losses and metrics along axis 0, which a scalar lacks. The
+    wrapper reduces each value on its own, and scalars across replicas without an axis, as on one machine.
+    """
+    reduce = strategy.reduce
+
+    def reduce_one(reduce_op, item, axis):
+        local = strategy.experimental_local_results(item)
+        rank = getattr(getattr(local[0], "shape", None), "rank", None) if local else None
+        return reduce(reduce_op, item, axis=None if rank == 0 else axis)
+
+    def reduce_each(reduce_op, value, axis=None):
+        return tf.nest.map_structure(lambda item: reduce_one(reduce_op, item, axis), value)
+
+    strategy.reduce = reduce_each
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the checkpoint and the run folder: always, except on a non-chief worker.
+
+    The chief is the "chief" task of TF_CONFIG, or worker 0 when the cluster has no "chief".
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: Path) -> tuple[Path, Path, Path | None]:
+    """The run and output folders this process writes into, and its scratch folder (None on the chief).
+
+    Every worker runs the same callbacks; only the chief writes where the app and users look, so a non-chief
+    worker writes into a scratch folder of its own, which the caller deletes at the end.
+    """
+    if is_chief(strategy):
+        return run_dir, output_dir, None
+    scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
+    return scratch / "run", scratch / "weights", scratch
+
+
+def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]:
+    """Make every batch split into equal, non-empty parts, one per replica; return how many photos each split uses.
+
+    Keras 3 fails when a first batch splits unevenly and when a replica receives no examples. So the batch size
+    must be a multiple of the number of replicas, and each split leaves out its last ``count % replicas`` photos
+    (fewer than one per replica): after the shuffle for training, so different ones each epoch; the same ones for
+    validation.
+    """
+    if batch_size % replicas:
+        raise ValueError(f"The batch size {batch_size} does not split evenly over {replicas} replicas; use a "
+                         f"multiple of {replicas} (the batch size is global: each replica gets an equal share).")
+    used = {}
+    for split in ("train", "validation"):
+        count = data.counts[split]
+        used[split] = count - count % replicas
+        if used[split] == 0:
+            raise ValueError(f"{count} {split} photo(s) cannot be shared among {replicas} replicas; "
+                             f"each replica needs at least one.")
+        dataset = getattr(data, split).unbatch().take(used[split]).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        setattr(data, split, dataset)
+    data.steps_per_epoch = -(-used["train"] // batch_size)
+    return used
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_description() -> str:
+    """The CPU, its cores and any accelerators, for the sidecar."""
+    devices = [device.device_type for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
+    return f"{cpu_name()}, {os.cpu_count()} cores" + (f", {len(devices)} {devices[0]}" if devices else "")
