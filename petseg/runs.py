@@ -179,8 +179,8 @@ def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, 
     The copy drops the process id and host, so a reader never mistakes it for a live run.
     """
     run = read_run(run_dir)
-    if run.state != "done":
-        raise ValueError(f"Only a finished run ships; {run_dir} is {run.state}.")
+    if run.state not in ("done", "stopped"):
+        raise ValueError(f"Only a finished or stopped run ships; {run_dir} is {run.state}.")
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     status = {key: value for key, value in run.status.items() if key not in ("pid", "host")}
