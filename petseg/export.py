@@ -41,14 +41,13 @@ from petseg.atomic import atomic_write_bytes
 from petseg.checkpoints import (EXPORT_SUFFIX, CheckpointError, LoadedCheckpoint, headline_metrics, load_checkpoint,
                                 load_checkpoint_file, write_export)
 from petseg.classes import CLASS_NAMES
-from petseg.litert import (ENDPOINT_NAME, INPUT_NAME, QUANTIZATIONS, ImagesFunction, check_images, convert_to_tflite,
-                           images_function, keras_probabilities, make_export, write_saved_model)
+from petseg.litert import (CHECK_PHOTOS, ENDPOINT_NAME, INPUT_NAME, QUANTIZATIONS, ImagesFunction, check_images,
+                           convert_to_tflite, images_function, keras_probabilities, make_export, write_saved_model)
 
 FORMATS = ("saved_model", "tflite", "serving")
 DEFAULT_EXPORTS_DIR = Path(os.environ.get("PETSEG_EXPORTS_DIR", Path(__file__).resolve().parent.parent / "exports"))
 # The SavedModel folder keeps its description inside, so the folder stays one self-contained unit.
 SAVED_MODEL_DESCRIPTION = "petseg.json"
-VERIFY_PHOTOS = 8
 
 
 
@@ -222,7 +221,7 @@ def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLi
 
 def verify_export(checkpoint: LoadedCheckpoint, exported: ImagesFunction, min_agreement: float = 0.99) -> float:
     """Return the mask agreement of ``exported`` with the Keras model; raise ``ExportError`` below the minimum."""
-    images = check_images(checkpoint.image_size, VERIFY_PHOTOS)
+    images = check_images(checkpoint.image_size)
     agreement = mask_agreement(keras_probabilities(checkpoint.model, images), exported(images))
     if agreement < min_agreement:
         raise ExportError(f"The export's masks agree with the Keras model's on only {agreement:.2%} of pixels "
@@ -339,11 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: could not write the export: {error}", file=sys.stderr)
         return 2
     agreement = "not checked" if result.mask_agreement is None else (
-        f"masks agree with the Keras model on {result.mask_agreement:.2%} of pixels ({VERIFY_PHOTOS} synthetic photos)")
+        f"masks agree with the Keras model on {result.mask_agreement:.2%} of pixels ({CHECK_PHOTOS} synthetic photos)")
     name = result.description.get("checkpoint", result.path.stem)
-    print(f"Exported {name} as {result.export_format} ({result.quantize}) to "
-          f"{result.path}: {result.size_bytes / 1e6:.1f} MB, input (batch, {result.image_size}, {result.image_size}, 3) "
-          f"float [0, 1]; {agreement}; {result.seconds} s.")
+    size = result.image_size
+    print(f"Exported {name} as {result.export_format} ({result.quantize}) to {result.path}: "
+          f"{result.size_bytes / 1e6:.1f} MB, input (batch, {size}, {size}, 3) float [0, 1]; {agreement}; "
+          f"{result.seconds} s.")
     return 0
 
 

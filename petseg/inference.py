@@ -45,12 +45,15 @@ def resize_photo(photo: np.ndarray, size: int) -> np.ndarray:
     rows = resize_planes(photo.reshape(height, width * channels).astype(np.float32), width * channels, size)
     planes = np.ascontiguousarray(rows.reshape(size, width, channels).transpose(0, 2, 1))
     columns = resize_planes(planes.reshape(size * channels, width), size, size * channels)
-    model_input = columns.reshape(size, channels, size).transpose(0, 2, 1) * np.float32(1 / 255)
-    return np.clip(model_input, 0.0, 1.0)
+    model_input = np.ascontiguousarray(columns.reshape(size, channels, size).transpose(0, 2, 1))
+    return np.clip(model_input * np.float32(1 / 255), 0.0, 1.0)
 
 
 def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-class probabilities (size, size, classes) to (height, width, classes): columns, then rows, bilinear."""
+    """Per-class probabilities (size, size, classes) to (height, width, classes): columns, then rows, bilinear.
+
+    The result may be read-only (Pillow's buffer, not copied again): nothing in the request path writes to it.
+    """
     size, _, classes = probabilities.shape
     planes = np.ascontiguousarray(probabilities.transpose(0, 2, 1)).reshape(size * classes, size)
     planes = resize_planes(planes, width, size * classes)
@@ -114,7 +117,7 @@ def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> P
 
 
 def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo.
+    """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo (maybe read-only).
 
     ``checkpoint`` is a name in the weights folder or a loaded checkpoint. Decode uploads with
     ``petseg.photos.load_photo`` first; it turns any supported file (grayscale, CMYK, ...) into such an array.

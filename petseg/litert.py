@@ -20,6 +20,7 @@ QUANTIZATIONS = ("float32", "float16")
 ENDPOINT_NAME = "serve"
 INPUT_NAME = "images"
 THREADS = 2  # The CPU's cores; more threads than cores only wait for each other.
+CHECK_PHOTOS = 8  # Synthetic photos every export is checked on against its Keras model.
 # The registry's exports keep float32 weights (equal to the Keras model to float rounding) unless that makes them
 # bigger than this; then float16 (the .keras file's own precision, though rounded after batch-norm folding).
 EXPORT_MAX_FLOAT32_BYTES = 16 * 2**20
@@ -104,7 +105,7 @@ def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 
-def check_images(image_size: int, count: int = 4, seed: int = 0) -> np.ndarray:
+def check_images(image_size: int, count: int = CHECK_PHOTOS, seed: int = 0) -> np.ndarray:
     """Synthetic pet photos resized to ``image_size`` as the app resizes them: float32 (count, size, size, 3)."""
     import tensorflow as tf
 
@@ -120,7 +121,7 @@ def check_images(image_size: int, count: int = 4, seed: int = 0) -> np.ndarray:
     return np.stack(images).astype(np.float32)
 
 
-def parity(model, flatbuffer: bytes, image_size: int, count: int = 4) -> dict[str, float]:
+def parity(model, flatbuffer: bytes, image_size: int, count: int = CHECK_PHOTOS) -> dict[str, float]:
     """How closely a flatbuffer reproduces the Keras model on synthetic photos: mask agreement, largest difference.
 
     >>> parity(model, convert_to_tflite(model, 64), 64)  # doctest: +SKIP

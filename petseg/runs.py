@@ -154,11 +154,11 @@ SHIPPED_RUN_SUFFIX = ".run"
 
 
 def shipped_runs(weights_dir: str | os.PathLike, checkpoint: str | None) -> list[RunState]:
-    """The run record shipped beside ``checkpoint`` (``<weights_dir>/<checkpoint>.run/``), as a one-item list."""
-    if not checkpoint:
-        return []
-    run_dir = Path(weights_dir) / f"{checkpoint}{SHIPPED_RUN_SUFFIX}"
-    return [read_run(run_dir)] if (run_dir / "status.json").is_file() else []
+    """The run records shipped in the weights folder (``<name>.run/``), ``checkpoint``'s first, then by name."""
+    folders = sorted(Path(weights_dir).glob(f"*{SHIPPED_RUN_SUFFIX}"))
+    folders = [folder for folder in folders if (folder / "status.json").is_file()]
+    folders.sort(key=lambda folder: folder.name != f"{checkpoint}{SHIPPED_RUN_SUFFIX}")
+    return [read_run(folder) for folder in folders]
 
 
 def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, sample_every: int = 5) -> Path:
@@ -167,8 +167,8 @@ def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, 
     The copy drops the process id and host, so a reader never mistakes it for a live run.
     """
     run = read_run(run_dir)
-    if run.state != "done":
-        raise ValueError(f"Only a finished run ships; {run_dir} is {run.state}.")
+    if run.state not in ("done", "stopped"):
+        raise ValueError(f"Only a finished or stopped run ships; {run_dir} is {run.state}.")
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     status = {key: value for key, value in run.status.items() if key not in ("pid", "host")}

@@ -67,7 +67,7 @@ def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike |
 
     Raises ``petseg.checkpoints.CheckpointError`` when the checkpoint cannot be loaded.
     """
-    get_predictor(checkpoint, weights_dir)  # Loads (and warms) the export on first use, so the time below is the photo's.
+    get_predictor(checkpoint, weights_dir)  # Loads and runs the export on first use: the time below is the photo's.
     started = time.perf_counter()
     probabilities = predict_probabilities(photo, checkpoint, weights_dir)
     seconds = time.perf_counter() - started

@@ -251,7 +251,8 @@ class Handlers:
         one update per checkpoint dropdown; unchanged outputs are ``gr.skip()``.
         """
         memory = memory or WatchMemory()
-        # An empty runs folder (a Space, where starting runs is off) shows the default checkpoint's own run record.
+        # An empty runs folder (a Space, where starting runs is off) shows the shipped run records, the default
+        # checkpoint's first.
         runs = list_runs(self.runs_dir) or shipped_runs(self.weights_dir, default_checkpoint(self.weights_dir))
         picker: Any = gr.skip()
         choices = [(run_label(run), run.run_id) for run in runs]

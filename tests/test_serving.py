@@ -101,10 +101,11 @@ def test_one_interpreter_serves_every_photo_size_without_reconverting(entry, mon
 def test_save_checkpoint_writes_one_entry_whose_sidecar_pins_both_files(trained_checkpoint):
     path = trained_checkpoint.checkpoint_path
     serving = read_sidecar(path)["serving"]
-    assert serving["file"] == "tiny.tflite" and serving["quantize"] == "float32"  # Small enough for float32.
+    # The tutorial preset's 6.5M weights would make a 26 MB float32 export: over the limit, so float16.
+    assert serving["file"] == "tiny.tflite" and serving["quantize"] == "float16"
     assert serving["sha256"] == hashlib.sha256(path.with_suffix(".tflite").read_bytes()).hexdigest()
     assert serving["keras_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert serving["mask_agreement"] >= 0.99 and serving["max_probability_difference"] < 1e-4
+    assert serving["mask_agreement"] >= 0.99 and serving["max_probability_difference"] < 2e-3
     assert not [item.name for item in path.parent.iterdir() if item.name.startswith(".")]  # No temporary files.
 
 

@@ -286,10 +286,13 @@ def test_empty_runs_folder_shows_the_default_checkpoints_shipped_run(weights_dir
     shipped = tmp_path / "weights"
     shutil.copytree(weights_dir, shipped)
     copy_run_record(trained_checkpoint.run_dir, shipped / "tiny.run")
+    copy_run_record(trained_checkpoint.run_dir, shipped / "another.run")
     assert {"status.json", "metrics.jsonl", "epoch_001.png", "curves.png"} <= {p.name for p in (shipped / "tiny.run").iterdir()}
     handlers = Handlers(shipped, tmp_path / "runs", allow_training=False)
     picker, status, *_ = handlers.watch(None, None)
+    # The default checkpoint's record comes first and is shown.
     assert picker["value"] == "tiny.run" and "Done" in status
+    assert [value for _, value in picker["choices"]] == ["tiny.run", "another.run"]
     gallery = handlers.watch(None, None)[5]
     assert [Path(path).name for path, _ in gallery] == ["epoch_001.png"]
     # Once a run exists in the runs folder, the tab shows runs from there instead.
