@@ -11,12 +11,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from bench.common import Row, alternate, percentile, process_seconds, row_from_runs, time_calls
-from bench.seed_way import compile_like_tutorial, seed_predict_mask, seed_request, seed_training_data
+from bench.seed_way import (compile_like_tutorial, make_load_image, read_record, seed_predict_mask, seed_request,
+                            seed_training_data)
 from petseg.checkpoints import load_checkpoint
 from petseg.classes import NUM_CLASSES
-from petseg.data import make_training_data, read_split_names, validation_indices
+from petseg.data import compiled_resize, make_training_data, read_folder_example, read_split_names, validation_indices
 from petseg.inference import get_predictor, predict_probabilities
 from petseg.model import build_unet, set_encoder_trainable
 from petseg.presets import get_preset
@@ -241,6 +243,45 @@ def training_throughput(data_dir: Path, warm_up_dir: Path, image_size: int, batc
                       [r["steady"] for r in piped["ours"]], [r["steady"] for r in piped["seed"]], "higher"),
     ]
     return rows
+
+
+def first_epoch_cost(data_dir: Path, image_size: int, repeats: int) -> list[Row]:
+    """CPU milliseconds per photo of the two things a first epoch does once per photo: decode, and resize.
+
+    Ours decodes as the app does (``petseg.photos``: by content, EXIF orientation, transparency on white, the
+    trimap turned with its photo) and resizes with antialiasing, as the app's request path does; the seed's way
+    decodes with ``tf.io.decode_jpeg``/``decode_png`` and resizes without antialiasing. Process CPU time over
+    every trainval photo, so other work on the machine matters less than for wall time.
+    """
+    names = read_split_names(data_dir, "trainval")
+    paths = [(str(data_dir / "images" / f"{name}.jpg"), str(data_dir / "annotations" / "trimaps" / f"{name}.png"))
+             for name in names]
+    examples = [read_folder_example(data_dir, name) for name in names]
+    records = [read_record(*pair) for pair in paths]
+    ours_resize, load_image = compiled_resize(image_size), make_load_image(image_size)
+    seed_resize = tf.function(lambda image, mask: load_image({"image": image, "segmentation_mask": mask}),
+                              input_signature=[tf.TensorSpec([None, None, 3], tf.uint8),
+                                               tf.TensorSpec([None, None, 1], tf.uint8)])
+
+    def cpu_milliseconds(work) -> float:
+        started = time.process_time()
+        work()
+        return 1000 * (time.process_time() - started) / len(names)
+
+    decode = {"ours": lambda: cpu_milliseconds(lambda: [read_folder_example(data_dir, name) for name in names]),
+              "seed": lambda: cpu_milliseconds(lambda: [read_record(*pair) for pair in paths])}
+    resize = {"ours": lambda: cpu_milliseconds(lambda: [ours_resize(e.image, e.mask[..., None]) for e in examples]),
+              "seed": lambda: cpu_milliseconds(lambda: [seed_resize(r["image"], r["segmentation_mask"])
+                                                        for r in records])}
+    for way in [*decode.values(), *resize.values()]:
+        way()  # Traces the resize functions and warms the file cache.
+    decoded, resized = alternate(decode, repeats), alternate(resize, repeats)
+    return [
+        row_from_runs("First epoch, decode a photo and its trimap (CPU)", "ms", decoded["ours"], decoded["seed"],
+                      note="ours as the app decodes (EXIF, alpha on white); the seed's tf.io.decode_jpeg"),
+        row_from_runs("First epoch, resize a photo and its trimap (CPU)", "ms", resized["ours"], resized["seed"],
+                      note="ours antialiased, as the app resizes; the seed's plain bilinear"),
+    ]
 
 
 def compile_like_training(model: keras.Model, preset, learning_rate: float, eager: bool = False) -> keras.Model:

@@ -117,6 +117,7 @@ def run_benchmark(weights_dir: Path, settings: Settings, figures: tuple[str, ...
                                                    seed=1)
         rows += measure.training_throughput(train_dir, warm_up_dir, settings.train_image_size,
                                             settings.train_batch_size, repeats, eager=settings.eager)
+        rows += measure.first_epoch_cost(train_dir, settings.train_image_size, repeats)
 
     if "epochs" in figures:
         log("Figure 3b: seconds per epoch for each preset ...")

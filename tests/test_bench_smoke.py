@@ -40,6 +40,7 @@ def test_quick_benchmark_fills_every_row_with_positive_numbers(bench_weights, tm
         "Batch throughput",
         "Training, first epoch", "Training, steady epoch", "Training, first + steady epoch",
         "Input pipeline alone, first epoch", "Input pipeline alone, steady epoch",
+        "First epoch, decode a photo", "First epoch, resize a photo",
         "Epoch time, tutorial", "Epoch time, finetune frozen encoder", "Epoch time, finetune fine-tune phase",
     ]
     assert len(figures) == len(expected_prefixes)
