@@ -224,7 +224,11 @@ def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def keras_probabilities(checkpoint: LoadedCheckpoint, images: np.ndarray) -> np.ndarray:
-    """Probabilities from the Keras model through the app's request path (``petseg.inference``)."""
+    """The Keras model's probabilities for ``images`` already at its input size: the reference an export must match.
+
+    This is the batch path (``Predictor.predict_resized``: the checkpoint's model as is, no BatchNorm folding, no
+    resizing), which is what an export computes too; the app's request path adds the resizing on either side.
+    """
     from petseg.inference import get_predictor
 
     return get_predictor(checkpoint).predict_resized(np.asarray(images, np.float32)).numpy()

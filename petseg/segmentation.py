@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from petseg.checkpoints import CheckpointInfo, headline_metrics, list_checkpoints
+from petseg.checkpoints import CheckpointInfo, epochs_trained, headline_metrics, list_checkpoints
 from petseg.classes import CLASS_NAMES, PET
 from petseg.inference import get_predictor, predict_probabilities
 from petseg.visuals import class_areas, colorize_mask, confidence_map, cutout_pet, overlay_mask
@@ -193,7 +193,7 @@ def checkpoint_markdown(info: CheckpointInfo | None) -> str:
     data = sidecar.get("data") or {}
     lines = [
         f"**{info.name}**: {sidecar.get('preset', '?')} preset, {sidecar.get('image_size', '?')} px input, "
-        f"{sidecar.get('epochs', '?')} epochs on {data.get('source', 'unknown data')}"
+        f"{epochs_trained(sidecar)} on {data.get('source', 'unknown data')}"
         + (f" ({data['train']} training photos)" if "train" in data else "") + ".",
     ]
     headline = headline_metrics(sidecar)

@@ -30,9 +30,9 @@ import numpy as np
 import tensorflow as tf
 
 import petseg
-from petseg.checkpoints import load_checkpoint_file, save_checkpoint, store_metrics, write_sidecar
+from petseg.checkpoints import load_checkpoint_file, read_sidecar, save_checkpoint, store_metrics, write_sidecar
 from petseg.classes import CLASS_NAMES, NUM_CLASSES
-from petseg.data import make_training_data
+from petseg.data import DataError, make_training_data
 from petseg.model import apply_overrides, build_unet, get_preset, set_encoder_trainable
 from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id
 from petseg.visuals import plot_curves, sample_grid, save_png
@@ -314,7 +314,7 @@ def train(config: TrainConfig) -> TrainResult:
             "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
             "parameters": int(model.count_params()), "hardware": hardware_description(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": str(run_dir),
+            "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": run_dir.name,
         }
         reporter = EpochReporter(writer, data, checkpoint_path, sidecar)
         phases = [(0, min(epochs, preset.fine_tune_after or epochs), False, learning_rate)]
@@ -347,11 +347,12 @@ def train(config: TrainConfig) -> TrainResult:
         sidecar.update(train_seconds=train_seconds, epochs_done=len(reporter.history),
                        stopped_early=reporter.stopped)
         write_sidecar(checkpoint_path, sidecar)
+        test_note = ""
         if config.evaluate_test and not reporter.stopped and chief:
-            sidecar = evaluate_test_split(checkpoint_path, config)
+            sidecar, test_note = evaluate_test_split(checkpoint_path, config)
         state = "stopped" if reporter.stopped else "done"
-        writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}", checkpoint=str(checkpoint_path),
-                      train_seconds=train_seconds)
+        writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}{test_note}",
+                      checkpoint=str(checkpoint_path), train_seconds=train_seconds)
         if scratch is not None:
             # A non-chief worker's copies are redundant once it finished; report where the chief wrote.
             shutil.rmtree(scratch, ignore_errors=True)
@@ -368,14 +369,22 @@ def train(config: TrainConfig) -> TrainResult:
         raise
 
 
-def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict:
-    """Evaluate the best checkpoint on the test split at original resolution and store it in the sidecar."""
+def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dict, str]:
+    """Evaluate the best checkpoint on the test split at original resolution and store it in the sidecar.
+
+    Returns the sidecar and a note for the run's last message. A test split that cannot be read (a folder
+    without ``annotations/test.txt``, tfds offline) skips the evaluation with that note: the run still succeeded.
+    """
     from petseg.evaluate import evaluate_checkpoint, metrics_key
 
     checkpoint = load_checkpoint_file(checkpoint_path)
-    metrics = evaluate_checkpoint(checkpoint, config.data_dir)
+    try:
+        metrics = evaluate_checkpoint(checkpoint, config.data_dir, tfds_data_dir=config.tfds_data_dir)
+    except DataError as error:
+        print(f"No test evaluation: {error} The checkpoint is saved: {checkpoint_path}", flush=True)
+        return read_sidecar(checkpoint_path), f"; no test evaluation: {error}"
     print(json.dumps({"test_metrics": metrics}), flush=True)
-    return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics)
+    return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics), ""
 
 
 def _describe_weights(encoder_weights: str | None) -> str:

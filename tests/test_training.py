@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from petseg.checkpoints import list_checkpoints, load_checkpoint_file, read_sidecar
+from petseg.checkpoints import load_checkpoint_file, read_sidecar
 from petseg.classes import CLASS_NAMES
 from petseg.inference import get_predictor, predict_mask, predict_probabilities
 from petseg.runs import read_run
@@ -48,19 +48,6 @@ def test_request_path_does_not_retrace_for_new_photo_sizes(trained_checkpoint):
     for height, width in [(375, 500), (500, 375), (33, 47), (64, 64), (1024, 768)]:
         predict_probabilities(rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8), checkpoint)
     assert predictor.trace_count() == traced == 1
-
-
-def test_corrupt_checkpoint_is_listed_as_unavailable(trained_checkpoint, tmp_path):
-    good = trained_checkpoint.checkpoint_path
-    (tmp_path / "good.keras").write_bytes(good.read_bytes())
-    (tmp_path / "good.json").write_text(good.with_suffix(".json").read_text())
-    (tmp_path / "broken.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    (tmp_path / "broken.json").write_text(good.with_suffix(".json").read_text())
-    (tmp_path / "orphan.keras").write_bytes(good.read_bytes())
-    listed = {info.name: info for info in list_checkpoints(tmp_path)}
-    assert listed["good"].available
-    assert not listed["broken"].available and "corrupt" in listed["broken"].reason
-    assert not listed["orphan"].available and "sidecar" in listed["orphan"].reason
 
 
 def test_evaluate_cli_prints_whole_split_metrics_and_stores_them(trained_checkpoint, synthetic_data, tmp_path):
