@@ -24,6 +24,8 @@ from gradio_client.utils import QueueError, Status  # noqa: E402 - after the imp
 IDENTICAL_CALLS = 32
 DISTINCT_CALLS = 8
 CALL_TIMEOUT = 300.0
+# Uploads wait their turn behind the burst on a busy machine: httpx's default 5 s is too short for them.
+HTTP_OPTIONS = {"timeout": 120.0}
 # Outputs of /predict that are files, and the image mode each must decode to.
 FILE_OUTPUTS = {0: "RGB", 1: "RGB", 2: "RGB", 3: "RGBA", 4: "RGBA"}
 
@@ -39,7 +41,7 @@ def make_photo(path: Path, width: int, height: int, seed: int) -> Path:
 def call_predict(url: str, photo: Path, download_dir: Path, start: threading.Barrier | None = None) -> tuple:
     """One visitor: a client of its own, one /predict call, every file downloaded into a folder of its own."""
     download_dir.mkdir(parents=True, exist_ok=True)
-    client = gradio_client.Client(url, verbose=False, download_files=str(download_dir))
+    client = gradio_client.Client(url, verbose=False, download_files=str(download_dir), httpx_kwargs=HTTP_OPTIONS)
     if start is not None:
         start.wait(timeout=CALL_TIMEOUT)
     job = client.submit(gradio_client.handle_file(str(photo)), FIRST_CHECKPOINT, 0.5, api_name="/predict")
@@ -95,7 +97,7 @@ def test_calls_beyond_the_queue_are_refused_and_the_app_keeps_serving(app_server
     large = make_photo(tmp_path / "large.jpg", 4000, 3000, seed=7)
     small = make_photo(tmp_path / "small.jpg", 160, 120, seed=8)
     burst = QUEUE_SIZE + 12
-    client = gradio_client.Client(app_server.url, verbose=False, download_files=False)
+    client = gradio_client.Client(app_server.url, verbose=False, download_files=False, httpx_kwargs=HTTP_OPTIONS)
     start = threading.Barrier(burst + 1)
     with concurrent.futures.ThreadPoolExecutor(burst) as pool:
         futures = [pool.submit(call_predict, app_server.url, small, tmp_path / f"burst-{index}", start)
