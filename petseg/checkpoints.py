@@ -53,10 +53,16 @@ class CheckpointInfo:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def describe(self) -> str:
-        """One line for dropdowns and logs, e.g. "finetune: finetune, 40 epochs, 128 px, mIoU 0.812"."""
+        """One line for dropdowns and logs; here for the shipped ``finetune`` checkpoint (its sidecar, abridged).
+
+        >>> sidecar = {"preset": "finetune", "image_size": 160, "epochs": 31, "epochs_done": 40,
+        ...            "metrics": {"oxford-iiit-pet-subset/test": {"mean_iou": 0.77127}}}
+        >>> CheckpointInfo("finetune", Path("finetune.keras"), sidecar, available=True).describe()
+        'finetune: finetune, best at epoch 31 of 40, 160 px, mIoU 0.771 on oxford-iiit-pet-subset/test'
+        """
         if not self.available:
             return f"{self.name}: unavailable ({self.reason})"
-        details = [str(self.sidecar.get("preset", "?")), _plural(self.sidecar.get("epochs", "?"), "epoch"),
+        details = [str(self.sidecar.get("preset", "?")), epochs_trained(self.sidecar),
                    f"{self.sidecar.get('image_size', '?')} px"]
         test_metrics = headline_metrics(self.sidecar)
         if test_metrics:
@@ -81,6 +87,21 @@ class LoadedCheckpoint:
 
 def _plural(count, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def epochs_trained(sidecar: dict) -> str:
+    """How long a checkpoint trained: "40 epochs", or "best at epoch 31 of 40" when a later epoch was not kept.
+
+    The sidecar's ``epochs`` is the epoch whose weights were saved (the best validation mIoU); ``epochs_done``,
+    written when the run ends, counts every epoch that ran.
+
+    >>> epochs_trained({"epochs": 31, "epochs_done": 40}), epochs_trained({"epochs": 20, "epochs_done": 20})
+    ('best at epoch 31 of 40', '20 epochs')
+    """
+    best, done = sidecar.get("epochs", "?"), sidecar.get("epochs_done")
+    if isinstance(best, int) and isinstance(done, int) and done > best:
+        return f"best at epoch {best} of {done}"
+    return _plural(best, "epoch")
 
 
 def headline_metrics(sidecar: dict) -> tuple[str, dict] | None:

@@ -20,6 +20,8 @@ import functools
 import hashlib
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +37,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("trainval", "test")
 # The tfds builder calls the official trainval list "train".
 TFDS_SPLITS = {"trainval": "train", "test": "test"}
+# Where the tfds builder (4.9) downloads the images and trimaps from, and how long to wait for it to answer.
+TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
+HOST_TIMEOUT_SECONDS = 10.0
 LOGGER = logging.getLogger(__name__)
 
 
@@ -153,19 +158,51 @@ def iterate_folder_split(data_dir: str | os.PathLike, split: str, skipped: list 
 
 
 def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
-    """Load Oxford-IIIT Pet from tfds (downloads about 800 MB on first use) as a dataset of feature dicts."""
+    """Load Oxford-IIIT Pet from tfds (downloads about 800 MB on first use) as a dataset of feature dicts.
+
+    Data already prepared in ``tfds_data_dir`` is used without the network. Before a download, the download host
+    must answer within seconds: offline, tfds would retry for minutes before failing.
+    """
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
 
     if split not in SPLITS:
         raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    arguments = {"split": TFDS_SPLITS[split], "data_dir": tfds_data_dir, "shuffle_files": False}
     try:
-        return tfds.load("oxford_iiit_pet", split=TFDS_SPLITS[split], data_dir=tfds_data_dir, download=download,
-                         shuffle_files=False)
+        return tfds.load("oxford_iiit_pet", download=False, **arguments)
+    except Exception:  # Not prepared there yet (tfds raises an AssertionError): download it below.
+        if not download:
+            raise DataError(f"oxford_iiit_pet is not prepared in {tfds_data_dir or 'the tfds data folder'}.") from None
+    require_download_host()
+    try:
+        return tfds.load("oxford_iiit_pet", download=True, **arguments)
     except Exception as error:  # tfds raises many types for a failed download; all mean the same to a user.
         raise DataError(
             f"Could not load oxford_iiit_pet from tfds ({type(error).__name__}: {error}). tfds needs internet on "
             "first use; offline, pass --data-dir with a folder in the official Oxford-IIIT Pet layout."
         ) from error
+
+
+def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_TIMEOUT_SECONDS) -> None:
+    """Raise a ``DataError`` within ``timeout`` seconds unless ``host`` resolves and accepts an HTTPS connection."""
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error)
+
+    # Name resolution has no timeout of its own, so the whole attempt runs in a thread that is waited for.
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if not outcome or outcome[0] is not None:
+        reason = f"{type(outcome[0]).__name__}: {outcome[0]}" if outcome else f"no answer in {timeout:g} s"
+        raise DataError(f"Cannot reach {host}, where tfds downloads Oxford-IIIT Pet ({reason}); this machine seems "
+                        "to be offline. Pass --data-dir with a folder in the official Oxford-IIIT Pet layout, or "
+                        "--tfds-data-dir with a folder where tfds has prepared it already.")
 
 
 def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: list | None = None

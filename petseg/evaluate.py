@@ -3,6 +3,7 @@
 Usage:
     python -m petseg.evaluate --checkpoint weights/finetune.keras --data-dir ../shared/data/oxford-iiit-pet-subset
     python -m petseg.evaluate --checkpoint weights/tutorial.keras --split test --write-sidecar   # tfds
+    python -m petseg.evaluate --checkpoint weights/tutorial.keras --tfds-data-dir /data/tfds     # tfds, kept there
 
 Prints a JSON object: pixel accuracy, mean IoU, per-class IoU, binary pet IoU (pet + border against background),
 and the counts of photos evaluated and skipped.
@@ -23,13 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="path to a .keras checkpoint with its .json sidecar")
     parser.add_argument("--data-dir", help="folder in the official Oxford-IIIT Pet layout (default: tfds)")
+    parser.add_argument("--tfds-data-dir", help="where tfds keeps its data (default: ~/tensorflow_datasets)")
     parser.add_argument("--split", default="test", choices=["test", "trainval"])
     parser.add_argument("--limit", type=int, help="evaluate only the first N photos (for quick checks)")
     parser.add_argument("--write-sidecar", action="store_true", help="store the metrics in the checkpoint's sidecar")
     args = parser.parse_args(argv)
     try:
         checkpoint = load_checkpoint_file(args.checkpoint)
-        metrics = evaluate_checkpoint(checkpoint, args.data_dir, args.split, args.limit)
+        metrics = evaluate_checkpoint(checkpoint, args.data_dir, args.split, args.limit, args.tfds_data_dir)
     except (CheckpointError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -249,7 +249,7 @@ class TrainingLauncher:
 
     def run_folder(self, run_id: str) -> Path:
         """The folder of run ``run_id`` inside the runs folder, refusing names that would leave it."""
-        if not run_id or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        if not run_id or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
             raise TrainingRequestError(f"Unknown run {run_id!r}.")
         run_dir = self.runs_dir / run_id
         if not (run_dir / "status.json").is_file():

@@ -69,13 +69,16 @@ def metrics_key(data_dir: str | os.PathLike | None, split: str) -> str:
 
 
 def evaluate_checkpoint(checkpoint: LoadedCheckpoint, data_dir: str | os.PathLike | None, split: str = "test",
-                        limit: int | None = None) -> dict:
-    """Score ``checkpoint`` on every readable photo of ``split`` (or the first ``limit``)."""
+                        limit: int | None = None, tfds_data_dir: str | None = None) -> dict:
+    """Score ``checkpoint`` on every readable photo of ``split`` (or the first ``limit``).
+
+    ``data_dir`` is a folder in the official layout; None reads tfds, from ``tfds_data_dir`` if given.
+    """
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     skipped: list = []
     count = 0
     started = time.perf_counter()
-    for example in iterate_split(data_dir, split, skipped):
+    for example in iterate_split(data_dir, split, skipped, tfds_data_dir):
         prediction = predict_probabilities(example.image, checkpoint).argmax(axis=-1)
         confusion += confusion_matrix(example.mask, prediction)
         count += 1

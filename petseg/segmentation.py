@@ -16,19 +16,20 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from petseg.checkpoints import CheckpointInfo, headline_metrics, list_checkpoints
+from petseg.checkpoints import CheckpointInfo, epochs_trained, headline_metrics, list_checkpoints
 from petseg.classes import CLASS_NAMES, PET
 from petseg.inference import get_predictor, predict_probabilities
 from petseg.visuals import class_areas, colorize_mask, confidence_map, cutout_pet, overlay_mask
 
-# The cutout folder keeps this many recent downloads; older ones are deleted.
-KEEP_CUTOUTS = 64
+# The output folder keeps this many recent images (a /predict call writes four); older ones are deleted.
+KEEP_OUTPUTS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,30 +110,51 @@ def pet_area_change(first: np.ndarray, second: np.ndarray) -> float:
     return 100.0 * (float(np.mean(second == PET)) - float(np.mean(first == PET)))
 
 
-class CutoutFolder:
-    """A private temporary folder for cutout PNGs offered as downloads; it keeps only the most recent ones."""
+class OutputFolder:
+    """A private temporary folder for every image the app sends: each one a new file that is never rewritten.
 
-    def __init__(self, root: str | os.PathLike | None = None, keep: int = KEEP_CUTOUTS):
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="petseg-cutouts-"))
+    Hand gradio a path from ``write``, never an array or a PIL image. Gradio (6.31) saves an array to its cache
+    under a path named by the hash of the encoded bytes and rewrites that file in place
+    (``processing_utils.save_pil_to_cache``: ``write_bytes`` truncates, then writes). Two identical requests at
+    once make identical bytes, so the second truncates the very file that the first one's download is streaming:
+    that download ends short ("Too little data for declared Content-Length") or arrives complete but empty. A
+    path is copied into the cache under a temporary name and renamed into place, or reused when the cache holds
+    it already (``save_file_to_cache``), so a file being served is never rewritten. Gradio copies the file while
+    it postprocesses the event, right after the handler returns; the folder keeps the newest ``keep`` files.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, keep: int = KEEP_OUTPUTS):
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="petseg-outputs-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
+        self._prune_lock = threading.Lock()
 
-    def write(self, cutout: np.ndarray, photo_name: str | None) -> Path:
-        """Write ``cutout`` as ``<photo stem>-cutout.png`` in a folder of its own, so names never collide.
+    def write(self, image: np.ndarray, photo_name: str | None, suffix: str) -> str:
+        """Write ``image`` as ``<photo stem>-<suffix>`` (e.g. ``mask.png``, ``overlay.jpg``) in a new folder.
 
-        The file is new and private until this returns, so it needs none of ``save_png``'s atomic rename and
-        fsync; the fastest zlib level makes it about five times faster for a fifth more bytes.
+        The extension picks the format: PNG at the fastest zlib level (about five times faster than the default
+        for a fifth more bytes), else JPEG at Pillow's default quality, as gradio would have encoded it. The file
+        is new and private until this returns, so it needs none of ``save_png``'s atomic rename and fsync.
+
+        >>> folder = OutputFolder(tempfile.mkdtemp())
+        >>> Path(folder.write(np.zeros((4, 4, 3), np.uint8), "My cat.jpg", "mask.png")).name
+        'My_cat-mask.png'
         """
+        image_format = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(suffix).suffix.lower())
+        if image_format is None:
+            raise ValueError(f"Cannot write an image called {suffix!r}: name a .png, .jpg or .jpeg file.")
         self._prune()
-        folder = Path(tempfile.mkdtemp(dir=self.root))
-        path = folder / f"{safe_stem(photo_name)}-cutout.png"
-        Image.fromarray(cutout).save(path, format="PNG", compress_level=1)
-        return path
+        path = Path(tempfile.mkdtemp(dir=self.root)) / f"{safe_stem(photo_name)}-{suffix}"
+        options = {"compress_level": 1} if image_format == "PNG" else {}
+        Image.fromarray(image).save(path, format=image_format, **options)
+        return str(path)
 
     def _prune(self) -> None:
-        folders = sorted((path for path in self.root.iterdir() if path.is_dir()), key=lambda path: path.stat().st_mtime)
-        for folder in folders[: max(len(folders) - self.keep + 1, 0)]:
-            shutil.rmtree(folder, ignore_errors=True)
+        """Delete all but the newest ``keep - 1`` folders, one request thread at a time."""
+        with self._prune_lock:
+            folders = sorted(self.root.iterdir(), key=lambda path: path.stat().st_mtime)
+            for folder in folders[: max(len(folders) - self.keep + 1, 0)]:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def safe_stem(photo_name: str | None) -> str:
@@ -169,7 +191,7 @@ def checkpoint_markdown(info: CheckpointInfo | None) -> str:
     data = sidecar.get("data") or {}
     lines = [
         f"**{info.name}**: {sidecar.get('preset', '?')} preset, {sidecar.get('image_size', '?')} px input, "
-        f"{sidecar.get('epochs', '?')} epochs on {data.get('source', 'unknown data')}"
+        f"{epochs_trained(sidecar)} on {data.get('source', 'unknown data')}"
         + (f" ({data['train']} training photos)" if "train" in data else "") + ".",
     ]
     headline = headline_metrics(sidecar)

@@ -27,9 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 import petseg
-from petseg.checkpoints import load_checkpoint_file, save_checkpoint, store_metrics, write_sidecar
+from petseg.checkpoints import load_checkpoint_file, read_sidecar, save_checkpoint, store_metrics, write_sidecar
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
-from petseg.data import TrainingData, make_training_data
+from petseg.data import DataError, TrainingData, make_training_data
 from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
@@ -203,11 +203,12 @@ def train(config: TrainConfig) -> TrainResult:
         train_seconds = round(time.perf_counter() - started, 1)
         reporter.save_curves()
         sidecar = store_training_summary(checkpoint_path, reporter, train_seconds)
+        test_note = ""
         if config.evaluate_test and not reporter.stopped and scratch is None:
-            sidecar = evaluate_test_split(checkpoint_path, config)
+            sidecar, test_note = evaluate_test_split(checkpoint_path, config)
         state = "stopped" if reporter.stopped else "done"
-        writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}", checkpoint=str(checkpoint_path),
-                      train_seconds=train_seconds)
+        writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}{test_note}",
+                      checkpoint=str(checkpoint_path), train_seconds=train_seconds)
     except KeyboardInterrupt:
         if reporter is not None:
             reporter.save_curves()
@@ -250,7 +251,7 @@ def describe_run(config: TrainConfig, preset: Preset, name: str, model: keras.Mo
         "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
         "parameters": int(model.count_params()), "hardware": hardware_description(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": str(run_dir),
+        "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": run_dir.name,
     }
 
 
@@ -303,12 +304,20 @@ def store_training_summary(checkpoint_path: Path, reporter: "EpochReporter", tra
     return sidecar
 
 
-def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> dict:
-    """Evaluate the best checkpoint on the test split at original resolution and store it in the sidecar."""
+def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dict, str]:
+    """Evaluate the best checkpoint on the test split at original resolution and store it in the sidecar.
+
+    Returns the sidecar and a note for the run's last message. A test split that cannot be read (a folder
+    without ``annotations/test.txt``, tfds offline) skips the evaluation with that note: the run still succeeded.
+    """
     checkpoint = load_checkpoint_file(checkpoint_path)
-    metrics = evaluate_checkpoint(checkpoint, config.data_dir)
+    try:
+        metrics = evaluate_checkpoint(checkpoint, config.data_dir, tfds_data_dir=config.tfds_data_dir)
+    except DataError as error:
+        print(f"No test evaluation: {error} The checkpoint is saved: {checkpoint_path}", flush=True)
+        return read_sidecar(checkpoint_path), f"; no test evaluation: {error}"
     print(json.dumps({"test_metrics": metrics}), flush=True)
-    return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics)
+    return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics), ""
 
 
 def load_sample_photos(paths: list[str], image_size: int) -> np.ndarray:

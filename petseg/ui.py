@@ -32,7 +32,7 @@ from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, TrainingLauncher, Tr
 from petseg.presets import PRESETS
 from petseg.photos import PhotoError, describe_photo, load_photo
 from petseg.runs import DEFAULT_RUNS_DIR, RunState, list_runs, shipped_runs
-from petseg.segmentation import (CutoutFolder, Segmentation, area_fractions, checkpoint_choices, checkpoint_markdown,
+from petseg.segmentation import (OutputFolder, Segmentation, area_fractions, checkpoint_choices, checkpoint_markdown,
                                  find_checkpoint, mask_agreement, pet_area_change, segment)
 from petseg.visuals import legend_html, plot_curves
 
@@ -120,11 +120,12 @@ class Handlers:
     """The app's event handlers, as plain methods that tests can call without a browser."""
 
     def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike, allow_training: bool,
-                 cutouts: CutoutFolder | None = None):
+                 outputs: OutputFolder | None = None):
         self.weights_dir = Path(weights_dir)
         self.runs_dir = Path(runs_dir)
         self.allow_training = allow_training
-        self.cutouts = cutouts or CutoutFolder()
+        # Every image goes out as a file of its own (see OutputFolder), never as an array.
+        self.outputs = outputs or OutputFolder()
         self.launcher = TrainingLauncher(self.weights_dir, self.runs_dir)
 
     # -- Predict -------------------------------------------------------------------------------------------------
@@ -142,11 +143,14 @@ class Handlers:
             result = segment(image, name, self.weights_dir, opacity)
         except CheckpointError as error:
             raise gr.Error(str(error), print_exception=False) from None
-        cutout_path = self.cutouts.write(result.cutout, photo_name(photo))
-        status = (f"Segmented **{photo_name(photo) or 'the photo'}** ({describe_photo(image)}) with **{name}** "
+        stem = photo_name(photo)
+        status = (f"Segmented **{stem or 'the photo'}** ({describe_photo(image)}) with **{name}** "
                   f"in {result.seconds:.2f} s.")
         # The cutout preview shows the PNG written for download, so it is encoded once.
-        return (result.colored_mask, result.overlay, result.confidence, str(cutout_path), str(cutout_path),
+        cutout = self.outputs.write(result.cutout, stem, "cutout.png")
+        return (self.outputs.write(result.colored_mask, stem, "mask.png"),
+                self.outputs.write(result.overlay, stem, "overlay.jpg"),
+                self.outputs.write(result.confidence, stem, "confidence.jpg"), cutout, cutout,
                 area_fractions(result.areas), status, result.segmentation)
 
     def repredict(self, photo: Any, checkpoint: str | None, opacity: float = 0.5) -> tuple:
@@ -157,12 +161,11 @@ class Handlers:
             gr.Warning(error.message)
             return None, None, None, None, None, None, error.message, None
 
-    @staticmethod
-    def redraw_overlay(segmentation: Segmentation | None, opacity: float) -> Any:
+    def redraw_overlay(self, segmentation: Segmentation | None, opacity: float) -> Any:
         """Blend the last mask over its photo at a new opacity, without running the model again."""
         if segmentation is None:
             return gr.skip()
-        return segmentation.overlay(opacity)
+        return self.outputs.write(segmentation.overlay(opacity), None, "overlay.jpg")
 
     def describe_checkpoint(self, checkpoint: str | None) -> str:
         """The card under the checkpoint dropdown; an unavailable checkpoint also raises a warning with its reason."""
@@ -207,8 +210,10 @@ class Handlers:
         for name, result in results:
             areas = ", ".join(f"{label} {result.areas[label]:.1f} %" for label in CLASS_NAMES)
             cards.append(checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.")
-        return (verdict, cards[0], first_result.colored_mask, first_result.overlay,
-                cards[1], second_result.colored_mask, second_result.overlay)
+        stem = photo_name(photo)
+        pictures = [(self.outputs.write(result.colored_mask, stem, f"{name}-mask.png"),
+                     self.outputs.write(result.overlay, stem, f"{name}-overlay.jpg")) for name, result in results]
+        return verdict, cards[0], *pictures[0], cards[1], *pictures[1]
 
     def list_checkpoints(self) -> list[dict]:
         """Every checkpoint in the weights folder, best first: availability, reason, description and metrics."""
@@ -279,7 +284,7 @@ class Handlers:
             # Only the elapsed time moves between epochs.
             return (status, *[gr.skip()] * 5, gr.skip())
         gallery = [(str(path), f"epoch {int(path.stem.split('_')[-1])}") for path in run.samples]
-        curves = plot_curves(run.epochs) if run.epochs else None
+        curves = self.outputs.write(plot_curves(run.epochs), run.run_id, "curves.png") if run.epochs else None
         latest = str(run.samples[-1]) if run.samples else None
         stop = gr.update(interactive=self.allow_training and run.state == "running")
         return (status, progress_log(run), latest, curves, gallery, log_tail(run.run_dir), stop)

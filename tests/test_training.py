@@ -7,7 +7,7 @@ from tensorflow.compat.v1.train import summary_iterator
 
 import train as train_script
 from petseg import evaluate
-from petseg.checkpoints import list_checkpoints, load_checkpoint_file, read_sidecar
+from petseg.checkpoints import load_checkpoint_file, read_sidecar
 from petseg.classes import CLASS_NAMES
 from petseg.inference import predict_probabilities
 from petseg.runs import read_run
@@ -49,17 +49,6 @@ def tensorboard_tags(folder: Path) -> set[str]:
     """The tags of every summary in the TensorBoard event files of ``folder``."""
     events = [event for path in folder.glob("events.out.tfevents.*") for event in summary_iterator(str(path))]
     return {value.tag for event in events for value in event.summary.value}
-
-
-def test_corrupt_checkpoint_is_listed_as_unavailable(trained_checkpoint, tmp_path):
-    good = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "good.keras")
-    (tmp_path / "broken.keras").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    (tmp_path / "broken.json").write_text(good.with_suffix(".json").read_text())
-    (tmp_path / "orphan.keras").write_bytes(good.read_bytes())
-    listed = {info.name: info for info in list_checkpoints(tmp_path)}
-    assert listed["good"].available
-    assert not listed["broken"].available and "corrupt" in listed["broken"].reason
-    assert not listed["orphan"].available and "sidecar" in listed["orphan"].reason
 
 
 def test_evaluate_cli_prints_whole_split_metrics_and_stores_them(trained_checkpoint, synthetic_data, tmp_path,

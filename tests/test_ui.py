@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import petseg.segmentation
 from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, parse_request,
                              training_allowed, training_command)
 from petseg.runs import RunWriter
-from petseg.segmentation import CutoutFolder, safe_stem
+from petseg.segmentation import OutputFolder, safe_stem
 from petseg.ui import Handlers, build_app, launch_options, uploaded_photo
 from petseg.visuals import overlay_mask, save_png
 from conftest import copy_checkpoint
@@ -37,7 +38,13 @@ def weights_dir(tmp_path_factory, trained_checkpoint) -> Path:
 
 @pytest.fixture
 def handlers(weights_dir, tmp_path) -> Handlers:
-    return Handlers(weights_dir, tmp_path / "runs", allow_training=True, cutouts=CutoutFolder(tmp_path / "cutouts"))
+    return Handlers(weights_dir, tmp_path / "runs", allow_training=True, outputs=OutputFolder(tmp_path / "outputs"))
+
+
+def pixels(path: str) -> np.ndarray:
+    """The pixels of an image file the handlers wrote."""
+    with Image.open(path) as image:
+        return np.asarray(image)
 
 
 @pytest.fixture
@@ -74,21 +81,21 @@ def test_predict_handles_every_corpus_file(handlers, tmp_path):
             assert str(path.parent) not in raised.value.message, f"{name}: the message shows a server path"
         else:
             outputs = handlers.predict(str(path), "tiny")
-            assert outputs[MASK].shape == expected, name
-            assert outputs[OVERLAY].shape == expected, name
+            assert pixels(outputs[MASK]).shape == expected, name
+            assert pixels(outputs[OVERLAY]).shape == expected, name
             with Image.open(outputs[CUTOUT]) as cutout:
                 assert cutout.mode == "RGBA" and cutout.size == expected[1::-1], name
 
 
 def test_predict_honours_exif_orientation(handlers, tmp_path):
     outputs = handlers.predict(str(bad_inputs(tmp_path)["exif_rotated.jpg"]), "tiny")
-    assert outputs[MASK].shape[:2] == (60, 40)  # Stored 60 wide and 40 high; upright it is 40 wide.
+    assert pixels(outputs[MASK]).shape[:2] == (60, 40)  # Stored 60 wide and 40 high; upright it is 40 wide.
 
 
 def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
     outputs = handlers.predict({"path": str(photo_path), "orig_name": "Rex at home.png"}, "tiny", 0.5)
     for index in (MASK, OVERLAY, CONFIDENCE):
-        assert outputs[index].shape == (75, 100, 3)
+        assert pixels(outputs[index]).shape == (75, 100, 3)
     assert sum(outputs[AREAS].values()) == pytest.approx(1.0)
     assert "**Rex at home.png** (100x75 px) with **tiny**" in outputs[STATUS]
     cutout = Path(outputs[CUTOUT_FILE])
@@ -105,7 +112,7 @@ def test_empty_input_clears_the_outputs(handlers):
 def test_pasted_data_url_is_decoded(handlers, photo_path):
     url = "data:image/png;base64," + base64.b64encode(photo_path.read_bytes()).decode()
     outputs = handlers.predict({"path": None, "url": url}, "tiny")
-    assert outputs[MASK].shape == (75, 100, 3)
+    assert pixels(outputs[MASK]).shape == (75, 100, 3)
     with pytest.raises(gr.Error, match="pasted image"):
         uploaded_photo({"path": None, "url": "data:image/png;base64"})
 
@@ -115,8 +122,9 @@ def test_opacity_redraws_the_overlay_without_the_model(handlers, photo_path, mod
     assert len(model_calls) == 1
     segmentation = outputs[STATE]
     for opacity in (0.0, 0.25, 1.0):
-        overlay = handlers.redraw_overlay(segmentation, opacity)
-        np.testing.assert_array_equal(overlay, overlay_mask(segmentation.photo, segmentation.mask, opacity))
+        expected = io.BytesIO()
+        Image.fromarray(overlay_mask(segmentation.photo, segmentation.mask, opacity)).save(expected, "JPEG")
+        assert Path(handlers.redraw_overlay(segmentation, opacity)).read_bytes() == expected.getvalue()
     assert len(model_calls) == 1
     assert handlers.redraw_overlay(None, 0.3) == gr.skip()
 
@@ -143,7 +151,7 @@ def test_no_checkpoint_at_all_gives_a_readable_error(tmp_path, photo_path):
 
 def test_compare_reports_agreement(handlers, photo_path):
     verdict, first_card, first_mask, first_overlay, *_ = handlers.compare(str(photo_path), "tiny", "tiny")
-    assert "agree on **100.0 %**" in verdict and first_mask.shape == (75, 100, 3)
+    assert "agree on **100.0 %**" in verdict and pixels(first_mask).shape == (75, 100, 3)
 
 
 def test_list_checkpoints_endpoint(handlers):
@@ -227,7 +235,7 @@ def test_watch_streams_a_run_and_refreshes_the_checkpoints(handlers, tmp_path):
     assert picker["value"] == "terminal-run" and picker["choices"][0][1] == "terminal-run"
     assert "**Running** · epoch 2 of 3 done" in status and "about 2 s left" in status
     assert "epoch 2/3: loss 0.500" in log and len(gallery) == 2 and gallery[1][1] == "epoch 2"
-    assert latest.endswith("epoch_002.png") and curves.ndim == 3 and stop["interactive"] is True
+    assert latest.endswith("epoch_002.png") and pixels(curves).ndim == 3 and stop["interactive"] is True
     assert [choice[1] for choice in checkpoint["choices"]][:1] == ["tiny"] and checkpoint["value"] == "tiny"
 
     # Nothing changed: the next tick sends only the status line.
@@ -256,11 +264,25 @@ def test_safe_stem_keeps_file_names_harmless():
     assert safe_stem("") == "pet" and safe_stem("...") == "pet"
 
 
-def test_cutout_folder_keeps_only_recent_files(tmp_path):
-    folder = CutoutFolder(tmp_path, keep=3)
-    paths = [folder.write(np.zeros((8, 8, 4), np.uint8), "cat.jpg") for _ in range(5)]
-    assert all(path.name == "cat-cutout.png" for path in paths)
+def test_output_folder_keeps_only_recent_files(tmp_path):
+    folder = OutputFolder(tmp_path, keep=3)
+    paths = [Path(folder.write(np.zeros((8, 8, 4), np.uint8), "cat.jpg", "cutout.png")) for _ in range(5)]
+    assert all(path.name == "cat-cutout.png" for path in paths) and len(set(paths)) == 5
     assert sum(path.exists() for path in paths) == 3 and paths[-1].exists()
+    with pytest.raises(ValueError, match="name a .png"):
+        folder.write(np.zeros((8, 8, 3), np.uint8), "cat.jpg", "mask.gif")
+
+
+def test_handlers_send_every_image_as_a_file_of_its_own(handlers, photo_path):
+    """Gradio rewrites an array's cache file in place (see OutputFolder): no handler may return one."""
+    first, second = (handlers.predict(str(photo_path), "tiny") for _ in range(2))
+    compared = handlers.compare(str(photo_path), "tiny", "tiny")
+    overlay = handlers.redraw_overlay(first[STATE], 0.3)
+    for value in (*first[:STATE], *compared, overlay):
+        assert not isinstance(value, (np.ndarray, Image.Image)), type(value)
+    images = [first[index] for index in (MASK, OVERLAY, CONFIDENCE, CUTOUT)]
+    assert len(set(images)) == 4 and not set(images) & {second[index] for index in (MASK, OVERLAY, CONFIDENCE)}
+    assert Path(first[OVERLAY]).read_bytes() == Path(second[OVERLAY]).read_bytes()
 
 
 def test_launch_options_serve_only_what_is_needed(tmp_path):
@@ -268,7 +290,6 @@ def test_launch_options_serve_only_what_is_needed(tmp_path):
     assert inside["allowed_paths"] == [] and inside["max_file_size"] == "20mb"
     outside = launch_options("/srv/petseg-runs")
     assert outside["allowed_paths"] == ["/srv/petseg-runs"]
-    assert "/" not in outside["allowed_paths"]
 
 
 def test_build_app_names_its_endpoints(weights_dir, tmp_path):
