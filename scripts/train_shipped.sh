@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the checkpoints shipped in weights/ from the Oxford-IIIT Pet subset and the encoders in ../shared.
-# Takes roughly 5 minutes (tutorial), 20-30 minutes (finetune) and 25-35 minutes (voc) on 2 CPU cores. Run it in the background:
+# Takes roughly 5 minutes (tutorial), 20-30 minutes (finetune) and about 50 minutes (voc, with other jobs on the machine) on 2 CPU cores. Run it in the background:
 #   nohup scripts/train_shipped.sh > train_shipped.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset tutoria
 # The finetune U-Net: see the preset in petseg/presets.py and the experiment table in README.md.
 python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset finetune --name finetune \
   --run-dir runs/shipped-finetune
-# The default: DeepLabV3+ on the PASCAL VOC DeepLab (voc preset). Its samples show the example photos, so its run
+# voc: DeepLabV3+ on the PASCAL VOC DeepLab (voc preset). Its samples show the example photos, so its run
 # record can ship beside it (weights/voc.run/) without photos of the data set.
 python train.py --data-dir "$DATA" --encoder-weights "$VOC" --preset voc --name voc --run-dir runs/shipped-voc \
   --sample-photos examples/chelsea.jpg examples/cartoon_cat.jpg examples/cartoon_dog.jpg
