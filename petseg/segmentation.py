@@ -1,13 +1,13 @@
 """One photo through one checkpoint, ready to show: the pictures and numbers the app's Predict and Compare tabs need.
 
-Nothing here imports gradio: ``petseg.ui`` turns these results into components, and tests call them directly.
-Photos are decoded by ``petseg.photos.load_photo`` and predicted by ``petseg.inference.predict_probabilities``;
-this module only arranges their results with ``petseg.visuals``.
+Nothing here imports gradio: ``petseg.ui_predict`` turns these results into components, and tests call them
+directly. Photos are decoded by ``petseg.photos.load_photo`` and predicted by
+``petseg.inference.predict_probabilities``; the cutout is matted by ``petseg.matting``; this module only arranges
+their results with ``petseg.visuals``.
 
 >>> import numpy as np
->>> segmentation = Segmentation(np.zeros((2, 2, 3), np.uint8), np.array([[0, 1], [1, 2]], np.uint8), "tiny")
->>> int(segmentation.overlay(0.0).max())
-0
+>>> [name for _, name in class_layers(np.array([[0, 1], [1, 2]], np.uint8))]
+['pet', 'background', 'border']
 """
 
 from __future__ import annotations
@@ -16,53 +16,37 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from petseg import matting
 from petseg.checkpoints import CheckpointInfo, headline_metrics, list_checkpoints
-from petseg.classes import CLASS_NAMES, PET
+from petseg.classes import CLASS_NAMES, PALETTE, PET
 from petseg.inference import get_predictor, predict_probabilities
-from petseg.visuals import class_areas, colorize_mask, confidence_map, cutout_pet, overlay_mask
+from petseg.visuals import class_areas, confidence_map
 
-# The cutout folder keeps this many recent downloads; older ones are deleted.
-KEEP_CUTOUTS = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class Segmentation:
-    """A photo and its predicted class ids: all the opacity slider needs to redraw the overlay.
-
-    The class ids (one byte per pixel) are kept rather than the probabilities (twelve bytes per pixel), since the
-    overlay only needs the ids; a 12-megapixel phone photo would otherwise hold 144 MB per browser session.
-    """
-
-    photo: np.ndarray  # (height, width, 3) uint8, upright.
-    mask: np.ndarray  # (height, width) uint8 class ids.
-    checkpoint: str
-
-    def overlay(self, opacity: float) -> np.ndarray:
-        """The photo with the class colours blended over it at ``opacity`` (clipped to 0..1)."""
-        return overlay_mask(self.photo, self.mask, float(np.clip(opacity, 0.0, 1.0)))
+# The output folder keeps this many recent images (a /predict call writes four); older ones are deleted.
+KEEP_OUTPUTS = 256
+# How strongly each class colour covers the photo in the class map (gradio shows the layers at 85 % opacity).
+LAYER_OPACITY = 0.6
 
 
 @dataclasses.dataclass
 class SegmentationResult:
-    """Everything the Predict tab shows for one photo and one checkpoint."""
+    """What the model says about one photo: the first pictures the Predict tab shows, before the cutout."""
 
-    segmentation: Segmentation
-    colored_mask: np.ndarray  # (height, width, 3) uint8 in the class palette.
-    overlay: np.ndarray  # (height, width, 3) uint8.
+    photo: np.ndarray  # (height, width, 3) uint8, upright.
+    mask: np.ndarray  # (height, width) uint8 class ids.
     confidence: np.ndarray  # (height, width, 3) uint8, bright where the model is sure.
-    cutout: np.ndarray  # (height, width, 4) uint8, alpha from the pet probability.
     areas: dict[str, float]  # Percent of pixels per class name.
     seconds: float  # Model time, decoding excluded.
 
 
-def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike | None = None,
-            opacity: float = 0.5) -> SegmentationResult:
+def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike | None = None) -> SegmentationResult:
     """Predict ``photo`` (an upright RGB uint8 array from ``load_photo``) with ``checkpoint`` at its own size.
 
     Raises ``petseg.checkpoints.CheckpointError`` when the checkpoint cannot be loaded.
@@ -74,16 +58,29 @@ def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike |
     probabilities = predict_probabilities(photo, predictor.checkpoint)
     seconds = time.perf_counter() - started
     mask = probabilities.argmax(axis=-1).astype(np.uint8)
-    segmentation = Segmentation(photo, mask, checkpoint)
-    return SegmentationResult(
-        segmentation=segmentation,
-        colored_mask=colorize_mask(mask),
-        overlay=segmentation.overlay(opacity),
-        confidence=confidence_map(probabilities),
-        cutout=cutout_pet(photo, probabilities),
-        areas=class_areas(mask),
-        seconds=seconds,
-    )
+    return SegmentationResult(photo=photo, mask=mask, confidence=confidence_map(probabilities),
+                              areas=class_areas(mask), seconds=seconds)
+
+
+def matted_cutout(photo: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """The pet cut out of ``photo`` along ``mask`` with a real alpha matte (``petseg.matting``), and its seconds."""
+    started = time.perf_counter()
+    cutout = matting.cutout(photo, mask)
+    return cutout, time.perf_counter() - started
+
+
+def class_layers(mask: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """One RGBA picture per class, its colour where the mask has that class and clear elsewhere, with its name.
+
+    ``gr.AnnotatedImage`` stacks these over the photo, draws the legend and highlights a class on hover.
+    """
+    layers = []
+    for class_id, (name, colour) in enumerate(zip(CLASS_NAMES, PALETTE)):
+        layer = np.zeros((*mask.shape, 4), np.uint8)
+        layer[..., :3] = colour
+        layer[..., 3] = np.where(mask == class_id, round(255 * LAYER_OPACITY), 0)
+        layers.append((layer, name))
+    return layers
 
 
 def area_fractions(areas: dict[str, float]) -> dict[str, float]:
@@ -111,30 +108,51 @@ def pet_area_change(first: np.ndarray, second: np.ndarray) -> float:
     return 100.0 * (float(np.mean(second == PET)) - float(np.mean(first == PET)))
 
 
-class CutoutFolder:
-    """A private temporary folder for cutout PNGs offered as downloads; it keeps only the most recent ones."""
+class OutputFolder:
+    """A private temporary folder for every image the app sends: each one a new file that is never rewritten.
 
-    def __init__(self, root: str | os.PathLike | None = None, keep: int = KEEP_CUTOUTS):
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="petseg-cutouts-"))
+    Hand gradio a path from ``write``, never an array or a PIL image. Gradio (6.31) saves an array to its cache
+    under a path named by the hash of the encoded bytes and rewrites that file in place
+    (``processing_utils.save_pil_to_cache``: ``write_bytes`` truncates, then writes). Two identical requests at
+    once make identical bytes, so the second truncates the very file that the first one's download is streaming:
+    that download ends short ("Too little data for declared Content-Length") or arrives complete but empty. A
+    path is copied into the cache under a temporary name and renamed into place, or reused when the cache holds
+    it already (``save_file_to_cache``), so a file being served is never rewritten. Gradio copies the file while
+    it postprocesses the event, right after the handler returns; the folder keeps the newest ``keep`` files.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None, keep: int = KEEP_OUTPUTS):
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="petseg-outputs-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
+        self._prune_lock = threading.Lock()
 
-    def write(self, cutout: np.ndarray, photo_name: str | None) -> Path:
-        """Write ``cutout`` as ``<photo stem>-cutout.png`` in a folder of its own, so names never collide.
+    def write(self, image: np.ndarray, photo_name: str | None, suffix: str) -> str:
+        """Write ``image`` as ``<photo stem>-<suffix>`` (e.g. ``mask.png``, ``overlay.jpg``) in a new folder.
 
-        The file is new and private until this returns, so it needs none of ``save_png``'s atomic rename and
-        fsync; the fastest zlib level makes it about five times faster for a fifth more bytes.
+        The extension picks the format: PNG at the fastest zlib level (about five times faster than the default
+        for a fifth more bytes), else JPEG at Pillow's default quality, as gradio would have encoded it. The file
+        is new and private until this returns, so it needs none of ``save_png``'s atomic rename and fsync.
+
+        >>> folder = OutputFolder(tempfile.mkdtemp())
+        >>> Path(folder.write(np.zeros((4, 4, 3), np.uint8), "My cat.jpg", "mask.png")).name
+        'My_cat-mask.png'
         """
+        image_format = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(suffix).suffix.lower())
+        if image_format is None:
+            raise ValueError(f"Cannot write an image called {suffix!r}: name a .png, .jpg or .jpeg file.")
         self._prune()
-        folder = Path(tempfile.mkdtemp(dir=self.root))
-        path = folder / f"{safe_stem(photo_name)}-cutout.png"
-        Image.fromarray(cutout).save(path, format="PNG", compress_level=1)
-        return path
+        path = Path(tempfile.mkdtemp(dir=self.root)) / f"{safe_stem(photo_name)}-{suffix}"
+        options = {"compress_level": 1} if image_format == "PNG" else {}
+        Image.fromarray(image).save(path, format=image_format, **options)
+        return str(path)
 
     def _prune(self) -> None:
-        folders = sorted((path for path in self.root.iterdir() if path.is_dir()), key=lambda path: path.stat().st_mtime)
-        for folder in folders[: max(len(folders) - self.keep + 1, 0)]:
-            shutil.rmtree(folder, ignore_errors=True)
+        """Delete all but the newest ``keep - 1`` folders, one request thread at a time."""
+        with self._prune_lock:
+            folders = sorted(self.root.iterdir(), key=lambda path: path.stat().st_mtime)
+            for folder in folders[: max(len(folders) - self.keep + 1, 0)]:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def safe_stem(photo_name: str | None) -> str:
