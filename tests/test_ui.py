@@ -287,6 +287,22 @@ def test_output_folder_keeps_only_recent_files(tmp_path):
     assert sum(path.exists() for path in paths) == 3 and paths[-1].exists()
 
 
+def test_handlers_send_every_image_as_a_file_of_its_own(handlers, photo_path):
+    """Gradio rewrites an array's cache file in place (see OutputFolder): no handler may return one."""
+    first, second = (predict(handlers, str(photo_path), "tiny") for _ in range(2))
+    compared = handlers.compare(str(photo_path), "tiny", "tiny")
+
+    def files(outputs: tuple) -> list[str]:
+        (photo, layers), confidence, slider, cutout = outputs[:4]
+        return [photo, *(path for path, _ in layers), confidence, *slider, cutout]
+
+    for value in (*files(first), *compared):
+        assert not isinstance(value, (np.ndarray, Image.Image)), type(value)
+    assert all(isinstance(path, str) for path in files(first))
+    assert not set(files(first)) & set(files(second))
+    assert Path(first[CONFIDENCE]).read_bytes() == Path(second[CONFIDENCE]).read_bytes()
+
+
 def test_launch_options_serve_only_what_is_needed(tmp_path):
     inside = launch_options(tmp_path / "runs")
     assert inside["allowed_paths"] == [] and inside["max_file_size"] == "20mb"
