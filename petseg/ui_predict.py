@@ -38,24 +38,18 @@ NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: trai
 PREDICT_OUTPUTS = 6
 
 
-class ClassMap(gr.AnnotatedImage):
-    """``gr.AnnotatedImage`` fed with files: the photo and one RGBA layer per class, as ``(path, label)`` pairs.
+def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
+    """An ``AnnotatedImage`` value made of files: the photo path and ``(layer path, class name)`` pairs.
 
-    The stock component takes its layers as arrays, builds them in float64 and writes them into gradio's cache
-    under content-hash names (see ``OutputFolder`` for why the app hands gradio files only); a 12-megapixel photo
-    would cost it about 400 MB per class. Only the way values arrive differs: the browser draws the stock one.
+    It replaces the component's own ``postprocess``, which takes the layers as arrays, builds them in float64 and
+    writes them into gradio's cache under content-hash names (see ``OutputFolder`` for why the app hands gradio
+    files only); a 12-megapixel photo would cost it about 400 MB per class. The browser side is the stock one.
     """
-
-    is_template = True  # Drawn in the browser by AnnotatedImage's own code.
-
-    def postprocess(self, value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
-        """Wrap the photo file and the layer files as the stock component's data."""
-        if value is None:
-            return None
-        photo, layers = value
-        return AnnotatedImageData(image=FileData(path=photo),
-                                  annotations=[Annotation(image=FileData(path=path), label=label)
-                                               for path, label in layers])
+    if value is None:
+        return None
+    photo, layers = value
+    return AnnotatedImageData(image=FileData(path=photo),
+                              annotations=[Annotation(image=FileData(path=path), label=label) for path, label in layers])
 
 
 def uploaded_photo(value: Any) -> str | bytes | None:
@@ -145,7 +139,7 @@ class PredictHandlers:
 
     def class_map(self, photo_path: str, result: SegmentationResult, stem: str | None,
                   prefix: str = "") -> tuple[str, list[tuple[str, str]]]:
-        """The ``ClassMap`` value: the photo and one layer file per class."""
+        """The class map's value: the photo and one layer file per class (see ``class_map_from_files``)."""
         return photo_path, [(self.outputs.write(layer, stem, f"{prefix}{name}.png"), name)
                             for layer, name in class_layers(result.mask)]
 
@@ -214,9 +208,15 @@ def checkpoint_dropdown(weights_dir: Path, label: str, value: str | None, info: 
                        allow_custom_value=True, filterable=True, elem_id=elem_id)
 
 
-def class_map_output(label: str, height: int, elem_id: str | None = None) -> ClassMap:
-    """A class map: the photo under the class colours, with gradio's legend (hover a class to see it alone)."""
-    return ClassMap(label=label, color_map=COLOR_MAP, height=height, elem_id=elem_id)
+def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.AnnotatedImage:
+    """A class map: the photo under the class colours, with gradio's legend (hover a class to see it alone).
+
+    Its values are files (``class_map_from_files``); a subclass would do the same, but gradio writes a ``.pyi``
+    stub beside the module of every component class it sees defined.
+    """
+    component = gr.AnnotatedImage(label=label, color_map=COLOR_MAP, height=height, elem_id=elem_id)
+    component.postprocess = class_map_from_files
+    return component
 
 
 def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
