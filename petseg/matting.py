@@ -165,32 +165,45 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
     return np.where(mask == BORDER, np.clip(alpha, 0.0, 1.0), trimap)
 
 
-def estimate_foreground(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = MATTE_PIXELS) -> np.ndarray:
     """The pet's own colours (h, w, 3 uint8): the photo, with band pixels re-estimated so no background bleeds in.
 
-    Multilevel foreground estimation (Germer et al. 2020) runs on the bounding box of the partial pixels only;
-    opaque pixels keep the photo's colour.
+    Multilevel foreground estimation (Germer et al. 2020) runs on the bounding box of the partial pixels, at most
+    ``max_pixels`` of it: for a larger box the colour correction (estimate minus photo) is found at reduced size
+    and scaled up. Opaque pixels keep the photo's colour.
     """
-    from pymatting import estimate_foreground_ml
-
     partial = (alpha > 0.0) & (alpha < 1.0)
     if not partial.any():
         return photo.copy()
     rows, columns = np.flatnonzero(partial.any(axis=1)), np.flatnonzero(partial.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, columns[0], columns[-1] + 1
-    crop = photo[top:bottom, left:right] / 255.0
-    foreground = estimate_foreground_ml(crop, alpha[top:bottom, left:right])
+    box = slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+    correction = colour_correction(photo[box], alpha[box], max_pixels)
     result = photo.copy()
-    band = partial[top:bottom, left:right]
-    result[top:bottom, left:right][band] = np.rint(np.clip(foreground[band], 0.0, 1.0) * 255.0).astype(np.uint8)
+    band = partial[box]
+    corrected = photo[box][band] + correction[band] * 255.0
+    result[box][band] = np.rint(np.clip(corrected, 0.0, 255.0)).astype(np.uint8)
     return result
+
+
+def colour_correction(photo: np.ndarray, alpha: np.ndarray, max_pixels: int) -> np.ndarray:
+    """The foreground estimate minus the photo (h, w, 3, in [-1, 1]), computed at most at ``max_pixels``."""
+    from pymatting import estimate_foreground_ml
+
+    height, width = alpha.shape
+    size = matting_size(height, width, max_pixels)
+    if size == (width, height):
+        image = photo / 255.0
+        return estimate_foreground_ml(image, alpha) - image
+    image = resize_photo(photo, size)
+    small = estimate_foreground_ml(image, resize_float(alpha, size)) - image
+    return np.stack([resize_float(small[..., channel], (width, height)) for channel in range(3)], axis=-1)
 
 
 def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
            max_pixels: int = MATTE_PIXELS) -> np.ndarray:
     """The transparent cutout (h, w, 4 uint8) of the pet: a matted alpha and re-estimated edge colours."""
     alpha = estimate_alpha(photo, mask, method, max_pixels)
-    colours = estimate_foreground(photo, alpha)
+    colours = estimate_foreground(photo, alpha, max_pixels)
     return np.concatenate([colours, np.rint(alpha * 255.0).astype(np.uint8)[..., None]], axis=-1)
 
 

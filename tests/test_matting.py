@@ -45,9 +45,10 @@ def test_alpha_is_sure_outside_the_band_and_soft_only_inside(scene, max_pixels):
     assert error < 0.5 * np.abs(0.5 - scene["alpha"][band]).mean()
 
 
-def test_foreground_colours_are_closer_to_the_truth_than_the_photo(scene):
-    alpha = estimate_alpha(scene["photo"], scene["mask"])
-    colours = estimate_foreground(scene["photo"], alpha)
+@pytest.mark.parametrize("max_pixels", [SIZE * SIZE, SIZE * SIZE // 4], ids=["full size", "reduced size"])
+def test_foreground_colours_are_closer_to_the_truth_than_the_photo(scene, max_pixels):
+    alpha = estimate_alpha(scene["photo"], scene["mask"], max_pixels=max_pixels)
+    colours = estimate_foreground(scene["photo"], alpha, max_pixels=max_pixels)
     edge = (alpha > 0.05) & (alpha < 0.95)
     truth = scene["foreground"][edge]
     matted_error = np.abs(colours[edge].astype(np.float64) - truth).mean()
