@@ -105,7 +105,7 @@ def matting_size(height: int, width: int, max_pixels: int = MATTE_PIXELS) -> tup
     >>> matting_size(375, 500)
     (500, 375)
     >>> matting_size(3000, 4000)
-    (577, 432)
+    (577, 433)
     """
     scale = min(1.0, (max_pixels / (height * width)) ** 0.5)
     return max(1, int(width * scale)), max(1, int(height * scale))

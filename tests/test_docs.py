@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["atomic", "classes", "metrics", "runs", "checkpoints", "synthetic", "data", "model", "photos", "visuals",
-           "inference", "training", "segmentation", "launcher", "export", "folding"]
+           "inference", "training", "segmentation", "launcher", "export", "folding", "matting"]
 
 
 @pytest.mark.parametrize("name", MODULES)
