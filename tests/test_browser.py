@@ -110,12 +110,13 @@ def test_predict_switch_and_train(page, app_server, tmp_path):
         "() => { const masks = [...document.querySelectorAll('#classes img.mask')];"
         " return masks.length === 3 && masks.map(mask => getComputedStyle(mask).opacity).sort().join() === '0,0,1'; }")
     page.mouse.move(0, 0)
-    first_map = page.eval_on_selector("#classes img", "image => image.src")
+    # The photo's file is the same for both checkpoints (gradio's cache names it by content); the pet layer is not.
+    first_map = page.eval_on_selector("#classes img.mask", "image => image.src")
 
     # Switching the checkpoint runs the same photo again.
     choose_checkpoint(page, SECOND_CHECKPOINT)
     expect(page.locator("#predict-status")).to_contain_text(f"with {SECOND_CHECKPOINT} in", timeout=PREDICT_TIMEOUT)
-    page.wait_for_function("src => document.querySelector('#classes img').src !== src", arg=first_map,
+    page.wait_for_function("src => document.querySelector('#classes img.mask').src !== src", arg=first_map,
                            timeout=PREDICT_TIMEOUT)
     wait_for_image(page, "#classes", PHOTO_SIZE)
 
