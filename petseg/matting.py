@@ -80,13 +80,16 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int = GUIDED_RA
     return np.einsum("hwc,hwc->hw", a, guide) + b
 
 
-def guided_upsample(small_guide: np.ndarray, small_source: np.ndarray, guide: np.ndarray,
+def guided_upsample(small_guide: np.ndarray, small_source: np.ndarray, guide: np.ndarray, where: np.ndarray,
                     radius: int = GUIDED_RADIUS, epsilon: float = GUIDED_EPSILON) -> np.ndarray:
-    """The fast guided filter: fit the linear model at small size, apply it to the full-size ``guide``."""
+    """The fast guided filter: fit the linear model at small size, apply it to the full-size uint8 ``guide``.
+
+    Only the pixels ``where`` is true are computed (the band), returned as a flat array.
+    """
     a, b = guided_coefficients(small_guide, small_source, radius, epsilon)
     size = guide.shape[1], guide.shape[0]
-    a = np.stack([resize_float(a[..., channel], size) for channel in range(3)], axis=-1)
-    return np.einsum("hwc,hwc->hw", a, guide) + resize_float(b, size)
+    a = np.stack([resize_float(a[..., channel], size)[where] for channel in range(3)], axis=-1)
+    return np.einsum("nc,nc->n", a, guide[where] / 255.0) + resize_float(b, size)[where]
 
 
 def resize_float(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -155,14 +158,16 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
     trimap = trimap_from_mask(mask)
     if not (mask == BORDER).any():
         return trimap  # No unknown band: nothing to solve.
+    band = mask == BORDER
     if size == (width, height):
-        alpha = METHODS[method](photo / 255.0, trimap)
+        trimap[band] = METHODS[method](photo / 255.0, trimap)[band]
     else:
         small_photo = resize_photo(photo, size)
         small_trimap = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
         small_alpha = METHODS[method](small_photo, small_trimap)
-        alpha = guided_upsample(small_photo, small_alpha, photo / 255.0)
-    return np.where(mask == BORDER, np.clip(alpha, 0.0, 1.0), trimap)
+        trimap[band] = guided_upsample(small_photo, small_alpha, photo, band)
+    trimap[band] = np.clip(trimap[band], 0.0, 1.0)
+    return trimap
 
 
 def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = MATTE_PIXELS) -> np.ndarray:
@@ -177,26 +182,27 @@ def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = 
         return photo.copy()
     rows, columns = np.flatnonzero(partial.any(axis=1)), np.flatnonzero(partial.any(axis=0))
     box = slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
-    correction = colour_correction(photo[box], alpha[box], max_pixels)
-    result = photo.copy()
     band = partial[box]
-    corrected = photo[box][band] + correction[band] * 255.0
+    correction = colour_correction(photo[box], alpha[box], band, max_pixels)
+    result = photo.copy()
+    corrected = photo[box][band] + correction * 255.0
     result[box][band] = np.rint(np.clip(corrected, 0.0, 255.0)).astype(np.uint8)
     return result
 
 
-def colour_correction(photo: np.ndarray, alpha: np.ndarray, max_pixels: int) -> np.ndarray:
-    """The foreground estimate minus the photo (h, w, 3, in [-1, 1]), computed at most at ``max_pixels``."""
+def colour_correction(photo: np.ndarray, alpha: np.ndarray, where: np.ndarray, max_pixels: int) -> np.ndarray:
+    """The foreground estimate minus the photo at the pixels ``where`` is true ((n, 3), in [-1, 1]), computed at
+    most at ``max_pixels``."""
     from pymatting import estimate_foreground_ml
 
     height, width = alpha.shape
     size = matting_size(height, width, max_pixels)
     if size == (width, height):
         image = photo / 255.0
-        return estimate_foreground_ml(image, alpha) - image
+        return (estimate_foreground_ml(image, alpha) - image)[where]
     image = resize_photo(photo, size)
     small = estimate_foreground_ml(image, resize_float(alpha, size)) - image
-    return np.stack([resize_float(small[..., channel], (width, height)) for channel in range(3)], axis=-1)
+    return np.stack([resize_float(small[..., channel], (width, height))[where] for channel in range(3)], axis=-1)
 
 
 def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
