@@ -118,7 +118,12 @@ def alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     """Closed-form matting (Levin, Lischinski and Weiss 2008) inside the trimap's unknown band."""
     from pymatting import estimate_alpha_cf
 
-    return estimate_alpha_cf(image, trimap, cg_kwargs={"maxiter": CG_ITERATIONS})
+    try:
+        return estimate_alpha_cf(image, trimap, cg_kwargs={"maxiter": CG_ITERATIONS})
+    except ValueError:
+        # Conjugate gradients can stop short on a wide band of busy texture (seen on a synthetic photo through
+        # /predict): the guided filter's soft edge then stands in, never an error for the visitor.
+        return alpha_guided(image, trimap)
 
 
 def alpha_lkm(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
