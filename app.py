@@ -12,6 +12,7 @@ PETSEG_ALLOW_TRAINING=1 or --allow-training says otherwise.
 import argparse
 import os
 import sys
+import threading
 import time
 
 # Before gradio is imported: no usage statistics and no version check leave the machine.
@@ -59,16 +60,21 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     from petseg.checkpoints import DEFAULT_WEIGHTS_DIR
+    from petseg.matting import warm_up as warm_up_matting
     from petseg.runs import DEFAULT_RUNS_DIR
     from petseg.ui import build_app, launch_options
 
     weights_dir = args.weights_dir or DEFAULT_WEIGHTS_DIR
     runs_dir = args.runs_dir or DEFAULT_RUNS_DIR
+    # Matting's numba kernels load (or compile, on a fresh install) beside the model's warm-up, not on a request.
+    matting = threading.Thread(target=warm_up_matting, name="matting-warm-up", daemon=True)
+    matting.start()
     warm_up_note = warm_up(weights_dir)
     demo = build_app(weights_dir, runs_dir, args.allow_training)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
                 quiet=True, **launch_options(runs_dir))
+    matting.join()
     print(f"PetSeg is ready at {demo.local_url} ({warm_up_note}; started in {time.perf_counter() - started:.1f} s)",
           flush=True)
     if demo.share_url:

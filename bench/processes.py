@@ -70,7 +70,7 @@ def ask_app(url: str, photo_path: Path, checkpoint: str):
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False, download_files=False)
-    return client.predict(handle_file(str(photo_path)), checkpoint, 0.5, api_name="/predict")
+    return client.predict(handle_file(str(photo_path)), checkpoint, api_name="/predict")
 
 
 def app_start_and_memory(weights_dir: Path, runs_dir: Path, photo_path: Path, checkpoints: list[str],

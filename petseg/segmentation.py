@@ -1,13 +1,13 @@
 """One photo through one checkpoint, ready to show: the pictures and numbers the app's Predict and Compare tabs need.
 
-Nothing here imports gradio: ``petseg.ui`` turns these results into components, and tests call them directly.
-Photos are decoded by ``petseg.photos.load_photo`` and predicted by ``petseg.inference.predict_probabilities``;
-this module only arranges their results with ``petseg.visuals``.
+Nothing here imports gradio: ``petseg.ui_predict`` turns these results into components, and tests call them
+directly. Photos are decoded by ``petseg.photos.load_photo`` and predicted by
+``petseg.inference.predict_probabilities``; the cutout is matted by ``petseg.matting``; this module only arranges
+their results with ``petseg.visuals``.
 
 >>> import numpy as np
->>> segmentation = Segmentation(np.zeros((2, 2, 3), np.uint8), np.array([[0, 1], [1, 2]], np.uint8), "tiny")
->>> int(segmentation.overlay(0.0).max())
-0
+>>> [name for _, name in class_layers(np.array([[0, 1], [1, 2]], np.uint8))]
+['pet', 'background', 'border']
 """
 
 from __future__ import annotations
@@ -23,47 +23,30 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from petseg import matting
 from petseg.checkpoints import CheckpointInfo, epochs_trained, headline_metrics, list_checkpoints
-from petseg.classes import CLASS_NAMES, PET
+from petseg.classes import CLASS_NAMES, PALETTE, PET
 from petseg.inference import get_predictor, predict_probabilities
-from petseg.visuals import class_areas, colorize_mask, confidence_map, cutout_pet, overlay_mask
+from petseg.visuals import class_areas, confidence_map
 
 # The output folder keeps this many recent images (a /predict call writes four); older ones are deleted.
 KEEP_OUTPUTS = 256
-
-
-@dataclasses.dataclass(frozen=True)
-class Segmentation:
-    """A photo and its predicted class ids: all the opacity slider needs to redraw the overlay.
-
-    The class ids (one byte per pixel) are kept rather than the probabilities (twelve bytes per pixel), since the
-    overlay only needs the ids; a 12-megapixel phone photo would otherwise hold 144 MB per browser session.
-    """
-
-    photo: np.ndarray  # (height, width, 3) uint8, upright.
-    mask: np.ndarray  # (height, width) uint8 class ids.
-    checkpoint: str
-
-    def overlay(self, opacity: float) -> np.ndarray:
-        """The photo with the class colours blended over it at ``opacity`` (clipped to 0..1)."""
-        return overlay_mask(self.photo, self.mask, float(np.clip(opacity, 0.0, 1.0)))
+# How strongly each class colour covers the photo in the class map (gradio shows the layers at 85 % opacity).
+LAYER_OPACITY = 0.6
 
 
 @dataclasses.dataclass
 class SegmentationResult:
-    """Everything the Predict tab shows for one photo and one checkpoint."""
+    """What the model says about one photo: the first pictures the Predict tab shows, before the cutout."""
 
-    segmentation: Segmentation
-    colored_mask: np.ndarray  # (height, width, 3) uint8 in the class palette.
-    overlay: np.ndarray  # (height, width, 3) uint8.
+    photo: np.ndarray  # (height, width, 3) uint8, upright.
+    mask: np.ndarray  # (height, width) uint8 class ids.
     confidence: np.ndarray  # (height, width, 3) uint8, bright where the model is sure.
-    cutout: np.ndarray  # (height, width, 4) uint8, alpha from the pet probability.
     areas: dict[str, float]  # Percent of pixels per class name.
     seconds: float  # Model time, decoding excluded.
 
 
-def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike | None = None,
-            opacity: float = 0.5) -> SegmentationResult:
+def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike | None = None) -> SegmentationResult:
     """Predict ``photo`` (an upright RGB uint8 array from ``load_photo``) with ``checkpoint`` at its own size.
 
     Raises ``petseg.checkpoints.CheckpointError`` when the checkpoint cannot be loaded.
@@ -73,16 +56,29 @@ def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike |
     probabilities = predict_probabilities(photo, checkpoint, weights_dir)
     seconds = time.perf_counter() - started
     mask = probabilities.argmax(axis=-1).astype(np.uint8)
-    segmentation = Segmentation(photo, mask, checkpoint)
-    return SegmentationResult(
-        segmentation=segmentation,
-        colored_mask=colorize_mask(mask),
-        overlay=segmentation.overlay(opacity),
-        confidence=confidence_map(probabilities),
-        cutout=cutout_pet(photo, probabilities),
-        areas=class_areas(mask),
-        seconds=seconds,
-    )
+    return SegmentationResult(photo=photo, mask=mask, confidence=confidence_map(probabilities),
+                              areas=class_areas(mask), seconds=seconds)
+
+
+def matted_cutout(photo: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """The pet cut out of ``photo`` along ``mask`` with a real alpha matte (``petseg.matting``), and its seconds."""
+    started = time.perf_counter()
+    cutout = matting.cutout(photo, mask)
+    return cutout, time.perf_counter() - started
+
+
+def class_layers(mask: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """One RGBA picture per class, its colour where the mask has that class and clear elsewhere, with its name.
+
+    ``gr.AnnotatedImage`` stacks these over the photo, draws the legend and highlights a class on hover.
+    """
+    layers = []
+    for class_id, (name, colour) in enumerate(zip(CLASS_NAMES, PALETTE)):
+        layer = np.zeros((*mask.shape, 4), np.uint8)
+        layer[..., :3] = colour
+        layer[..., 3] = np.where(mask == class_id, round(255 * LAYER_OPACITY), 0)
+        layers.append((layer, name))
+    return layers
 
 
 def area_fractions(areas: dict[str, float]) -> dict[str, float]:

@@ -19,7 +19,6 @@ by the functions that draw, so importing this module stays fast.
 
 from __future__ import annotations
 
-import html
 import io
 import os
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from petseg.atomic import atomic_write_bytes
-from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES, PALETTE, PET
+from petseg.classes import CLASS_NAMES, NUM_CLASSES, PALETTE
 
 PALETTE_ARRAY = np.array(PALETTE, dtype=np.uint8)
 
@@ -63,24 +62,6 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> n
     return np.rint(blended).astype(np.uint8)
 
 
-def cutout_pet(image: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Return the photo as RGBA whose alpha is the pet probability, with half the border probability.
-
-    A confident pet pixel is opaque, a confident background pixel fully transparent, and a
-    confident border pixel half transparent.
-
-    >>> photo = np.full((1, 3, 3), 200, dtype=np.uint8)
-    >>> probabilities = np.eye(3, dtype=np.float32)[None]  # pet, background, border
-    >>> cutout_pet(photo, probabilities)[..., 3].tolist()
-    [[255, 0, 128]]
-    """
-    image = _check_image(image)
-    probabilities = _check_probabilities(probabilities, image.shape[:2])
-    alpha = np.clip(probabilities[..., PET] + 0.5 * probabilities[..., BORDER], 0.0, 1.0)
-    alpha = np.rint(alpha * 255.0).astype(np.uint8)
-    return np.concatenate([image, alpha[..., None]], axis=-1)
-
-
 def confidence_map(probabilities: np.ndarray, colormap: str = "magma") -> np.ndarray:
     """Colour each pixel by its largest class probability: 1/3 (a guess) is dark, 1 (certain) is bright.
 
@@ -108,24 +89,6 @@ def class_areas(mask: np.ndarray) -> dict[str, float]:
         raise ValueError("The mask is empty.")
     counts = np.bincount(mask.ravel(), minlength=NUM_CLASSES)
     return {name: 100.0 * float(count) / mask.size for name, count in zip(CLASS_NAMES, counts)}
-
-
-def legend_html() -> str:
-    """Return a one-line HTML legend, a colour swatch and a name per class, for a ``gr.HTML`` component.
-
-    >>> "background" in legend_html()
-    True
-    """
-    items = []
-    for name, (red, green, blue) in zip(CLASS_NAMES, PALETTE):
-        swatch = (
-            f'<span style="display:inline-block;width:1em;height:1em;border-radius:0.2em;'
-            f'border:1px solid rgba(0,0,0,0.3);background:rgb({red},{green},{blue})"></span>'
-        )
-        items.append(
-            f'<span style="display:inline-flex;align-items:center;gap:0.35em">{swatch}{html.escape(name)}</span>'
-        )
-    return f'<div class="petseg-legend" style="display:flex;flex-wrap:wrap;gap:1.2em">{"".join(items)}</div>'
 
 
 def sample_grid(

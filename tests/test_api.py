@@ -12,7 +12,7 @@ from tests.corpus import EXPECTED, bad_inputs
 gradio_client = pytest.importorskip("gradio_client")
 
 # Outputs of /predict, in order.
-MASK, OVERLAY, CONFIDENCE, CUTOUT, CUTOUT_FILE, AREAS, STATUS = range(7)
+CLASS_MAP, CONFIDENCE, SLIDER, CUTOUT_FILE, AREAS, STATUS = range(6)
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +35,22 @@ def test_named_endpoints_are_listed(client):
     assert {"/predict", "/compare", "/list_checkpoints"} <= set(endpoints)
 
 
-def test_predict_returns_mask_and_overlay_at_the_photo_size(client, app_server, photo_500x375):
+def test_predict_returns_classes_and_the_matted_cutout_at_the_photo_size(client, app_server, photo_500x375):
     client = gradio_client.Client(app_server.url, verbose=False)  # This one downloads the files.
-    result = client.predict(gradio_client.handle_file(str(photo_500x375)), FIRST_CHECKPOINT, 0.5,
-                            api_name="/predict")
-    for index in (MASK, OVERLAY, CONFIDENCE):
-        with Image.open(result[index]) as image:
+    result = client.predict(gradio_client.handle_file(str(photo_500x375)), FIRST_CHECKPOINT, api_name="/predict")
+    class_map = result[CLASS_MAP]
+    assert [layer["label"] for layer in class_map["annotations"]] == ["pet", "background", "border"]
+    for path in (class_map["image"], *(layer["image"] for layer in class_map["annotations"]), result[CONFIDENCE]):
+        with Image.open(path) as image:
             assert image.size == (500, 375)
-    with Image.open(result[CUTOUT_FILE]) as cutout:
+    # The final value holds the cutout: matted, so alpha is exactly 0 or 255 outside the border layer.
+    with Image.open(result[CUTOUT_FILE]) as cutout, Image.open(class_map["annotations"][2]["image"]) as border:
         assert cutout.mode == "RGBA" and cutout.size == (500, 375)
+        alpha, band = np.asarray(cutout)[..., 3], np.asarray(border)[..., 3] > 0
+        assert np.isin(alpha[~band], [0, 255]).all()
+    photo, cutout = result[SLIDER]
+    with Image.open(photo) as image:
+        assert image.size == (500, 375)
     areas = {entry["label"]: entry["confidence"] for entry in result[AREAS]["confidences"]}
     assert set(areas) == {"pet", "background", "border"} and sum(areas.values()) == pytest.approx(1.0)
     assert f"with **{FIRST_CHECKPOINT}**" in result[STATUS] and "500x375 px" in result[STATUS]
@@ -51,7 +58,7 @@ def test_predict_returns_mask_and_overlay_at_the_photo_size(client, app_server, 
 
 def test_predict_uses_the_default_checkpoint_when_none_is_named(client, photo_500x375):
     result = client.predict(gradio_client.handle_file(str(photo_500x375)), api_name="/predict")
-    assert "500x375 px" in result[STATUS]
+    assert "500x375 px" in result[STATUS] and "cutout matted in" in result[STATUS]
 
 
 @pytest.mark.parametrize("name", ["not_an_image.txt", "truncated.jpg", "one_pixel.png", "huge.png"])

@@ -1,7 +1,7 @@
 """The app in a real browser: Debian's Chromium driven by Playwright against ``python app.py``.
 
-One test walks the whole story a user would: upload a photo, see the three pictures at the photo's size, switch
-checkpoints, train two epochs on synthetic data while watching them arrive, and find the new checkpoint in the
+One test walks the whole story a user would: upload a photo, see the class map and the confidence at the photo's
+size, then the matted cutout in the photo | cutout slider, hover a class in the legend, switch checkpoints, train two epochs on synthetic data while watching them arrive, and find the new checkpoint in the
 dropdown. With PETSEG_UPDATE_SCREENSHOTS=1 it refreshes docs/screenshots/ on the way. Skipped without Chromium or Playwright.
 """
 
@@ -85,26 +85,40 @@ def test_predict_switch_and_train(page, app_server, tmp_path):
     screenshots = SCREENSHOTS if os.environ.get("PETSEG_UPDATE_SCREENSHOTS") == "1" else tmp_path
     screenshots.mkdir(parents=True, exist_ok=True)
 
-    # Upload: the mask, overlay and confidence map appear at the photo's own size, from the default checkpoint
-    # (the shipped one when the project has one, so the screenshot shows a real mask).
+    # Upload: the class map and confidence appear at the photo's own size, from the default checkpoint (the shipped
+    # one when the project has one, so the screenshot shows a real mask), then the cutout joins the slider.
     page.locator("#photo input[type=file]").set_input_files(str(PHOTO))
     default = default_checkpoint(app_server.weights_dir)
     expect(page.locator("#predict-status")).to_contain_text(f"with {default} in", timeout=PREDICT_TIMEOUT)
-    for selector in ("#mask", "#overlay", "#confidence", "#cutout"):
+    for selector in ("#classes", "#confidence"):
         wait_for_image(page, selector, PHOTO_SIZE)
-        box = page.locator(f"{selector} img").bounding_box()
+        box = page.locator(f"{selector} img").first.bounding_box()
         assert box and box["width"] > 50 and box["height"] > 50, f"{selector} is not visible: {box}"
+    expect(page.locator("#classes img")).to_have_count(4)  # The photo and one layer per class.
+    expect(page.locator("#predict-status")).to_contain_text("cutout matted in", timeout=PREDICT_TIMEOUT)
+    # The photo and the cutout, either side of the slider's line, both at the photo's size.
+    page.wait_for_function(
+        "size => [...document.querySelectorAll('#cutout img')].filter(image => image.complete"
+        " && image.naturalWidth === size[0] && image.naturalHeight === size[1]).length >= 2", arg=PHOTO_SIZE,
+        timeout=PREDICT_TIMEOUT)
     expect(page.locator("#cutout-file")).to_contain_text("chelsea-cutout")
     page.screenshot(path=str(screenshots / "predict.png"), full_page=True)
-    first_mask = page.eval_on_selector("#mask img", "image => image.src")
+
+    # Hovering a class in the legend shows that class alone.
+    page.locator("#classes").get_by_text("border", exact=True).hover()
+    page.wait_for_function(
+        "() => { const masks = [...document.querySelectorAll('#classes img.mask')];"
+        " return masks.length === 3 && masks.map(mask => getComputedStyle(mask).opacity).sort().join() === '0,0,1'; }")
+    page.mouse.move(0, 0)
+    # The photo's file is the same for both checkpoints (gradio's cache names it by content); the pet layer is not.
+    first_map = page.eval_on_selector("#classes img.mask", "image => image.src")
 
     # Switching the checkpoint runs the same photo again.
     choose_checkpoint(page, SECOND_CHECKPOINT)
     expect(page.locator("#predict-status")).to_contain_text(f"with {SECOND_CHECKPOINT} in", timeout=PREDICT_TIMEOUT)
-    page.wait_for_function("src => document.querySelector('#mask img').src !== src", arg=first_mask,
+    page.wait_for_function("src => document.querySelector('#classes img.mask').src !== src", arg=first_map,
                            timeout=PREDICT_TIMEOUT)
-    wait_for_image(page, "#mask", PHOTO_SIZE)
-    wait_for_image(page, "#overlay", PHOTO_SIZE)
+    wait_for_image(page, "#classes", PHOTO_SIZE)
 
     # Training: two epochs on synthetic data stream in, then the checkpoint joins the dropdown.
     page.get_by_role("tab", name="Training").click()

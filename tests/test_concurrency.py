@@ -26,8 +26,15 @@ DISTINCT_CALLS = 8
 CALL_TIMEOUT = 300.0
 # Uploads wait their turn behind the burst on a busy machine: httpx's default 5 s is too short for them.
 HTTP_OPTIONS = {"timeout": 120.0}
-# Outputs of /predict that are files, and the image mode each must decode to.
-FILE_OUTPUTS = {0: "RGB", 1: "RGB", 2: "RGB", 3: "RGBA", 4: "RGBA"}
+
+
+def output_files(result: tuple) -> list[tuple[str, str]]:
+    """The files of one /predict answer and the image mode each must decode to: the class map's photo and
+    layers, the confidence map, the slider's photo and cutout, and the cutout download."""
+    class_map, confidence, (photo, cutout), cutout_file = result[:4]
+    layers = [(layer["image"], "RGBA") for layer in class_map["annotations"]]
+    return [(class_map["image"], "RGB"), *layers, (confidence, "RGB"), (photo, "RGB"), (cutout, "RGBA"),
+            (cutout_file, "RGBA")]
 
 
 def make_photo(path: Path, width: int, height: int, seed: int) -> Path:
@@ -44,21 +51,21 @@ def call_predict(url: str, photo: Path, download_dir: Path, start: threading.Bar
     client = gradio_client.Client(url, verbose=False, download_files=str(download_dir), httpx_kwargs=HTTP_OPTIONS)
     if start is not None:
         start.wait(timeout=CALL_TIMEOUT)
-    job = client.submit(gradio_client.handle_file(str(photo)), FIRST_CHECKPOINT, 0.5, api_name="/predict")
+    job = client.submit(gradio_client.handle_file(str(photo)), FIRST_CHECKPOINT, api_name="/predict")
     return job.result(timeout=CALL_TIMEOUT)
 
 
 def broken_files(result: tuple, size: tuple[int, int]) -> list[str]:
     """What is wrong with the files of one /predict answer: each must decode whole, at the photo's size."""
     problems = []
-    for index, mode in FILE_OUTPUTS.items():
+    for index, (path, mode) in enumerate(output_files(result)):
         try:
-            with Image.open(result[index]) as image:
+            with Image.open(path) as image:
                 image.load()  # Decodes every byte: a short file fails here.
                 if image.size != size or image.mode != mode:
-                    problems.append(f"output {index} is {image.mode} {image.size}")
+                    problems.append(f"file {index} is {image.mode} {image.size}")
         except (OSError, ValueError) as error:
-            problems.append(f"output {index}: {error}")
+            problems.append(f"file {index}: {error}")
     return problems
 
 

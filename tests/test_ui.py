@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import shutil
 from pathlib import Path
 
@@ -13,17 +12,20 @@ import pytest
 from PIL import Image
 
 import petseg.segmentation
+from petseg.classes import CLASS_NAMES
 from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, parse_request,
                              training_allowed, training_command)
 from petseg.runs import RunWriter
 from petseg.segmentation import OutputFolder, safe_stem
-from petseg.ui import Handlers, build_app, launch_options, uploaded_photo
-from petseg.visuals import overlay_mask, save_png
+from petseg.ui import build_app, launch_options
+from petseg.ui_predict import PredictHandlers, uploaded_photo
+from petseg.ui_training import TrainingHandlers
+from petseg.visuals import save_png
 from conftest import copy_checkpoint
 from tests.corpus import EXPECTED, bad_inputs
 
-# Outputs of Handlers.predict, in order.
-MASK, OVERLAY, CONFIDENCE, CUTOUT, CUTOUT_FILE, AREAS, STATUS, STATE = range(8)
+# Outputs of PredictHandlers.predict, in order.
+CLASS_MAP, CONFIDENCE, SLIDER, CUTOUT_FILE, AREAS, STATUS = range(6)
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +39,23 @@ def weights_dir(tmp_path_factory, trained_checkpoint) -> Path:
 
 
 @pytest.fixture
-def handlers(weights_dir, tmp_path) -> Handlers:
-    return Handlers(weights_dir, tmp_path / "runs", allow_training=True, outputs=OutputFolder(tmp_path / "outputs"))
+def handlers(weights_dir, tmp_path) -> PredictHandlers:
+    return PredictHandlers(weights_dir, OutputFolder(tmp_path / "outputs"))
 
 
-def pixels(path: str) -> np.ndarray:
-    """The pixels of an image file the handlers wrote."""
+@pytest.fixture
+def training(weights_dir, tmp_path) -> TrainingHandlers:
+    return TrainingHandlers(weights_dir, tmp_path / "runs", allow_training=True, outputs=OutputFolder(tmp_path / "out"))
+
+
+def predict(handlers: PredictHandlers, *args) -> tuple:
+    """The final outputs of the predict generator (what an API client receives)."""
+    return list(handlers.predict(*args))[-1]
+
+
+def image_size(path: str) -> tuple[int, int]:
     with Image.open(path) as image:
-        return np.asarray(image)
+        return image.size
 
 
 @pytest.fixture
@@ -76,26 +87,42 @@ def test_predict_handles_every_corpus_file(handlers, tmp_path):
         expected = EXPECTED[name]
         if expected[0] == "error":
             with pytest.raises(gr.Error) as raised:
-                handlers.predict(str(path), "tiny")
+                predict(handlers, str(path), "tiny")
             assert expected[1] in raised.value.message.lower(), name
             assert str(path.parent) not in raised.value.message, f"{name}: the message shows a server path"
         else:
-            outputs = handlers.predict(str(path), "tiny")
-            assert pixels(outputs[MASK]).shape == expected, name
-            assert pixels(outputs[OVERLAY]).shape == expected, name
-            with Image.open(outputs[CUTOUT]) as cutout:
+            outputs = predict(handlers, str(path), "tiny")
+            photo, layers = outputs[CLASS_MAP]
+            assert image_size(photo) == expected[1::-1] and image_size(layers[0][0]) == expected[1::-1], name
+            with Image.open(outputs[CUTOUT_FILE]) as cutout:
                 assert cutout.mode == "RGBA" and cutout.size == expected[1::-1], name
 
 
+def test_predict_shows_the_classes_before_the_matte(handlers, photo_path, model_calls):
+    first, final = handlers.predict(str(photo_path), "tiny")
+    assert len(model_calls) == 1
+    # The first pictures go out without waiting for the matte; the cutout follows in the final value.
+    assert first[CLASS_MAP] is not None and first[CONFIDENCE] is not None and first[AREAS] is not None
+    assert first[SLIDER] is None and first[CUTOUT_FILE] is None and "matting the cutout" in first[STATUS]
+    assert final[CLASS_MAP] == first[CLASS_MAP] and "cutout matted in" in final[STATUS]
+    photo, cutout = final[SLIDER]
+    assert cutout == final[CUTOUT_FILE] and photo == final[CLASS_MAP][0]
+
+
 def test_predict_honours_exif_orientation(handlers, tmp_path):
-    outputs = handlers.predict(str(bad_inputs(tmp_path)["exif_rotated.jpg"]), "tiny")
-    assert pixels(outputs[MASK]).shape[:2] == (60, 40)  # Stored 60 wide and 40 high; upright it is 40 wide.
+    outputs = predict(handlers, str(bad_inputs(tmp_path)["exif_rotated.jpg"]), "tiny")
+    assert image_size(outputs[CLASS_MAP][0]) == (40, 60)  # Stored 60 wide and 40 high; upright it is 40 wide.
 
 
 def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
-    outputs = handlers.predict({"path": str(photo_path), "orig_name": "Rex at home.png"}, "tiny", 0.5)
-    for index in (MASK, OVERLAY, CONFIDENCE):
-        assert pixels(outputs[index]).shape == (75, 100, 3)
+    outputs = predict(handlers, {"path": str(photo_path), "orig_name": "Rex at home.png"}, "tiny")
+    photo, layers = outputs[CLASS_MAP]
+    assert [label for _, label in layers] == list(CLASS_NAMES)
+    for path in (photo, outputs[CONFIDENCE], *(path for path, _ in layers)):
+        assert image_size(path) == (100, 75)
+    # Each pixel is in exactly one class layer.
+    coverage = sum(np.asarray(Image.open(path))[..., 3] > 0 for path, _ in layers)
+    assert np.all(coverage == 1)
     assert sum(outputs[AREAS].values()) == pytest.approx(1.0)
     assert "**Rex at home.png** (100x75 px) with **tiny**" in outputs[STATUS]
     cutout = Path(outputs[CUTOUT_FILE])
@@ -105,53 +132,42 @@ def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
 
 
 def test_empty_input_clears_the_outputs(handlers):
-    outputs = handlers.predict(None, "tiny")
-    assert outputs[MASK] is None and outputs[STATE] is None and "Upload a photo" in outputs[STATUS]
+    (outputs,) = handlers.predict(None, "tiny")
+    assert outputs[CLASS_MAP] is None and outputs[CUTOUT_FILE] is None and "Upload a photo" in outputs[STATUS]
 
 
 def test_pasted_data_url_is_decoded(handlers, photo_path):
     url = "data:image/png;base64," + base64.b64encode(photo_path.read_bytes()).decode()
-    outputs = handlers.predict({"path": None, "url": url}, "tiny")
-    assert pixels(outputs[MASK]).shape == (75, 100, 3)
+    outputs = predict(handlers, {"path": None, "url": url}, "tiny")
+    assert image_size(outputs[CLASS_MAP][0]) == (100, 75)
     with pytest.raises(gr.Error, match="pasted image"):
         uploaded_photo({"path": None, "url": "data:image/png;base64"})
-
-
-def test_opacity_redraws_the_overlay_without_the_model(handlers, photo_path, model_calls):
-    outputs = handlers.predict(str(photo_path), "tiny", 0.5)
-    assert len(model_calls) == 1
-    segmentation = outputs[STATE]
-    for opacity in (0.0, 0.25, 1.0):
-        expected = io.BytesIO()
-        Image.fromarray(overlay_mask(segmentation.photo, segmentation.mask, opacity)).save(expected, "JPEG")
-        assert Path(handlers.redraw_overlay(segmentation, opacity)).read_bytes() == expected.getvalue()
-    assert len(model_calls) == 1
-    assert handlers.redraw_overlay(None, 0.3) == gr.skip()
 
 
 def test_unavailable_checkpoint_is_explained_and_does_not_crash(handlers, photo_path):
     assert "unavailable" in handlers.describe_checkpoint("broken")
     with pytest.raises(gr.Error, match="broken is unavailable"):
-        handlers.predict(str(photo_path), "broken")
-    outputs = handlers.repredict(str(photo_path), "broken")
-    assert outputs[MASK] is None and "unavailable" in outputs[STATUS]
-    assert handlers.predict(str(photo_path), "tiny")[MASK] is not None
+        predict(handlers, str(photo_path), "broken")
+    (outputs,) = handlers.repredict(str(photo_path), "broken")
+    assert outputs[CLASS_MAP] is None and "unavailable" in outputs[STATUS]
+    assert predict(handlers, str(photo_path), "tiny")[CLASS_MAP] is not None
 
 
 def test_checkpoint_names_cannot_leave_the_weights_folder(handlers, photo_path):
     with pytest.raises(gr.Error, match="Refused checkpoint name"):
-        handlers.predict(str(photo_path), "../weights/tiny")
+        predict(handlers, str(photo_path), "../weights/tiny")
 
 
 def test_no_checkpoint_at_all_gives_a_readable_error(tmp_path, photo_path):
-    empty = Handlers(tmp_path / "no-weights", tmp_path / "runs", allow_training=False)
+    empty = PredictHandlers(tmp_path / "no-weights", OutputFolder(tmp_path / "outputs"))
     with pytest.raises(gr.Error, match="no checkpoint"):
-        empty.predict(str(photo_path), None)
+        predict(empty, str(photo_path), None)
 
 
 def test_compare_reports_agreement(handlers, photo_path):
-    verdict, first_card, first_mask, first_overlay, *_ = handlers.compare(str(photo_path), "tiny", "tiny")
-    assert "agree on **100.0 %**" in verdict and pixels(first_mask).shape == (75, 100, 3)
+    verdict, first_card, first_map, second_card, second_map = handlers.compare(str(photo_path), "tiny", "tiny")
+    assert "agree on **100.0 %**" in verdict and image_size(first_map[0]) == (100, 75)
+    assert first_map[1][0][0] != second_map[1][0][0], "the two checkpoints' layers share a file"
 
 
 def test_list_checkpoints_endpoint(handlers):
@@ -173,11 +189,11 @@ def test_training_allowed_follows_flag_then_environment_then_space():
 
 
 def test_training_refused_when_not_allowed(weights_dir, tmp_path):
-    handlers = Handlers(weights_dir, tmp_path / "runs", allow_training=False)
+    training = TrainingHandlers(weights_dir, tmp_path / "runs", allow_training=False)
     with pytest.raises(gr.Error, match="turned off"):
-        handlers.start_training("tutorial", "synthetic", "", "none", 2, 4, 64, "")
+        training.start_training("tutorial", "synthetic", "", "none", 2, 4, 64, "")
     with pytest.raises(gr.Error, match="turned off"):
-        handlers.stop_training("anything")
+        training.stop_training("anything")
 
 
 @pytest.mark.parametrize("epochs, batch_size, image_size, message", [
@@ -189,9 +205,9 @@ def test_training_refused_when_not_allowed(weights_dir, tmp_path):
     (2, 4, 100, "multiple of 32"),
     (2, 4, 1024, "Image size must be a whole number from 32 to 512"),
 ])
-def test_training_numbers_are_validated(handlers, epochs, batch_size, image_size, message):
+def test_training_numbers_are_validated(training, epochs, batch_size, image_size, message):
     with pytest.raises(gr.Error, match=message):
-        handlers.start_training("tutorial", "synthetic", "", "none", epochs, batch_size, image_size, "")
+        training.start_training("tutorial", "synthetic", "", "none", epochs, batch_size, image_size, "")
 
 
 def test_training_sources_and_names_are_validated(weights_dir, tmp_path):
@@ -225,33 +241,33 @@ def test_run_ids_cannot_leave_the_runs_folder(tmp_path):
             launcher.run_folder(run_id)
 
 
-def test_watch_streams_a_run_and_refreshes_the_checkpoints(handlers, tmp_path):
-    writer = RunWriter(handlers.runs_dir / "terminal-run", {"preset": "tutorial", "epochs": 3, "name": "demo"})
+def test_watch_streams_a_run_and_refreshes_the_checkpoints(training, tmp_path):
+    writer = RunWriter(training.runs_dir / "terminal-run", {"preset": "tutorial", "epochs": 3, "name": "demo"})
     for epoch in (1, 2):
         save_png(np.zeros((16, 48, 3), np.uint8), writer.sample_path(epoch))
         writer.log_epoch({"epoch": epoch, "loss": 1.0 / epoch, "val_mean_iou": 0.2 * epoch, "seconds": 2.0})
-    picker, status, log, latest, curves, gallery, process_log, stop, memory, checkpoint = handlers.watch(
+    picker, status, log, latest, curves, gallery, process_log, stop, memory, checkpoint = training.watch(
         None, None, "tiny")
     assert picker["value"] == "terminal-run" and picker["choices"][0][1] == "terminal-run"
     assert "**Running** · epoch 2 of 3 done" in status and "about 2 s left" in status
     assert "epoch 2/3: loss 0.500" in log and len(gallery) == 2 and gallery[1][1] == "epoch 2"
-    assert latest.endswith("epoch_002.png") and pixels(curves).ndim == 3 and stop["interactive"] is True
+    assert latest.endswith("epoch_002.png") and image_size(curves)[0] > 0 and stop["interactive"] is True
     assert [choice[1] for choice in checkpoint["choices"]][:1] == ["tiny"] and checkpoint["value"] == "tiny"
 
     # Nothing changed: the next tick sends only the status line.
-    picker, status, log, *rest, memory, checkpoint = handlers.watch("terminal-run", memory, "tiny")
+    picker, status, log, *rest, memory, checkpoint = training.watch("terminal-run", memory, "tiny")
     assert picker == gr.skip() and log == gr.skip() and checkpoint == gr.skip() and "Running" in status
 
     writer.finish("stopped", "stop requested")
-    _, status, log, *_ = handlers.watch("terminal-run", memory, "tiny")
+    _, status, log, *_ = training.watch("terminal-run", memory, "tiny")
     assert status.startswith("**Stopped** after 2 of 3 epochs") and log.endswith("stopped: stop requested")
-    assert "not running" in handlers.launcher.stop("terminal-run")
+    assert "not running" in training.launcher.stop("terminal-run")
 
 
-def test_watch_with_no_runs_sends_the_note_once(handlers):
-    first = handlers.watch(None, None, "tiny")
+def test_watch_with_no_runs_sends_the_note_once(training):
+    first = training.watch(None, None, "tiny")
     assert first[1].startswith("No training runs yet") and first[0] == gr.skip()
-    second = handlers.watch(None, first[8], "tiny")
+    second = training.watch(None, first[8], "tiny")
     assert all(output == gr.skip() for output in second[:8]) and second[9] == gr.skip()
 
 
@@ -269,20 +285,22 @@ def test_output_folder_keeps_only_recent_files(tmp_path):
     paths = [Path(folder.write(np.zeros((8, 8, 4), np.uint8), "cat.jpg", "cutout.png")) for _ in range(5)]
     assert all(path.name == "cat-cutout.png" for path in paths) and len(set(paths)) == 5
     assert sum(path.exists() for path in paths) == 3 and paths[-1].exists()
-    with pytest.raises(ValueError, match="name a .png"):
-        folder.write(np.zeros((8, 8, 3), np.uint8), "cat.jpg", "mask.gif")
 
 
 def test_handlers_send_every_image_as_a_file_of_its_own(handlers, photo_path):
     """Gradio rewrites an array's cache file in place (see OutputFolder): no handler may return one."""
-    first, second = (handlers.predict(str(photo_path), "tiny") for _ in range(2))
+    first, second = (predict(handlers, str(photo_path), "tiny") for _ in range(2))
     compared = handlers.compare(str(photo_path), "tiny", "tiny")
-    overlay = handlers.redraw_overlay(first[STATE], 0.3)
-    for value in (*first[:STATE], *compared, overlay):
+
+    def files(outputs: tuple) -> list[str]:
+        (photo, layers), confidence, slider, cutout = outputs[:4]
+        return [photo, *(path for path, _ in layers), confidence, *slider, cutout]
+
+    for value in (*files(first), *compared):
         assert not isinstance(value, (np.ndarray, Image.Image)), type(value)
-    images = [first[index] for index in (MASK, OVERLAY, CONFIDENCE, CUTOUT)]
-    assert len(set(images)) == 4 and not set(images) & {second[index] for index in (MASK, OVERLAY, CONFIDENCE)}
-    assert Path(first[OVERLAY]).read_bytes() == Path(second[OVERLAY]).read_bytes()
+    assert all(isinstance(path, str) for path in files(first))
+    assert not set(files(first)) & set(files(second))
+    assert Path(first[CONFIDENCE]).read_bytes() == Path(second[CONFIDENCE]).read_bytes()
 
 
 def test_launch_options_serve_only_what_is_needed(tmp_path):
@@ -309,7 +327,7 @@ def test_empty_runs_folder_shows_the_default_checkpoints_shipped_run(weights_dir
     copy_run_record(trained_checkpoint.run_dir, shipped / "tiny.run")
     copy_run_record(trained_checkpoint.run_dir, shipped / "another.run")
     assert {"status.json", "metrics.jsonl", "epoch_001.png", "curves.png"} <= {p.name for p in (shipped / "tiny.run").iterdir()}
-    handlers = Handlers(shipped, tmp_path / "runs", allow_training=False)
+    handlers = TrainingHandlers(shipped, tmp_path / "runs", allow_training=False)
     picker, status, *_ = handlers.watch(None, None)
     # The default checkpoint's record comes first and is shown.
     assert picker["value"] == "tiny.run" and "Done" in status

@@ -18,8 +18,6 @@ from petseg.visuals import (
     class_areas,
     colorize_mask,
     confidence_map,
-    cutout_pet,
-    legend_html,
     overlay_mask,
     plot_curves,
     sample_grid,
@@ -83,23 +81,6 @@ def test_overlay_refuses_mismatched_shapes() -> None:
         overlay_mask(PHOTO.astype(np.float32), MASK)
 
 
-def test_cutout_alpha_for_confident_pet_background_and_border() -> None:
-    photo = np.full((1, 4, 3), 77, dtype=np.uint8)
-    probabilities = np.concatenate([one_hot([PET, BACKGROUND, BORDER]), [[[0.2, 0.5, 0.3]]]], axis=1)
-    cutout = cutout_pet(photo, probabilities)
-    assert cutout.shape == (1, 4, 4) and cutout.dtype == np.uint8
-    np.testing.assert_array_equal(cutout[..., :3], photo)
-    # Pet opaque, background transparent, border half, and 0.2 + 0.5 * 0.3 = 0.35 of 255 for the mix.
-    assert cutout[0, :, 3].tolist() == [255, 0, 128, 89]
-
-
-def test_cutout_refuses_mismatched_probabilities() -> None:
-    with pytest.raises(ValueError):
-        cutout_pet(PHOTO, np.full((6, 7, 3), 1 / 3, dtype=np.float32))
-    with pytest.raises(ValueError):
-        cutout_pet(PHOTO, np.full((6, 8, 2), 0.5, dtype=np.float32))
-
-
 def test_confidence_map_spans_the_colormap_from_a_guess_to_certainty() -> None:
     probabilities = np.concatenate([np.full((1, 1, 3), 1 / 3, dtype=np.float32), one_hot([BORDER])], axis=1)
     colours = confidence_map(probabilities)
@@ -127,13 +108,6 @@ def test_class_areas_sum_to_100() -> None:
     areas = class_areas(RNG.integers(0, 3, size=(37, 41)))
     assert sum(areas.values()) == pytest.approx(100.0)
     assert class_areas(np.ones((3, 3), dtype=np.int32)) == {"pet": 0.0, "background": 100.0, "border": 0.0}
-
-
-def test_legend_has_a_swatch_and_a_name_per_class() -> None:
-    legend = legend_html()
-    for name, (red, green, blue) in zip(CLASS_NAMES, PALETTE):
-        assert name in legend
-        assert f"rgb({red},{green},{blue})" in legend
 
 
 def count_colour(image: np.ndarray, colour: tuple[int, int, int]) -> int:

@@ -1,0 +1,229 @@
+"""Alpha matting for the cutout: the predicted trimap (pet / background / border) in, a soft alpha matte out.
+
+The model's classes are exactly a matting trimap: pet is known foreground, background is known background and
+the border band is the unknown region. ``cutout`` solves for alpha inside the band only, so alpha is exactly 1 on
+predicted pet pixels and exactly 0 on predicted background, then re-estimates the pet's colours in the band
+(``pymatting.estimate_foreground_ml``) so no background colour bleeds into the edge.
+
+The method (``METHODS``) was picked by measurement (``bench/matting.py``, docs/matting.md): closed-form matting
+(Levin et al.) on the photo shrunk to at most ``MATTE_PIXELS``, its matte brought back to full size by a guided
+filter (He et al.), which follows the photo's own edges. Photos up to ``MATTE_PIXELS`` are matted at full size.
+
+pymatting compiles its numba kernels when it is imported (and caches them on disk); ``warm_up`` pays that once at
+start-up, and importing this module does not.
+
+>>> import numpy as np
+>>> trimap_from_mask(np.array([[0, 1, 2]], np.uint8)).tolist()
+[[1.0, 0.0, 0.5]]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from petseg.classes import BACKGROUND, BORDER, PET
+
+# Photos with more pixels than this are matted at reduced size (about 500x500): about 0.2 s here.
+MATTE_PIXELS = 250_000
+# The guided filter's window radius (pixels at matting size) and its smoothing (on [0, 1] colours).
+GUIDED_RADIUS = 4
+GUIDED_EPSILON = 1e-4
+# Closed-form matting's conjugate-gradient budget: the band is narrow, so it converges well within it.
+CG_ITERATIONS = 2000
+
+
+def trimap_from_mask(mask: np.ndarray) -> np.ndarray:
+    """The matting trimap of a class-id mask: 1 on pet, 0 on background, 0.5 on the border band (float64)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"A mask must be shaped (height, width), got {mask.shape}.")
+    trimap = np.full(mask.shape, 0.5)
+    trimap[mask == PET] = 1.0
+    trimap[mask == BACKGROUND] = 0.0
+    return trimap
+
+
+def box_mean(array: np.ndarray, radius: int) -> np.ndarray:
+    """The mean over a (2 radius + 1)-pixel square around each pixel, edges replicated, along the first two axes."""
+    from scipy.ndimage import uniform_filter
+
+    size = (2 * radius + 1, 2 * radius + 1) + (1,) * (array.ndim - 2)
+    return uniform_filter(array, size=size, mode="nearest")
+
+
+def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, epsilon: float
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The colour guided filter's local linear model ``source ~ a . guide + b``: ``a`` (h, w, 3) and ``b`` (h, w).
+
+    He, Sun and Tang, "Guided Image Filtering" (2013), with the 3x3 covariance inverted per pixel.
+    """
+    mean_guide = box_mean(guide, radius)
+    mean_source = box_mean(source, radius)
+    covariance_source = box_mean(guide * source[..., None], radius) - mean_guide * mean_source[..., None]
+    outer = guide[..., :, None] * guide[..., None, :]
+    covariance = box_mean(outer.reshape(*guide.shape[:2], 9), radius).reshape(*guide.shape[:2], 3, 3)
+    covariance -= mean_guide[..., :, None] * mean_guide[..., None, :]
+    covariance += epsilon * np.eye(3)
+    a = np.linalg.solve(covariance, covariance_source[..., None])[..., 0]
+    b = mean_source - np.einsum("hwc,hwc->hw", a, mean_guide)
+    return box_mean(a, radius), box_mean(b, radius)
+
+
+def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int = GUIDED_RADIUS,
+                  epsilon: float = GUIDED_EPSILON) -> np.ndarray:
+    """``source`` (h, w) smoothed so its edges follow the colour ``guide`` (h, w, 3, floats in [0, 1])."""
+    a, b = guided_coefficients(guide, source, radius, epsilon)
+    return np.einsum("hwc,hwc->hw", a, guide) + b
+
+
+def guided_upsample(small_guide: np.ndarray, small_source: np.ndarray, guide: np.ndarray, where: np.ndarray,
+                    radius: int = GUIDED_RADIUS, epsilon: float = GUIDED_EPSILON) -> np.ndarray:
+    """The fast guided filter: fit the linear model at small size, apply it to the full-size uint8 ``guide``.
+
+    Only the pixels ``where`` is true are computed (the band), returned as a flat array.
+    """
+    a, b = guided_coefficients(small_guide, small_source, radius, epsilon)
+    size = guide.shape[1], guide.shape[0]
+    a = np.stack([resize_float(a[..., channel], size)[where] for channel in range(3)], axis=-1)
+    return np.einsum("nc,nc->n", a, guide[where] / 255.0) + resize_float(b, size)[where]
+
+
+def resize_float(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a (h, w) float array to ``size`` (width, height) bilinearly."""
+    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.BILINEAR), np.float64)
+
+
+def resize_photo(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 RGB photo to ``size`` (width, height) with area averaging; returns floats in [0, 1]."""
+    return np.asarray(Image.fromarray(photo).resize(size, Image.BOX), np.float64) / 255.0
+
+
+def matting_size(height: int, width: int, max_pixels: int = MATTE_PIXELS) -> tuple[int, int]:
+    """The (width, height) to matte at: the photo's own size, or shrunk to at most ``max_pixels`` pixels.
+
+    >>> matting_size(375, 500)
+    (500, 375)
+    >>> matting_size(3000, 4000)
+    (577, 433)
+    """
+    scale = min(1.0, (max_pixels / (height * width)) ** 0.5)
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+    """Closed-form matting (Levin, Lischinski and Weiss 2008) inside the trimap's unknown band."""
+    from pymatting import estimate_alpha_cf
+
+    try:
+        return estimate_alpha_cf(image, trimap, cg_kwargs={"maxiter": CG_ITERATIONS})
+    except ValueError:
+        # Conjugate gradients can stop short on a wide band of busy texture (seen on a synthetic photo through
+        # /predict): the guided filter's soft edge then stands in, never an error for the visitor.
+        return alpha_guided(image, trimap)
+
+
+def alpha_lkm(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+    """Large-kernel matting (He, Sun and Tang 2010): a matrix-free Laplacian, a Jacobi-preconditioned solve."""
+    from pymatting import estimate_alpha_lkm
+
+    return estimate_alpha_lkm(image, trimap, laplacian_kwargs={"epsilon": 1e-6, "radius": 10},
+                              cg_kwargs={"maxiter": CG_ITERATIONS})
+
+
+def alpha_guided(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+    """No matting at all: the trimap itself, smoothed along the photo's edges by a guided filter."""
+    return guided_filter(image, trimap, radius=8, epsilon=1e-3)
+
+
+METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "closed-form": alpha_closed_form,
+    "large-kernel": alpha_lkm,
+    "guided filter": alpha_guided,
+}
+DEFAULT_METHOD = "closed-form"
+
+
+def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
+                   max_pixels: int = MATTE_PIXELS) -> np.ndarray:
+    """The alpha matte (h, w) float in [0, 1] of an RGB uint8 photo and its class-id mask, same size.
+
+    The matte is solved at ``matting_size`` and, for larger photos, brought to full size by a guided filter.
+    Either way alpha is then clamped to the trimap: exactly 1 on pet pixels, exactly 0 on background pixels.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown matting method {method!r}; choose one of {', '.join(METHODS)}.")
+    if photo.shape[:2] != mask.shape:
+        raise ValueError(f"The mask is shaped {mask.shape} but the photo is {photo.shape[:2]}.")
+    height, width = mask.shape
+    size = matting_size(height, width, max_pixels)
+    trimap = trimap_from_mask(mask)
+    if not (mask == BORDER).any():
+        return trimap  # No unknown band: nothing to solve.
+    band = mask == BORDER
+    if size == (width, height):
+        trimap[band] = METHODS[method](photo / 255.0, trimap)[band]
+    else:
+        small_photo = resize_photo(photo, size)
+        small_trimap = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
+        small_alpha = METHODS[method](small_photo, small_trimap)
+        trimap[band] = guided_upsample(small_photo, small_alpha, photo, band)
+    trimap[band] = np.clip(trimap[band], 0.0, 1.0)
+    return trimap
+
+
+def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = MATTE_PIXELS) -> np.ndarray:
+    """The pet's own colours (h, w, 3 uint8): the photo, with band pixels re-estimated so no background bleeds in.
+
+    Multilevel foreground estimation (Germer et al. 2020) runs on the bounding box of the partial pixels, at most
+    ``max_pixels`` of it: for a larger box the colour correction (estimate minus photo) is found at reduced size
+    and scaled up. Opaque pixels keep the photo's colour.
+    """
+    partial = (alpha > 0.0) & (alpha < 1.0)
+    if not partial.any():
+        return photo.copy()
+    rows, columns = np.flatnonzero(partial.any(axis=1)), np.flatnonzero(partial.any(axis=0))
+    box = slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+    band = partial[box]
+    correction = colour_correction(photo[box], alpha[box], band, max_pixels)
+    result = photo.copy()
+    corrected = photo[box][band] + correction * 255.0
+    result[box][band] = np.rint(np.clip(corrected, 0.0, 255.0)).astype(np.uint8)
+    return result
+
+
+def colour_correction(photo: np.ndarray, alpha: np.ndarray, where: np.ndarray, max_pixels: int) -> np.ndarray:
+    """The foreground estimate minus the photo at the pixels ``where`` is true ((n, 3), in [-1, 1]), computed at
+    most at ``max_pixels``."""
+    from pymatting import estimate_foreground_ml
+
+    height, width = alpha.shape
+    size = matting_size(height, width, max_pixels)
+    if size == (width, height):
+        image = photo / 255.0
+        return (estimate_foreground_ml(image, alpha) - image)[where]
+    image = resize_photo(photo, size)
+    small = estimate_foreground_ml(image, resize_float(alpha, size)) - image
+    return np.stack([resize_float(small[..., channel], (width, height))[where] for channel in range(3)], axis=-1)
+
+
+def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
+           max_pixels: int = MATTE_PIXELS) -> np.ndarray:
+    """The transparent cutout (h, w, 4 uint8) of the pet: a matted alpha and re-estimated edge colours."""
+    alpha = estimate_alpha(photo, mask, method, max_pixels)
+    colours = estimate_foreground(photo, alpha, max_pixels)
+    return np.concatenate([colours, np.rint(alpha * 255.0).astype(np.uint8)[..., None]], axis=-1)
+
+
+def warm_up() -> float:
+    """Import pymatting (which loads or compiles its numba kernels) and matte a tiny photo; returns seconds."""
+    started = time.perf_counter()
+    mask = np.full((24, 24), BACKGROUND, np.uint8)
+    mask[6:18, 6:18] = BORDER
+    mask[9:15, 9:15] = PET
+    photo = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    cutout(photo, mask)
+    return time.perf_counter() - started

@@ -1,0 +1,275 @@
+"""The Predict and Compare tabs: a photo through one or two checkpoints, shown with gradio's own components.
+
+``gr.AnnotatedImage`` shows the classes over the photo (legend and hover highlight drawn by gradio) and
+``gr.ImageSlider`` puts the photo against its matted cutout. ``PredictHandlers.predict`` is a generator: the class
+map, confidence and areas go out as soon as the model answers, the cutout follows once it is matted (about half a
+second more on 2 cores); API clients get the final value, cutout included. Uploads are decoded by
+``petseg.photos.load_photo``, so a bad file gets a readable message instead of gradio's bare "Error".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.components.annotated_image import AnnotatedImageData, Annotation
+from gradio.data_classes import FileData
+
+from petseg.checkpoints import CheckpointError, default_checkpoint, list_checkpoints
+from petseg.classes import CLASS_NAMES, PALETTE
+from petseg.photos import PhotoError, describe_photo, load_photo
+from petseg.segmentation import (OutputFolder, SegmentationResult, area_fractions, checkpoint_choices,
+                                 checkpoint_markdown, class_layers, find_checkpoint, mask_agreement, matted_cutout,
+                                 pet_area_change, segment)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = ROOT / "examples"
+IMAGE_HEIGHT = 340
+COLOR_MAP = {name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in zip(CLASS_NAMES, PALETTE)}
+NO_PHOTO_MESSAGE = "Upload a photo, paste one, or pick an example."
+NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: train one in the Training tab or with "
+                         "`python train.py`, then pick it here.")
+# Outputs of /predict, in order: class map, confidence, photo | cutout slider, cutout file, areas, status.
+PREDICT_OUTPUTS = 6
+
+
+def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
+    """An ``AnnotatedImage`` value made of files: the photo path and ``(layer path, class name)`` pairs.
+
+    It replaces the component's own ``postprocess``, which takes the layers as arrays, builds them in float64 and
+    writes them into gradio's cache under content-hash names (see ``OutputFolder`` for why the app hands gradio
+    files only); a 12-megapixel photo would cost it about 400 MB per class. The browser side is the stock one.
+    """
+    if value is None:
+        return None
+    photo, layers = value
+    return AnnotatedImageData(image=FileData(path=photo),
+                              annotations=[Annotation(image=FileData(path=path), label=label) for path, label in layers])
+
+
+def uploaded_photo(value: Any) -> str | bytes | None:
+    """The uploaded file behind an image input's raw value: a path, or bytes for a pasted data URL.
+
+    The photo inputs' events run with ``preprocess=False``: a plain ``gr.Image`` would open the upload with Pillow
+    before the handler runs, so a text file would end in a bare "Error", and orientation or colour conversions
+    would happen outside the app's control. Gradio still checks that the path lies in its upload folder; handing
+    the file over untouched keeps ``petseg.photos.load_photo`` the one decoder, with its readable messages.
+    """
+    if value is None or isinstance(value, (str, os.PathLike, bytes)):
+        return value
+    if not isinstance(value, dict):
+        raise gr.Error(f"Cannot read a photo from a {type(value).__name__}.", print_exception=False)
+    url = value.get("url") or ""
+    if not value.get("path") and url.startswith("data:"):
+        try:
+            return base64.b64decode(url.split(",", 1)[1], validate=False)
+        except (IndexError, binascii.Error):
+            raise gr.Error("The pasted image could not be read; please upload it as a file.",
+                           print_exception=False) from None
+    return value.get("path")
+
+
+def photo_name(value: Any) -> str | None:
+    """The name the photo had on the user's machine, else the last part of its path, else None."""
+    if isinstance(value, dict):
+        return value.get("orig_name") or (Path(value["path"]).name if value.get("path") else None)
+    return Path(value).name if isinstance(value, (str, os.PathLike)) else None
+
+
+def read_photo(photo: str | bytes) -> Any:
+    """Decode an upload with ``load_photo``, turning its ``PhotoError`` into a readable ``gr.Error``."""
+    try:
+        return load_photo(photo)
+    except PhotoError as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+
+class PredictHandlers:
+    """The Predict and Compare tabs' event handlers, as plain methods that tests can call without a browser."""
+
+    def __init__(self, weights_dir: str | os.PathLike, outputs: OutputFolder | None = None):
+        self.weights_dir = Path(weights_dir)
+        # Every image goes out as a file of its own (see OutputFolder), never as an array.
+        self.outputs = outputs or OutputFolder()
+
+    def predict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
+        """Segment one photo: yields class map, confidence, areas and status first, then all that plus the cutout.
+
+        Each value is (class map, confidence, photo | cutout slider, cutout file, areas, status); ``photo`` is the
+        image input's raw value (see ``uploaded_photo``), a path, or None.
+        """
+        if uploaded_photo(photo) is None:
+            yield None, None, None, None, None, NO_PHOTO_MESSAGE
+            return
+        image = read_photo(uploaded_photo(photo))
+        name = self.require_checkpoint(checkpoint)
+        result = self.segment(image, name)
+        stem = photo_name(photo)
+        status = (f"Segmented **{stem or 'the photo'}** ({describe_photo(image)}) with **{name}** "
+                  f"in {result.seconds:.2f} s")
+        photo_path = self.outputs.write(image, stem, "photo.jpg")
+        class_map = self.class_map(photo_path, result, stem)
+        confidence = self.outputs.write(result.confidence, stem, "confidence.jpg")
+        areas = area_fractions(result.areas)
+        yield class_map, confidence, None, None, areas, status + "; matting the cutout..."
+        cutout, seconds = matted_cutout(image, result.mask)
+        cutout_path = self.outputs.write(cutout, stem, "cutout.png")
+        yield (class_map, confidence, (photo_path, cutout_path), cutout_path, areas,
+               status + f"; cutout matted in {seconds:.2f} s.")
+
+    def repredict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
+        """Like ``predict`` after a checkpoint switch, but an unusable checkpoint clears the results with a warning."""
+        try:
+            yield from self.predict(photo, checkpoint)
+        except gr.Error as error:
+            gr.Warning(error.message)
+            yield None, None, None, None, None, error.message
+
+    def segment(self, image: Any, checkpoint: str) -> SegmentationResult:
+        """``segmentation.segment`` with an unusable checkpoint turned into a readable ``gr.Error``."""
+        try:
+            return segment(image, checkpoint, self.weights_dir)
+        except CheckpointError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    def class_map(self, photo_path: str, result: SegmentationResult, stem: str | None,
+                  prefix: str = "") -> tuple[str, list[tuple[str, str]]]:
+        """The class map's value: the photo and one layer file per class (see ``class_map_from_files``)."""
+        return photo_path, [(self.outputs.write(layer, stem, f"{prefix}{name}.png"), name)
+                            for layer, name in class_layers(result.mask)]
+
+    def describe_checkpoint(self, checkpoint: str | None) -> str:
+        """The card under the checkpoint dropdown; an unavailable checkpoint also raises a warning with its reason."""
+        if not checkpoint:
+            return NO_CHECKPOINT_MESSAGE
+        info = find_checkpoint(checkpoint, self.weights_dir)
+        if info is None:
+            return f"There is no checkpoint called **{checkpoint}** in the weights folder."
+        if not info.available:
+            gr.Warning(f"Checkpoint {info.name} is unavailable: {info.reason}.")
+        return checkpoint_markdown(info)
+
+    def require_checkpoint(self, checkpoint: str | None) -> str:
+        """The checkpoint to use, or a readable error when there is none."""
+        if checkpoint:
+            return checkpoint
+        fallback = default_checkpoint(self.weights_dir)
+        if fallback is None:
+            raise gr.Error(NO_CHECKPOINT_MESSAGE, print_exception=False)
+        return fallback
+
+    def compare(self, photo: Any, first: str | None, second: str | None) -> tuple:
+        """Segment one photo with two checkpoints; returns the verdict, then card and class map for each."""
+        if uploaded_photo(photo) is None:
+            return "Upload a photo or pick an example to compare the two checkpoints on it.", *[None] * 4
+        image = read_photo(uploaded_photo(photo))
+        names = [self.require_checkpoint(checkpoint) for checkpoint in (first, second)]
+        results = [self.segment(image, name) for name in names]
+        first_mask, second_mask = results[0].mask, results[1].mask
+        verdict = (f"On this {describe_photo(image)} photo, **{names[0]}** and **{names[1]}** agree on "
+                   f"**{mask_agreement(first_mask, second_mask):.1f} %** of the pixels; the pet area changes by "
+                   f"{pet_area_change(first_mask, second_mask):+.1f} points from the first to the second.")
+        stem = photo_name(photo)
+        photo_path = self.outputs.write(image, stem, "photo.jpg")
+        outputs = [verdict]
+        for index, (name, result) in enumerate(zip(names, results)):
+            areas = ", ".join(f"{label} {result.areas[label]:.1f} %" for label in CLASS_NAMES)
+            outputs.append(checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.")
+            outputs.append(self.class_map(photo_path, result, stem, prefix=f"{index + 1}-"))
+        return tuple(outputs)
+
+    def list_checkpoints(self) -> list[dict]:
+        """Every checkpoint in the weights folder, best first: availability, reason, description and metrics."""
+        return [{"name": info.name, "available": info.available, "reason": info.reason,
+                 "description": info.describe(), "metrics": info.sidecar.get("metrics", {})}
+                for info in list_checkpoints(self.weights_dir)]
+
+
+def example_photos() -> list[str]:
+    """The example photos shipped in ``examples/``."""
+    return sorted(str(path) for path in EXAMPLES_DIR.glob("*") if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def photo_input(height: int, elem_id: str) -> gr.Image:
+    """A photo upload that also takes webcam shots and pasted images; its events hand over the file undecoded."""
+    return gr.Image(label="Pet photo", type="filepath", image_mode=None, height=height, elem_id=elem_id,
+                    sources=["upload", "webcam", "clipboard"])
+
+
+def checkpoint_dropdown(weights_dir: Path, label: str, value: str | None, info: str | None = None,
+                        elem_id: str | None = None) -> gr.Dropdown:
+    """A dropdown of every checkpoint; typed names are allowed so API clients can name checkpoints saved later."""
+    return gr.Dropdown(choices=checkpoint_choices(weights_dir), value=value, label=label, info=info,
+                       allow_custom_value=True, filterable=True, elem_id=elem_id)
+
+
+def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.AnnotatedImage:
+    """A class map: the photo under the class colours, with gradio's legend (hover a class to see it alone).
+
+    Its values are files (``class_map_from_files``); a subclass would do the same, but gradio writes a ``.pyi``
+    stub beside the module of every component class it sees defined.
+    """
+    component = gr.AnnotatedImage(label=label, color_map=COLOR_MAP, height=height, elem_id=elem_id)
+    component.postprocess = class_map_from_files
+    return component
+
+
+def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
+    """The Predict tab; returns its checkpoint dropdown, which the Training tab refreshes."""
+    default = default_checkpoint(handlers.weights_dir)
+    checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", default,
+                                     "Best first; labels give the preset, epochs, input size and test mIoU.",
+                                     elem_id="checkpoint")
+    checkpoint_info = gr.Markdown(handlers.describe_checkpoint(default))
+    with gr.Row(equal_height=True):
+        photo = photo_input(IMAGE_HEIGHT, elem_id="photo")
+        class_map = class_map_output("Classes: hover a name to see it alone", IMAGE_HEIGHT, elem_id="classes")
+        slider = gr.ImageSlider(label="Photo | cutout: drag the line", height=IMAGE_HEIGHT, max_height=IMAGE_HEIGHT,
+                                interactive=False, buttons=["fullscreen"], elem_id="cutout")
+    gr.Examples(example_photos(), inputs=photo, label="Example photos", cache_examples=False)
+    status = gr.Markdown(NO_PHOTO_MESSAGE, elem_id="predict-status")
+    with gr.Row(equal_height=True):
+        confidence = gr.Image(label="Confidence: bright = sure", format="jpeg", interactive=False,
+                              height=IMAGE_HEIGHT - 60, elem_id="confidence")
+        areas = gr.Label(label="Share of the photo per class", num_top_classes=len(CLASS_NAMES))
+        download = gr.File(label="Download the cutout (transparent PNG)", interactive=False, elem_id="cutout-file")
+
+    outputs = [class_map, confidence, slider, download, areas, status]
+    photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict", preprocess=False,
+                 concurrency_id="model", trigger_mode="always_last")
+    checkpoint.change(handlers.describe_checkpoint, checkpoint, checkpoint_info, api_visibility="private").then(
+        handlers.repredict, [photo, checkpoint], outputs, api_visibility="private", preprocess=False,
+        concurrency_id="model")
+    return checkpoint
+
+
+def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The Compare tab; returns its two checkpoint dropdowns."""
+    names = [info.name for info in list_checkpoints(handlers.weights_dir) if info.available]
+    with gr.Row():
+        with gr.Column(scale=1):
+            photo = photo_input(IMAGE_HEIGHT - 60, elem_id="compare-photo")
+            gr.Examples(example_photos(), inputs=photo, label="Example photos", cache_examples=False)
+            first = checkpoint_dropdown(handlers.weights_dir, "First checkpoint", names[0] if names else None)
+            second = checkpoint_dropdown(handlers.weights_dir, "Second checkpoint",
+                                         names[min(1, len(names) - 1)] if names else None)
+            button = gr.Button("Compare", variant="primary")
+        with gr.Column(scale=2):
+            verdict = gr.Markdown("Upload a photo or pick an example to compare the two checkpoints on it.")
+            with gr.Row(equal_height=True):
+                columns = []
+                for heading in ("First", "Second"):
+                    with gr.Column():
+                        columns.append((gr.Markdown(), class_map_output(f"{heading} checkpoint", IMAGE_HEIGHT - 60)))
+    outputs = [verdict, *columns[0], *columns[1]]
+    button.click(handlers.compare, [photo, first, second], outputs, api_name="compare", preprocess=False,
+                 concurrency_id="model")
+    for trigger in (photo.change, first.change, second.change):
+        trigger(handlers.compare, [photo, first, second], outputs, api_visibility="private", preprocess=False,
+                concurrency_id="model", trigger_mode="always_last")
+    return first, second

@@ -1,0 +1,191 @@
+"""The Training tab: a form that starts ``train.py`` runs (when allowed) and a live view of any run.
+
+A ``gr.Timer`` ticks once a second; ``TrainingHandlers.watch`` sends only what changed since the last tick (the
+run picker, the status line, new epochs' samples and curves) and refreshes every checkpoint dropdown of the app
+when a run saves a new checkpoint. Starting and stopping runs goes through ``petseg.launcher`` (no gradio there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from petseg.checkpoints import default_checkpoint
+from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, TrainingLauncher, TrainingRequestError,
+                             checkpoints_fingerprint, log_tail, parse_request, progress_log, run_fingerprint,
+                             run_label, status_markdown)
+from petseg.presets import PRESETS
+from petseg.runs import RunState, list_runs, shipped_runs
+from petseg.segmentation import OutputFolder, checkpoint_choices
+from petseg.visuals import plot_curves
+
+WATCH_SECONDS = 1.0
+TRAINING_OFF_NOTE = ("Starting runs is turned off here (set `PETSEG_ALLOW_TRAINING=1` or pass `--allow-training` "
+                     "to turn it on); you can still watch runs started with `python train.py`.")
+
+
+NO_RUN = ("no run",)  # The fingerprint of an empty runs folder.
+
+
+@dataclasses.dataclass
+class WatchMemory:
+    """What the Training tab last drew for one browser session, so a timer tick only sends what changed."""
+
+    run_choices: list = dataclasses.field(default_factory=list)
+    run_fingerprint: tuple = ()
+    checkpoints_fingerprint: tuple | None = None
+
+
+class TrainingHandlers:
+    """The Training tab's event handlers, as plain methods that tests can call without a browser."""
+
+    def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike, allow_training: bool,
+                 outputs: OutputFolder | None = None):
+        self.weights_dir = Path(weights_dir)
+        self.runs_dir = Path(runs_dir)
+        self.allow_training = allow_training
+        self.outputs = outputs or OutputFolder()
+        self.launcher = TrainingLauncher(self.weights_dir, self.runs_dir)
+
+    def start_training(self, preset: str, data_source: str, data_dir: str, encoder_weights: str, epochs: float,
+                       batch_size: float, image_size: float, name: str) -> tuple:
+        """Validate the form and start ``train.py`` in its own process; returns the run picker and a fresh memory."""
+        if not self.allow_training:
+            raise gr.Error(TRAINING_OFF_NOTE, print_exception=False)
+        try:
+            request = parse_request(preset, epochs, batch_size, image_size, data_source, data_dir, encoder_weights,
+                                    name, self.weights_dir)
+            run_dir = self.launcher.start(request)
+        except TrainingRequestError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        gr.Info(f"Run {run_dir.name} started; its epochs appear here as they finish.")
+        choices = [(run_label(run), run.run_id) for run in list_runs(self.runs_dir)]
+        return gr.update(choices=choices, value=run_dir.name), WatchMemory(run_choices=choices)
+
+    def stop_training(self, run_id: str | None) -> None:
+        """Ask the selected run to stop cleanly."""
+        if not self.allow_training:
+            raise gr.Error(TRAINING_OFF_NOTE, print_exception=False)
+        if not run_id:
+            raise gr.Error("Pick a run to stop.", print_exception=False)
+        try:
+            gr.Info(self.launcher.stop(run_id))
+        except TrainingRequestError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    def watch(self, run_id: str | None, memory: WatchMemory | None, *checkpoints: str | None) -> tuple:
+        """One timer tick: redraw what changed in the picked run and refresh the checkpoint lists after new saves.
+
+        Returns the run picker, status, log, latest samples, curves, gallery, process log, stop button, memory and
+        one update per checkpoint dropdown; unchanged outputs are ``gr.skip()``.
+        """
+        memory = memory or WatchMemory()
+        # An empty runs folder (a Space, where starting runs is off) shows the shipped run records, the default
+        # checkpoint's first.
+        runs = list_runs(self.runs_dir) or shipped_runs(self.weights_dir, default_checkpoint(self.weights_dir))
+        picker: Any = gr.skip()
+        choices = [(run_label(run), run.run_id) for run in runs]
+        if choices != memory.run_choices:
+            if run_id not in {run.run_id for run in runs}:
+                run_id = runs[0].run_id if runs else None
+            picker = gr.update(choices=choices, value=run_id)
+        run = next((run for run in runs if run.run_id == run_id), None)
+        run_outputs = self.draw_run(run, memory)
+        checkpoint_updates = self.refresh_checkpoints(memory, checkpoints)
+        fingerprint = run_fingerprint(run) if run else NO_RUN
+        memory = WatchMemory(choices, fingerprint, checkpoints_fingerprint(self.weights_dir))
+        return (picker, *run_outputs, memory, *checkpoint_updates)
+
+    def draw_run(self, run: RunState | None, memory: WatchMemory) -> tuple:
+        """Status, log, latest samples, curves, gallery, process log and stop button for one run."""
+        if run is None:
+            if memory.run_fingerprint == NO_RUN:
+                return tuple(gr.skip() for _ in range(7))
+            note = "No training runs yet." + (" Start one on the left." if self.allow_training else "")
+            return (note, "", None, None, [], "", gr.update(interactive=False))
+        status = status_markdown(run)
+        if run_fingerprint(run) == memory.run_fingerprint:
+            # Only the elapsed time moves between epochs.
+            return (status, *[gr.skip()] * 5, gr.skip())
+        gallery = [(str(path), f"epoch {int(path.stem.split('_')[-1])}") for path in run.samples]
+        curves = self.outputs.write(plot_curves(run.epochs), run.run_id, "curves.png") if run.epochs else None
+        latest = str(run.samples[-1]) if run.samples else None
+        stop = gr.update(interactive=self.allow_training and run.state == "running")
+        return (status, progress_log(run), latest, curves, gallery, log_tail(run.run_dir), stop)
+
+    def refresh_checkpoints(self, memory: WatchMemory, current: tuple[str | None, ...]) -> list:
+        """New choices for each checkpoint dropdown when the weights folder changed, else ``gr.skip()``."""
+        if checkpoints_fingerprint(self.weights_dir) == memory.checkpoints_fingerprint:
+            return [gr.skip() for _ in current]
+        choices = checkpoint_choices(self.weights_dir)
+        fallback = default_checkpoint(self.weights_dir)
+        return [gr.update(choices=choices, value=value or fallback) for value in current]
+
+
+
+def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr.Dropdown]) -> None:
+    """The Training tab: a form that starts runs (when allowed) and a live view of any run in the runs folder."""
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            gr.Markdown("### Start a run" if handlers.allow_training else "### Training")
+            if not handlers.allow_training:
+                gr.Markdown(TRAINING_OFF_NOTE, elem_id="training-off")
+            with gr.Group(visible=handlers.allow_training):
+                preset = gr.Dropdown(sorted(PRESETS), value="tutorial", label="Preset",
+                                     info="tutorial: the TensorFlow tutorial; finetune: the stronger recipe.")
+                data_source = gr.Radio([(label, key) for key, label in DATA_SOURCES.items()], value="synthetic",
+                                       label="Data")
+                data_dir = gr.Textbox(label="Data folder", placeholder="/path/to/oxford-iiit-pet", visible=False)
+                encoder_weights = gr.Dropdown(list(ENCODER_WEIGHTS), value="imagenet", allow_custom_value=True,
+                                              label="Encoder weights", visible=False,
+                                              info="imagenet downloads them; or type the path of a weights file.")
+                # No minimum, maximum or precision here: the handler checks the numbers and names the field.
+                with gr.Row():
+                    epochs = gr.Number(5, label="Epochs", info="1 to 200", elem_id="epochs")
+                    batch_size = gr.Number(8, label="Batch size", info="1 to 256", elem_id="batch-size")
+                    image_size = gr.Number(128, label="Image size", info="32 to 512, a multiple of 32", step=32,
+                                           elem_id="image-size")
+                name = gr.Textbox(label="Checkpoint name (optional)", placeholder="<preset>-<run id>",
+                                  elem_id="checkpoint-name")
+            with gr.Row(visible=handlers.allow_training):
+                start = gr.Button("Start training", variant="primary", elem_id="start-training")
+                stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-training")
+            gr.Markdown("Synthetic demo data trains from a random encoder in seconds: the masks stay rough, "
+                        "but every step of the pipeline runs. Runs keep going if you close the page.",
+                        visible=handlers.allow_training)
+        with gr.Column(scale=2):
+            run_picker = gr.Dropdown(choices=[], label="Run", elem_id="run-picker",
+                                     info="Runs in the runs folder, newest first, including runs started from a "
+                                          "terminal.")
+            run_status = gr.Markdown("No training runs yet.", elem_id="run-status")
+            with gr.Row(equal_height=True):
+                latest = gr.Image(label="Latest epoch samples", interactive=False, height=300, elem_id="latest-sample")
+                curves = gr.Image(label="Loss and validation scores", interactive=False, height=300, elem_id="curves")
+            log = gr.Textbox(label="Log", lines=6, max_lines=12, interactive=False, elem_id="training-log")
+            gallery = gr.Gallery(label="Samples after each epoch (input / true mask / predicted mask)", columns=5,
+                                 fit_columns=False, height=220, object_fit="contain", preview=False,
+                                 elem_id="samples")
+            with gr.Accordion("Process output (train.log)", open=False):
+                process_log = gr.Textbox(show_label=False, lines=12, max_lines=20, interactive=False,
+                                         elem_id="process-log")
+    memory = gr.State(None)
+
+    data_source.change(show_source_fields, data_source, [data_dir, encoder_weights], api_visibility="private")
+    start.click(handlers.start_training,
+                [preset, data_source, data_dir, encoder_weights, epochs, batch_size, image_size, name],
+                [run_picker, memory], api_visibility="private")
+    stop.click(handlers.stop_training, run_picker, None, api_visibility="private")
+    timer = gr.Timer(WATCH_SECONDS)
+    timer.tick(handlers.watch, [run_picker, memory, *checkpoint_dropdowns],
+               [run_picker, run_status, log, latest, curves, gallery, process_log, stop, memory,
+                *checkpoint_dropdowns],
+               api_visibility="private", concurrency_limit=None, show_progress="hidden", trigger_mode="once")
+
+
+def show_source_fields(data_source: str) -> tuple:
+    """The folder field only for folder data; the encoder choice for all but synthetic data (always random)."""
+    return gr.update(visible=data_source == "folder"), gr.update(visible=data_source != "synthetic")
