@@ -2,9 +2,9 @@
 
 ``save_checkpoint`` writes the Keras model (float16 weights, no optimizer state; it loads as float32), converts
 those weights to the flatbuffer the app serves, checks that the two agree, and writes the sidecar last with both
-files' sha256. Files that no longer match it (a ``.keras`` edited, an export missing, replaced or damaged) make the
-entry unavailable with the reason, never served. Reads stay inside the weights folder, writes are atomic, and a
-corrupt or incompatible file is reported as unavailable with a reason instead of crashing the caller.
+files' sha256. Files that no longer match it (a ``.keras`` edited, an export missing, replaced or damaged), and
+corrupt or incompatible files, make the entry unavailable with the reason, never served and never a crash. Reads
+stay inside the weights folder; writes are atomic.
 
 >>> import tempfile
 >>> list_checkpoints(tempfile.mkdtemp())
@@ -214,11 +214,8 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _hashes:
-        digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _hashes[key] = digest.hexdigest()
+            _hashes[key] = hashlib.file_digest(handle, "sha256").hexdigest()
     return _hashes[key]
 
 
@@ -248,11 +245,7 @@ def check_export(path: Path, sidecar: dict[str, Any]) -> Path:
 def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> CheckpointInfo:
     """Checkpoint ``name``'s entry if it can be served, else ``CheckpointError``; sha256 are cached per file version."""
     path = checkpoint_path(name, weights_dir)
-    try:
-        sidecar = check_checkpoint_file(path)
-        check_export(path, sidecar)
-    except CheckpointError as error:
-        raise CheckpointError(f"Checkpoint {path.stem} is unavailable: {error}.") from None
+    sidecar = _check_or_raise(path, with_export=True)
     return CheckpointInfo(path.stem, path, sidecar, True)
 
 
@@ -300,24 +293,6 @@ def default_checkpoint(weights_dir: str | os.PathLike | None = None) -> str | No
     return available[0].name if available else None
 
 
-def model_with_dtype(model, dtype: str):
-    """Rebuild a functional Keras model with every layer's dtype policy set to ``dtype`` and its weights cast."""
-    import keras
-
-    def rewrite(node):
-        if isinstance(node, dict):
-            if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
-                return {**node, "config": {**node.get("config", {}), "name": dtype}}
-            return {key: rewrite(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [rewrite(value) for value in node]
-        return node
-
-    rebuilt = keras.Model.from_config(rewrite(model.get_config()))
-    rebuilt.set_weights([weight.astype(dtype) for weight in model.get_weights()])
-    return rebuilt
-
-
 _cache: dict[tuple, LoadedCheckpoint] = {}
 _cache_lock = threading.Lock()
 
@@ -350,15 +325,21 @@ def load_checkpoint_file(path: str | os.PathLike) -> LoadedCheckpoint:
     return load_checkpoint(path.name, path.parent)
 
 
-def _check_or_raise(path: Path) -> dict:
+def _check_or_raise(path: Path, with_export: bool = False) -> dict:
+    """The checked sidecar (and, ``with_export``, the checked export) or a ``CheckpointError`` naming the entry."""
     try:
-        return check_checkpoint_file(path)
+        sidecar = check_checkpoint_file(path)
+        if with_export:
+            check_export(path, sidecar)
+        return sidecar
     except CheckpointError as error:
         raise CheckpointError(f"Checkpoint {path.stem} is unavailable: {error}.") from None
 
 
 def _load_float32_model(path: Path, sidecar: dict):
     import keras
+
+    from petseg.model import model_with_dtype
 
     try:
         stored = keras.saving.load_model(path, compile=False)
@@ -387,6 +368,7 @@ def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
     if path.suffix != CHECKPOINT_SUFFIX:
         raise ValueError(f"checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
     from petseg.litert import make_export
+    from petseg.model import model_with_dtype
 
     stored = model_with_dtype(model, "float16")
     try:

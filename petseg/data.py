@@ -82,10 +82,7 @@ class TrainingData:
     steps_per_epoch: int
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Shared transforms.
-
-
 def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2.
 
@@ -98,10 +95,7 @@ def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     return np.where((trimap >= 1) & (trimap <= NUM_CLASSES), trimap - 1, BORDER).astype(np.uint8)
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Sources: each yields ``Example`` objects at the photo's original size.
-
-
 def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     """Read the photo names of ``split`` ("trainval" or "test") from ``annotations/<split>.txt``."""
     if split not in SPLITS:
@@ -238,10 +232,7 @@ def describe_source(data_dir: str | os.PathLike | None) -> str:
     return "tfds:oxford_iiit_pet" if data_dir is None else f"folder:{Path(data_dir).resolve().name}"
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Decode once, resize once.
-
-
 @functools.lru_cache(maxsize=None)
 def compiled_resize(size: int):
     """One compiled function per square ``size`` that resizes a photo and its mask in a single call.
@@ -316,10 +307,7 @@ def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarr
     return np.sort(np.argsort(keys)[:count])
 
 
-# ---------------------------------------------------------------------------------------------------------------
 # Augmentation and pipelines.
-
-
 def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
             ) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.

@@ -149,3 +149,20 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
     for layer in encoder.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False
+
+
+def model_with_dtype(model, dtype: str):
+    """Rebuild a functional Keras model with every layer's dtype policy set to ``dtype`` and its weights cast."""
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+                return {**node, "config": {**node.get("config", {}), "name": dtype}}
+            return {key: rewrite(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        return node
+
+    rebuilt = keras.Model.from_config(rewrite(model.get_config()))
+    rebuilt.set_weights([weight.astype(dtype) for weight in model.get_weights()])
+    return rebuilt

@@ -70,17 +70,9 @@ PRESETS: dict[str, Preset] = {
                 "Scaled inputs, a lighter decoder, strong augmentation, cross-entropy + Dice, and the encoder "
                 "fine-tuned after a frozen warm-up."
             ),
-            decoder_filters=(256, 128, 64, 32),
-            decoder_dropout=0.1,
-            batchnorm_momentum=0.9,
-            scale_inputs=True,
-            image_size=160,
-            epochs=40,
-            batch_size=16,
-            fine_tune_after=5,
-            fine_tune_learning_rate=3e-4,
-            dice_weight=1.0,
-            augmentation="strong",
+            decoder_filters=(256, 128, 64, 32), decoder_dropout=0.1, batchnorm_momentum=0.9, scale_inputs=True,
+            image_size=160, epochs=40, batch_size=16, fine_tune_after=5, fine_tune_learning_rate=3e-4,
+            dice_weight=1.0, augmentation="strong",
         ),
         Preset(
             name="voc",
@@ -88,15 +80,8 @@ PRESETS: dict[str, Preset] = {
                 "DeepLabV3+ on the PASCAL VOC DeepLabV3-MobileNetV2: head started from VOC's background and cat/dog "
                 "rows, a decoder from 1/4 resolution, the encoder fine-tuned after a frozen warm-up."
             ),
-            architecture="deeplab",
-            batchnorm_momentum=0.9,
-            scale_inputs=True,
-            image_size=257,
-            epochs=24,
-            batch_size=8,
-            fine_tune_after=3,
-            fine_tune_learning_rate=2e-4,
-            augmentation="strong",
+            architecture="deeplab", batchnorm_momentum=0.9, scale_inputs=True, image_size=257, epochs=24,
+            batch_size=8, fine_tune_after=3, fine_tune_learning_rate=2e-4, augmentation="strong",
         ),
     )
 }
