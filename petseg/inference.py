@@ -130,8 +130,3 @@ def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.P
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 photo of shape (height, width, 3), got {image.shape} {image.dtype}.")
     return get_predictor(checkpoint, weights_dir).predict(image)
-
-
-def predict_mask(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """The most likely class id per pixel (height, width) uint8 at the photo's size."""
-    return predict_probabilities(image, checkpoint, weights_dir).argmax(axis=-1).astype(np.uint8)

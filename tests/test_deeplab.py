@@ -118,7 +118,7 @@ def test_missing_voc_file_names_the_options(tmp_path):
 
 def test_one_epoch_of_the_voc_preset_on_synthetic_pets(synthetic_data, tmp_path):
     from petseg.checkpoints import load_checkpoint_file, read_sidecar
-    from petseg.inference import predict_mask
+    from petseg.inference import predict_probabilities
     from petseg.training import TrainConfig, train
 
     result = train(TrainConfig(data_dir=str(synthetic_data), preset="voc", epochs=1, batch_size=4, image_size=33,
@@ -129,4 +129,4 @@ def test_one_epoch_of_the_voc_preset_on_synthetic_pets(synthetic_data, tmp_path)
     assert result.state == "done" and read_sidecar(result.checkpoint_path)["preset"] == "voc"
     checkpoint = load_checkpoint_file(result.checkpoint_path)
     photo = np.random.default_rng(0).integers(0, 255, size=(40, 52, 3), dtype=np.uint8)
-    assert predict_mask(photo, checkpoint).shape == (40, 52)
+    assert predict_probabilities(photo, checkpoint).shape == (40, 52, 3)
