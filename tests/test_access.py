@@ -98,6 +98,8 @@ def test_symlink_loops_and_dangling_links_are_listed_unavailable(weights_dir):
 def test_symlink_inside_the_weights_folder_is_an_alias(weights_dir):
     (weights_dir / "alias.keras").symlink_to("tiny.keras")
     (weights_dir / "alias.json").symlink_to("tiny.json")
+    assert {info.name for info in list_checkpoints(weights_dir) if info.available} == {"tiny"}  # Export missing.
+    (weights_dir / "alias.tflite").symlink_to("tiny.tflite")  # An alias links the whole entry.
     assert {info.name for info in list_checkpoints(weights_dir) if info.available} == {"tiny", "alias"}
     assert load_checkpoint("alias", weights_dir).model is not None
 

@@ -23,17 +23,9 @@ from petseg.launcher import TrainingLauncher, TrainingRequestError
 from petseg.segmentation import checkpoint_markdown
 from petseg.training import TrainConfig, evaluate_test_split
 
-from conftest import ROOT
+from conftest import ROOT, copy_checkpoint
 
 tfds = pytest.importorskip("tensorflow_datasets")
-
-
-def copy_checkpoint(trained_checkpoint, folder):
-    """A copy of the session's tiny checkpoint and its sidecar in ``folder``, so tests may write its metrics."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for suffix in (".keras", ".json"):
-        shutil.copy(trained_checkpoint.checkpoint_path.with_suffix(suffix), folder / f"copy{suffix}")
-    return folder / "copy.keras"
 
 
 @pytest.fixture
@@ -56,7 +48,7 @@ def tfds_loads(monkeypatch):
 
 
 def test_final_test_evaluation_reads_tfds_from_tfds_data_dir(trained_checkpoint, tmp_path, tfds_loads):
-    checkpoint_path = copy_checkpoint(trained_checkpoint, tmp_path / "weights")
+    checkpoint_path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "weights" / "copy.keras")
     config = TrainConfig(data_dir=None, tfds_data_dir=str(tmp_path / "tfds"))
     with tfds.testing.mock_data(num_examples=1):
         sidecar, note = evaluate_test_split(checkpoint_path, config)
@@ -67,7 +59,7 @@ def test_final_test_evaluation_reads_tfds_from_tfds_data_dir(trained_checkpoint,
 def test_evaluate_cli_takes_tfds_data_dir(trained_checkpoint, tmp_path, tfds_loads, capsys):
     from petseg.evaluate import main
 
-    checkpoint_path = copy_checkpoint(trained_checkpoint, tmp_path / "weights")
+    checkpoint_path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "weights" / "copy.keras")
     with tfds.testing.mock_data(num_examples=1):
         code = main(["--checkpoint", str(checkpoint_path), "--tfds-data-dir", str(tmp_path / "tfds"), "--limit", "1"])
     assert code == 0 and json.loads(capsys.readouterr().out)["photos"] == 1
@@ -81,7 +73,7 @@ def test_a_folder_without_a_test_list_skips_the_test_evaluation_and_keeps_the_ch
         trained_checkpoint, synthetic_data, tmp_path):
     folder = shutil.copytree(synthetic_data, tmp_path / "trainval-only")
     (folder / "annotations" / "test.txt").unlink()
-    checkpoint_path = copy_checkpoint(trained_checkpoint, tmp_path / "weights")
+    checkpoint_path = copy_checkpoint(trained_checkpoint.checkpoint_path, tmp_path / "weights" / "copy.keras")
     before = read_sidecar(checkpoint_path)
     sidecar, note = evaluate_test_split(checkpoint_path, TrainConfig(data_dir=str(folder)))
     assert note.startswith("; no test evaluation: ") and "test.txt is missing" in note
