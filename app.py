@@ -20,7 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_PORT = 7860
-QUEUE_SIZE = 32  # Requests waiting beyond this are refused with "the queue is full".
+QUEUE_SIZE = 64  # Requests waiting beyond this are refused with "the queue is full".
 CONCURRENCY = 2  # Predictions running at once; each uses every CPU core already.
 
 

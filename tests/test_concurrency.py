@@ -104,22 +104,21 @@ def test_calls_beyond_the_queue_are_refused_and_the_app_keeps_serving(app_server
     large = make_photo(tmp_path / "large.jpg", 4000, 3000, seed=7)
     small = make_photo(tmp_path / "small.jpg", 160, 120, seed=8)
     burst = QUEUE_SIZE + 12
-    client = gradio_client.Client(app_server.url, verbose=False, download_files=False, httpx_kwargs=HTTP_OPTIONS)
-    start = threading.Barrier(burst + 1)
-    with concurrent.futures.ThreadPoolExecutor(burst) as pool:
-        futures = [pool.submit(call_predict, app_server.url, small, tmp_path / f"burst-{index}", start)
-                   for index in range(burst)]
-        busy = [client.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
-                for _ in range(CONCURRENCY)]
-        wait_until_processing(busy)
-        start.wait(timeout=CALL_TIMEOUT)  # The burst's clients are ready: all of them submit now.
-        outcomes = []
-        for future in futures:
-            try:
-                future.result()
-                outcomes.append("served")
-            except QueueError as error:  # What gradio_client raises when the app answers "queue_full".
-                outcomes.append(str(error))
+    # One client whose thread pool holds every job at once, so the whole burst reaches the server together.
+    client = gradio_client.Client(app_server.url, verbose=False, download_files=False, httpx_kwargs=HTTP_OPTIONS,
+                                  max_workers=burst + CONCURRENCY)
+    busy = [client.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
+            for _ in range(CONCURRENCY)]
+    wait_until_processing(busy)
+    jobs = [client.submit(gradio_client.handle_file(str(small)), FIRST_CHECKPOINT, api_name="/predict")
+            for _ in range(burst)]
+    outcomes = []
+    for job in jobs:
+        try:
+            job.result(timeout=CALL_TIMEOUT)
+            outcomes.append("served")
+        except QueueError as error:  # What gradio_client raises when the app answers "queue_full".
+            outcomes.append(str(error))
     for job in busy:
         assert "4000x3000 px" in job.result(timeout=CALL_TIMEOUT)[-1]
     refused = [outcome for outcome in outcomes if outcome != "served"]
