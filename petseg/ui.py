@@ -40,8 +40,9 @@ CSS = """
 .petseg-header h1 { margin-bottom: 0.2em; }
 .petseg-header p { margin-top: 0; opacity: 0.8; }
 #training-log textarea, #process-log textarea { font-family: var(--font-mono); font-size: 0.85em; }
-/* A checkerboard behind the cutout shows which pixels are transparent. */
-#cutout img { background: repeating-conic-gradient(#e5e7eb 0% 25%, #ffffff 0% 50%) 50% / 16px 16px; }
+/* A checkerboard behind the cutout (the slider's second image) shows which pixels are transparent; gradio sets
+   that image's background inline, hence !important. */
+#cutout img.fixed { background: repeating-conic-gradient(#e5e7eb 0% 25%, #ffffff 0% 50%) 50% / 16px 16px !important; }
 """
 # A paw print in the pet colour, drawn inline: emoji fonts are missing on many servers.
 PAW_ICON = (

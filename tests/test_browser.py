@@ -101,6 +101,9 @@ def test_predict_switch_and_train(page, app_server, tmp_path):
         "size => [...document.querySelectorAll('#cutout img')].filter(image => image.complete"
         " && image.naturalWidth === size[0] && image.naturalHeight === size[1]).length >= 2", arg=PHOTO_SIZE,
         timeout=PREDICT_TIMEOUT)
+    # The cutout's side shows a checkerboard through its transparent pixels (gradio's own background is plain).
+    backdrop = page.eval_on_selector("#cutout img.fixed", "image => getComputedStyle(image).backgroundImage")
+    assert "conic-gradient" in backdrop, backdrop
     expect(page.locator("#cutout-file")).to_contain_text("chelsea-cutout")
     page.screenshot(path=str(screenshots / "predict.png"), full_page=True)
 

@@ -71,10 +71,10 @@ def broken_files(result: tuple, size: tuple[int, int]) -> list[str]:
 
 def test_identical_and_distinct_concurrent_calls_all_get_complete_files(app_server, tmp_path):
     log_start = len(app_server.log())
-    same_photo = make_photo(tmp_path / "same.jpg", 480, 360, seed=5)
-    calls = [(same_photo, (480, 360))] * IDENTICAL_CALLS
+    same_photo = make_photo(tmp_path / "same.jpg", 320, 240, seed=5)
+    calls = [(same_photo, (320, 240))] * IDENTICAL_CALLS
     for index in range(DISTINCT_CALLS):
-        size = (200 + 40 * index, 150 + 20 * index)
+        size = (160 + 20 * index, 120 + 10 * index)
         calls.append((make_photo(tmp_path / f"distinct-{index}.jpg", *size, seed=10 + index), size))
     start = threading.Barrier(len(calls))
     with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:

@@ -57,6 +57,21 @@ def first_epoch_saved(folder: Path, name: str):
     return lambda: (folder / "weights" / f"{name}.keras").exists() and bool(read_metrics(folder / "run"))
 
 
+@pytest.fixture(scope="module")
+def training_runs(synthetic_data, tmp_path_factory):
+    """The three runs below, started at once so their TensorFlow start-ups and first epochs overlap: the name of
+    each maps to its process and folder. Each test ends its own; all are stopped at the end."""
+    runs = {}
+    for name in ("crash", "stopped", "terminated"):
+        folder = tmp_path_factory.mktemp(name)
+        runs[name] = start_training(synthetic_data, folder, name), folder
+    try:
+        yield runs
+    finally:
+        for process, _ in runs.values():
+            stop_process(process)
+
+
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -69,68 +84,68 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 # A killed run and a stopped run.
 
 
-def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_a_failed_run(synthetic_data, tmp_path):
-    process = start_training(synthetic_data, tmp_path, "crash")
+def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_a_failed_run(training_runs):
+    process, folder = training_runs["crash"]
     try:
-        wait_until(first_epoch_saved(tmp_path, "crash"), process, tmp_path)
-        assert read_run(tmp_path / "run").state == "running"
+        wait_until(first_epoch_saved(folder, "crash"), process, folder)
+        assert read_run(folder / "run").state == "running"
         time.sleep(0.5)  # Into the next epochs, which are short: the kill may land in a step or in a save.
         process.send_signal(signal.SIGKILL)
         # Until it is reaped the killed process is a zombie; a reader must already see the run as failed.
-        wait_until(lambda: read_run(tmp_path / "run").state == "failed", None, tmp_path, timeout=10)
+        wait_until(lambda: read_run(folder / "run").state == "failed", None, folder, timeout=10)
     finally:
         stop_process(process)
     assert process.returncode == -signal.SIGKILL
 
-    run = read_run(tmp_path / "run")
+    run = read_run(folder / "run")
     assert run.state == "failed" and "ended without finishing" in run.status["message"]
-    assert run.status["checkpoint"] == str(tmp_path / "weights" / "crash.keras")
-    epochs = read_metrics(tmp_path / "run")
+    assert run.status["checkpoint"] == str(folder / "weights" / "crash.keras")
+    epochs = read_metrics(folder / "run")
     assert [record["epoch"] for record in epochs] == list(range(1, len(epochs) + 1))
     assert all({"loss", "val_loss", "val_mean_iou"} <= set(record) for record in epochs)
 
     # A write interrupted by the kill would leave a temporary ".crash.*" file; plant one to be sure it is ignored.
-    (tmp_path / "weights" / ".crash.interrupted.keras").write_bytes(b"PK\x03\x04 half a zip")
-    listed = list_checkpoints(tmp_path / "weights")
+    (folder / "weights" / ".crash.interrupted.keras").write_bytes(b"PK\x03\x04 half a zip")
+    listed = list_checkpoints(folder / "weights")
     assert [(info.name, info.available) for info in listed] == [("crash", True)]
-    checkpoint = load_checkpoint_file(tmp_path / "weights" / "crash.keras")
+    checkpoint = load_checkpoint_file(folder / "weights" / "crash.keras")
     # A kill between saving a checkpoint and appending that epoch's metrics line leaves the sidecar one ahead.
     assert 1 <= checkpoint.sidecar["epochs"] <= len(epochs) + 1
     assert_predicts(checkpoint)
 
 
-def test_stop_file_ends_a_run_cleanly(synthetic_data, tmp_path):
-    process = start_training(synthetic_data, tmp_path, "stopped")
+def test_stop_file_ends_a_run_cleanly(training_runs):
+    process, folder = training_runs["stopped"]
     try:
-        wait_until(first_epoch_saved(tmp_path, "stopped"), process, tmp_path)
-        request_stop(tmp_path / "run")
+        wait_until(first_epoch_saved(folder, "stopped"), process, folder)
+        request_stop(folder / "run")
         process.wait(timeout=STARTUP_TIMEOUT)
     finally:
         stop_process(process)
-    assert process.returncode == 0, log_tail(tmp_path)
-    assert "stopped: checkpoint" in log_tail(tmp_path)
+    assert process.returncode == 0, log_tail(folder)
+    assert "stopped: checkpoint" in log_tail(folder)
 
-    run = read_run(tmp_path / "run")
+    run = read_run(folder / "run")
     assert run.state == "stopped" and run.status["finished"]
     assert 1 <= len(run.epochs) < 500 and run.curves is not None
-    sidecar = read_sidecar(tmp_path / "weights" / "stopped.keras")
+    sidecar = read_sidecar(folder / "weights" / "stopped.keras")
     assert sidecar["stopped_early"] is True and sidecar["epochs_done"] == len(run.epochs)
-    assert_predicts(load_checkpoint_file(tmp_path / "weights" / "stopped.keras"))
-    assert [path.name for path in (tmp_path / "weights").iterdir() if path.name.startswith(".")] == []
+    assert_predicts(load_checkpoint_file(folder / "weights" / "stopped.keras"))
+    assert [path.name for path in (folder / "weights").iterdir() if path.name.startswith(".")] == []
 
 
-def test_sigterm_marks_the_run_stopped_and_keeps_the_checkpoint(synthetic_data, tmp_path):
-    process = start_training(synthetic_data, tmp_path, "terminated")
+def test_sigterm_marks_the_run_stopped_and_keeps_the_checkpoint(training_runs):
+    process, folder = training_runs["terminated"]
     try:
-        wait_until(first_epoch_saved(tmp_path, "terminated"), process, tmp_path)
+        wait_until(first_epoch_saved(folder, "terminated"), process, folder)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=STARTUP_TIMEOUT)
     finally:
         stop_process(process)
-    assert process.returncode == 130, log_tail(tmp_path)
-    run = read_run(tmp_path / "run")
+    assert process.returncode == 130, log_tail(folder)
+    run = read_run(folder / "run")
     assert run.state == "stopped" and run.status["message"] == "interrupted"
-    assert_predicts(load_checkpoint_file(tmp_path / "weights" / "terminated.keras"))
+    assert_predicts(load_checkpoint_file(folder / "weights" / "terminated.keras"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
