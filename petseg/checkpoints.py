@@ -372,7 +372,7 @@ def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
 
     stored = model_with_dtype(model, "float16")
     try:
-        flatbuffer, serving = make_export(model_with_dtype(stored, "float32"), int(sidecar["image_size"]))
+        flatbuffer, serving = make_export(stored, sidecar)
     except ValueError as error:
         raise CheckpointError(f"Checkpoint {path.stem} was not saved: {error}.") from error
     with atomic_path(path, suffix=CHECKPOINT_SUFFIX) as temporary:

@@ -180,7 +180,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     path.parent.mkdir(parents=True, exist_ok=True)
 
     if export_format == "tflite":
-        flatbuffer = convert_to_tflite(checkpoint.model, image_size, quantize)
+        flatbuffer = convert_to_tflite(checkpoint.model, quantize)
         agreement = verify_export(checkpoint, images_function(flatbuffer), min_agreement) if verify else None
         description.update(mask_agreement=agreement, size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
@@ -190,7 +190,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     else:
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
-            write_saved_model(checkpoint.model, image_size, temporary)
+            write_saved_model(checkpoint.model, temporary)
             agreement = (verify_export(checkpoint, load_saved_model_function(temporary), min_agreement)
                          if verify else None)
             description.update(mask_agreement=agreement, size_bytes=folder_size(temporary))
@@ -210,7 +210,7 @@ def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLi
         raise ExportError("A serving export always goes beside its checkpoint; leave out --output.")
     started = time.perf_counter()
     try:
-        flatbuffer, serving = make_export(checkpoint.model, checkpoint.image_size)
+        flatbuffer, serving = make_export(checkpoint.model, checkpoint.sidecar)
     except ValueError as error:
         raise ExportError(f"{str(error)[0].upper()}{str(error)[1:]}; nothing was written.") from error
     sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)

@@ -2,8 +2,11 @@
 
 The app, its API, the evaluator and the benchmarks all call ``predict_probabilities``. It runs the checkpoint's
 LiteRT export (``<name>.tflite``, made when the checkpoint was saved and checked against its sha256 in the
-sidecar) in one interpreter per checkpoint, loaded once, whose input is fixed at the model's size: a new photo size
-never converts, traces or reallocates anything. Around it, Pillow resizes the photo in with antialiased bilinear
+sidecar) in one interpreter per checkpoint, loaded once. A U-Net's export takes any input size, so the photo keeps
+its aspect ratio: shorter side at the model's size, longer side in proportion (``input_shape``), which on the
+validation split beat squashing it to a square (README's experiment table); a new input shape only reallocates
+the interpreter's tensors (about 2 ms), never converts or traces. DeepLab's export is fixed at its square size.
+Around it, Pillow resizes the photo in with antialiased bilinear
 (the resize training and evaluation use, ``petseg.resize.resize_image``, to float rounding) and the probabilities,
 not the argmax, back to the photo's size with bilinear (antialiased when the photo is smaller than the model's
 input). Neither TensorFlow nor Keras is imported here.
@@ -27,6 +30,9 @@ from PIL import Image
 from petseg.checkpoints import CheckpointError, CheckpointInfo, read_export, servable_entry
 from petseg.litert import make_interpreter
 
+STRIDE = 32  # A U-Net's input sides are multiples of this.
+MAX_ASPECT = 3.0  # The longest input side, in shorter sides.
+
 
 def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a float32 (rows, columns) array with Pillow's antialiased bilinear ("F" images keep floats)."""
@@ -35,68 +41,97 @@ def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(planes).resize((width, height), Image.Resampling.BILINEAR))
 
 
-def resize_photo(photo: np.ndarray, size: int) -> np.ndarray:
-    """An RGB uint8 photo as the model's float32 (size, size, 3) input in [0, 1]: antialiased bilinear.
+def resize_photo(photo: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """An RGB uint8 photo as the model's float32 (rows, columns, 3) input in [0, 1]: antialiased bilinear.
 
     Rows first, with the channels side by side in one float image, then columns with each channel's rows one under
     another: two Pillow calls, each resizing one axis only.
 
-    >>> model_input = resize_photo(np.full((3, 5, 3), 255, np.uint8), 4)
+    >>> model_input = resize_photo(np.full((3, 5, 3), 255, np.uint8), 4, 6)
     >>> model_input.shape, model_input.dtype, float(model_input.min())
-    ((4, 4, 3), dtype('float32'), 1.0)
+    ((4, 6, 3), dtype('float32'), 1.0)
     """
     height, width, channels = photo.shape
-    rows = resize_planes(photo.reshape(height, width * channels).astype(np.float32), width * channels, size)
-    planes = np.ascontiguousarray(rows.reshape(size, width, channels).transpose(0, 2, 1))
-    columns = resize_planes(planes.reshape(size * channels, width), size, size * channels)
-    model_input = np.ascontiguousarray(columns.reshape(size, channels, size).transpose(0, 2, 1))
+    resized_rows = resize_planes(photo.reshape(height, width * channels).astype(np.float32), width * channels, rows)
+    planes = np.ascontiguousarray(resized_rows.reshape(rows, width, channels).transpose(0, 2, 1))
+    resized = resize_planes(planes.reshape(rows * channels, width), columns, rows * channels)
+    model_input = np.ascontiguousarray(resized.reshape(rows, channels, columns).transpose(0, 2, 1))
     return np.clip(model_input * np.float32(1 / 255), 0.0, 1.0)
 
 
 def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-class probabilities (size, size, classes) to (height, width, classes): columns, then rows, bilinear.
+    """Per-class probabilities (rows, columns, classes) to (height, width, classes): columns, then rows, bilinear.
 
     The result may be read-only (Pillow's buffer, not copied again): nothing in the request path writes to it.
     """
-    size, _, classes = probabilities.shape
-    planes = np.ascontiguousarray(probabilities.transpose(0, 2, 1)).reshape(size * classes, size)
-    planes = resize_planes(planes, width, size * classes)
-    rows = np.ascontiguousarray(planes.reshape(size, classes, width).transpose(0, 2, 1))
-    return resize_planes(rows.reshape(size, width * classes), width * classes, height).reshape(height, width, classes)
+    rows, columns, classes = probabilities.shape
+    planes = np.ascontiguousarray(probabilities.transpose(0, 2, 1)).reshape(rows * classes, columns)
+    planes = resize_planes(planes, width, rows * classes)
+    resized = np.ascontiguousarray(planes.reshape(rows, classes, width).transpose(0, 2, 1))
+    return resize_planes(resized.reshape(rows, width * classes), width * classes, height).reshape(height, width, classes)
+
+
+def input_shape(height: int, width: int, image_size: int, any_size: bool) -> tuple[int, int]:
+    """The (rows, columns) a photo is resized to: the model's square, or for an export that takes any size, the
+    photo's aspect ratio with the shorter side at ``image_size`` and the longer one rounded to a multiple of 32
+    (at most ``MAX_ASPECT`` times the shorter: a panorama is squashed to that).
+
+    >>> input_shape(375, 500, 160, any_size=True), input_shape(500, 375, 160, any_size=True)
+    ((160, 224), (224, 160))
+    >>> input_shape(375, 500, 160, any_size=False)
+    (160, 160)
+    """
+    if not any_size:
+        return image_size, image_size
+    ratio = min(max(height, width) / min(height, width), MAX_ASPECT)
+    longer = max(image_size, round(image_size * ratio / STRIDE) * STRIDE)
+    return (image_size, longer) if height <= width else (longer, image_size)
 
 
 class Predictor:
-    """One checkpoint's LiteRT interpreter, fixed at the model's input size, and the request path around it."""
+    """One checkpoint's LiteRT interpreter and the request path around it."""
 
     def __init__(self, checkpoint: CheckpointInfo, flatbuffer: bytes):
         self.checkpoint = checkpoint
         self.image_size = int(checkpoint.sidecar["image_size"])
         try:
-            self.interpreter = make_interpreter(flatbuffer)
+            self.interpreter = make_interpreter(flatbuffer, shape=(1, self.image_size, self.image_size, 3))
         except ValueError as error:
             raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: corrupt export ({error}).") from None
-        self.input_index = self.interpreter.get_input_details()[0]["index"]
+        details = self.interpreter.get_input_details()[0]
+        self.input_index = details["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.any_size = tuple(details["shape_signature"][1:3]) == (-1, -1)
+        self.shape = tuple(details["shape"][1:])  # The input shape the tensors are allocated for.
         self.lock = threading.Lock()  # An interpreter runs one request at a time; the resizes run in parallel.
-        expected = (1, self.image_size, self.image_size, 3)
-        shapes = [tuple(detail["shape"]) for detail in (*self.interpreter.get_input_details(),
-                                                         *self.interpreter.get_output_details())]
-        if shapes != [expected, expected]:
-            raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: its export takes and returns "
-                                  f"{shapes}, not what its sidecar describes.")
-        self.run(np.zeros(expected[1:], np.float32))  # The first run plans the graph; users never wait for it.
+        square = (self.image_size, self.image_size, 3)
+        try:
+            # The first run plans the graph; users never wait for it.
+            shape = self.run(np.zeros(square, np.float32)).shape
+        except ValueError:
+            shape = None
+        if shape != square:
+            raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: its export does not take and return "
+                                  f"{square} as its sidecar describes.")
 
     def run(self, model_input: np.ndarray) -> np.ndarray:
-        """The model's probabilities (size, size, 3) for one resized photo (size, size, 3) float32 in [0, 1]."""
+        """The model's probabilities (rows, columns, 3) for one resized photo (rows, columns, 3) float32 in [0, 1];
+        ``ValueError`` for a shape the export does not take."""
         with self.lock:
+            if model_input.shape != self.shape:
+                self.interpreter.resize_tensor_input(self.input_index, (1, *model_input.shape), strict=True)
+                self.interpreter.allocate_tensors()
+                self.shape = model_input.shape
             self.interpreter.set_tensor(self.input_index, model_input[np.newaxis])
             self.interpreter.invoke()
             return self.interpreter.get_tensor(self.output_index)[0]  # get_tensor returns a copy.
 
     def predict(self, photo: np.ndarray) -> np.ndarray:
         """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo."""
-        probabilities = self.run(resize_photo(photo, self.image_size))
-        return resize_probabilities(probabilities, photo.shape[0], photo.shape[1])
+        height, width = photo.shape[:2]
+        rows, columns = input_shape(height, width, self.image_size, self.any_size)
+        probabilities = self.run(resize_photo(photo, rows, columns))
+        return resize_probabilities(probabilities, height, width)
 
 
 _predictors: dict[str, Predictor] = {}

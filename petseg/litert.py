@@ -1,11 +1,12 @@
 """TFLite flatbuffers of PetSeg models: made from Keras with TensorFlow, run with LiteRT (``ai_edge_litert``).
 
-A flatbuffer takes float32 images in [0, 1] of the model's square size, ``(batch, size, size, 3)``, and returns
-softmax probabilities over the classes (0 pet, 1 background, 2 border) of the same size. The request path
+A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)``, and returns softmax probabilities over
+the classes (0 pet, 1 background, 2 border) of the same size. Height and width are the model's own input shape:
+the model's square size, or any multiple of 32 for a U-Net rebuilt with ``model_with_dtype(..., any_size=True)``. The request path
 (``petseg.inference``) runs the one beside each checkpoint; ``petseg.export`` writes them for users. Running one
 needs only ``ai_edge_litert`` and numpy; making one needs TensorFlow, imported only then.
 
->>> interpreter = make_interpreter(convert_to_tflite(tiny_model(), 16))  # doctest: +SKIP
+>>> interpreter = make_interpreter(convert_to_tflite(tiny_model()))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ EXPORT_MIN_AGREEMENT = 0.99  # The least fraction of mask pixels on which an exp
 ImagesFunction = Callable[[np.ndarray], np.ndarray]
 
 
-def write_saved_model(model, image_size: int, directory: str | os.PathLike) -> None:
-    """Write a SavedModel with one ``serve`` endpoint (also its ``serving_default`` signature) into ``directory``."""
+def write_saved_model(model, directory: str | os.PathLike) -> None:
+    """Write a SavedModel with one ``serve`` endpoint (also its ``serving_default`` signature) into ``directory``;
+    its input takes the model's own input shape."""
     import keras
     import tensorflow as tf
 
@@ -40,12 +42,12 @@ def write_saved_model(model, image_size: int, directory: str | os.PathLike) -> N
     archive.add_endpoint(
         name=ENDPOINT_NAME,
         fn=lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
-        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name=INPUT_NAME)],
+        input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)],
     )
     archive.write_out(os.fspath(directory), verbose=False)
 
 
-def convert_to_tflite(model, image_size: int, quantize: str = "float32") -> bytes:
+def convert_to_tflite(model, quantize: str = "float32") -> bytes:
     """Convert the model to a TFLite flatbuffer; ``float16`` stores the weights in half precision.
 
     The converter reads a temporary SavedModel: converting the concrete function directly keeps Keras 3's
@@ -57,7 +59,7 @@ def convert_to_tflite(model, image_size: int, quantize: str = "float32") -> byte
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"Unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}.")
     with tempfile.TemporaryDirectory(prefix="petseg-litert-") as folder:
-        write_saved_model(model, image_size, folder)
+        write_saved_model(model, folder)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         if quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -65,14 +67,21 @@ def convert_to_tflite(model, image_size: int, quantize: str = "float32") -> byte
         return converter.convert()
 
 
-def make_interpreter(flatbuffer: bytes, threads: int = THREADS):
-    """A LiteRT interpreter for a flatbuffer, tensors allocated; raises ``ValueError`` if LiteRT refuses it."""
+def make_interpreter(flatbuffer: bytes, threads: int = THREADS, shape: tuple[int, ...] = (1, 32, 32, 3)):
+    """A LiteRT interpreter for a flatbuffer, tensors allocated; raises ``ValueError`` if LiteRT refuses it.
+
+    An export that takes any input size is allocated for ``shape`` (a 1x1 photo, its default, is too small for a
+    U-Net's five stride-2 steps); a fixed-size one for its own shape.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     try:
         interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads)
+        details = interpreter.get_input_details()[0]
+        if -1 in details["shape_signature"][1:3]:
+            interpreter.resize_tensor_input(details["index"], shape, strict=True)
         interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as error:
+    except (ValueError, RuntimeError, IndexError) as error:
         raise ValueError(f"LiteRT could not load it ({str(error).splitlines()[0][:120]})") from error
     return interpreter
 
@@ -105,8 +114,9 @@ def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 
-def check_images(image_size: int, count: int = CHECK_PHOTOS, seed: int = 0) -> np.ndarray:
-    """Synthetic pet photos resized to ``image_size`` as the app resizes them: float32 (count, size, size, 3)."""
+def check_images(image_size: int | tuple[int, int], count: int = CHECK_PHOTOS, seed: int = 0) -> np.ndarray:
+    """Synthetic pet photos resized to ``image_size`` (a side, or height and width) as the app resizes them:
+    float32 (count, height, width, 3)."""
     import tensorflow as tf
 
     from petseg.resize import resize_image
@@ -121,10 +131,11 @@ def check_images(image_size: int, count: int = CHECK_PHOTOS, seed: int = 0) -> n
     return np.stack(images).astype(np.float32)
 
 
-def parity(model, flatbuffer: bytes, image_size: int, count: int = CHECK_PHOTOS) -> dict[str, float]:
+def parity(model, flatbuffer: bytes, image_size: int | tuple[int, int], count: int = CHECK_PHOTOS
+           ) -> dict[str, float]:
     """How closely a flatbuffer reproduces the Keras model on synthetic photos: mask agreement, largest difference.
 
-    >>> parity(model, convert_to_tflite(model, 64), 64)  # doctest: +SKIP
+    >>> parity(model, convert_to_tflite(model), 64)  # doctest: +SKIP
     {'mask_agreement': 1.0, 'max_probability_difference': 3e-06}
     """
     images = check_images(image_size, count)
@@ -141,16 +152,25 @@ def export_quantization(model) -> str:
     return "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
 
 
-def make_export(model, image_size: int) -> tuple[bytes, dict]:
+def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
     """The flatbuffer a checkpoint is served with, and its record for the sidecar; ``ValueError`` if it is off.
 
-    ``model`` is the float32 model as the checkpoint loads (float16 weights widened).
+    ``model`` is the checkpoint's model, ``sidecar`` its description (preset, image size). A U-Net is exported
+    open to any input height and width, so the app predicts at a photo's own aspect ratio (``petseg.inference``);
+    DeepLab, whose resizes inside are fixed, at its square size. The export is checked against the float32 model
+    on synthetic photos, landscape ones for a U-Net.
     """
     import ai_edge_litert
 
+    from petseg.model import model_with_dtype
+    from petseg.presets import get_preset
+
+    image_size = int(sidecar["image_size"])
+    any_size = get_preset(sidecar["preset"]).architecture == "unet"
+    model = model_with_dtype(model, "float32", any_size=any_size)
     quantize = export_quantization(model)
-    flatbuffer = convert_to_tflite(model, image_size, quantize)
-    check = parity(model, flatbuffer, image_size)
+    flatbuffer = convert_to_tflite(model, quantize)
+    check = parity(model, flatbuffer, (image_size, image_size + 64) if any_size else image_size)
     if check["mask_agreement"] < EXPORT_MIN_AGREEMENT:
         raise ValueError(f"its LiteRT export agrees with the Keras model on only {check['mask_agreement']:.2%} of "
                          f"mask pixels (at least {EXPORT_MIN_AGREEMENT:.0%} expected)")

@@ -151,13 +151,18 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
             layer.trainable = False
 
 
-def model_with_dtype(model, dtype: str):
-    """Rebuild a functional Keras model with every layer's dtype policy set to ``dtype`` and its weights cast."""
+def model_with_dtype(model, dtype: str, any_size: bool = False):
+    """Rebuild a functional Keras model with every layer's dtype policy set to ``dtype`` and its weights cast;
+    with ``any_size``, its inputs take any height and width (a U-Net is fully convolutional: multiples of 32)."""
 
     def rewrite(node):
         if isinstance(node, dict):
             if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
                 return {**node, "config": {**node.get("config", {}), "name": dtype}}
+            if any_size and node.get("class_name") == "InputLayer":
+                batch_shape = node["config"]["batch_shape"]
+                return {**node, "config": {**node["config"], "batch_shape": [batch_shape[0], None, None,
+                                                                             batch_shape[-1]]}}
             return {key: rewrite(value) for key, value in node.items()}
         if isinstance(node, list):
             return [rewrite(value) for value in node]

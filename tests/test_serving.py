@@ -17,7 +17,8 @@ from PIL import Image
 from petseg import export, litert
 from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint_file, read_sidecar
 from petseg.resize import resize_image
-from petseg.inference import get_predictor, predict_probabilities, resize_photo, resize_probabilities
+from petseg.inference import get_predictor, input_shape, predict_probabilities, resize_photo, resize_probabilities
+from petseg.model import model_with_dtype
 from petseg.photos import load_photo
 
 PHOTO_SIZES = [(375, 500), (500, 375), (33, 47), (64, 64), (101, 77), (999, 13), (8, 8)]
@@ -31,9 +32,16 @@ def copy_entry(source: Path, weights_dir: Path, name: str) -> Path:
     return weights_dir / f"{name}.keras"
 
 
+def any_size_model(checkpoint):
+    """The checkpoint's U-Net open to any input size, as its export is made."""
+    return model_with_dtype(checkpoint.model, "float32", any_size=True)
+
+
 def keras_reference(model, image_size: int, photo: np.ndarray) -> np.ndarray:
-    """What the request path must compute, with TensorFlow and the Keras model: resize in, softmax, resize back."""
-    model_input = resize_image(tf.convert_to_tensor(photo), image_size).numpy()[np.newaxis]
+    """What the request path must compute, with TensorFlow and an ``any_size_model``: resize in at the photo's aspect
+    ratio, softmax, resize back."""
+    rows, columns = input_shape(*photo.shape[:2], image_size, any_size=True)
+    model_input = resize_image(tf.convert_to_tensor(photo), (rows, columns)).numpy()[np.newaxis]
     probabilities = litert.keras_probabilities(model, model_input)
     return tf.image.resize(probabilities, photo.shape[:2], method="bilinear", antialias=True).numpy()[0]
 
@@ -47,24 +55,26 @@ def listed(weights_dir: Path) -> dict:
     return {info.name: info for info in list_checkpoints(weights_dir)}
 
 
+@pytest.mark.parametrize("rows, columns", [(64, 64), (64, 96)])
 @pytest.mark.parametrize("height, width", PHOTO_SIZES)
-def test_pillow_resizes_equal_tensorflows_antialiased_bilinear(height, width):
+def test_pillow_resizes_equal_tensorflows_antialiased_bilinear(height, width, rows, columns):
     rng = np.random.default_rng(height * width)
     photo = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    expected = resize_image(tf.convert_to_tensor(photo), 64).numpy()
-    np.testing.assert_allclose(resize_photo(photo, 64), expected, atol=1e-5)
-    probabilities = rng.dirichlet(np.ones(3), size=(64, 64)).astype(np.float32)
+    expected = resize_image(tf.convert_to_tensor(photo), (rows, columns)).numpy()
+    np.testing.assert_allclose(resize_photo(photo, rows, columns), expected, atol=1e-5)
+    probabilities = rng.dirichlet(np.ones(3), size=(rows, columns)).astype(np.float32)
     expected = tf.image.resize(probabilities, (height, width), antialias=True).numpy()
     np.testing.assert_allclose(resize_probabilities(probabilities, height, width), expected, atol=1e-4)
 
 
 def test_request_path_equals_the_keras_model_on_photos_of_several_sizes(trained_checkpoint):
     checkpoint = load_checkpoint_file(trained_checkpoint.checkpoint_path)
+    model = any_size_model(checkpoint)
     rng = np.random.default_rng(3)
     for height, width in PHOTO_SIZES:
         photo = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
         probabilities = predict_probabilities(photo, checkpoint)
-        expected = keras_reference(checkpoint.model, checkpoint.image_size, photo)
+        expected = keras_reference(model, checkpoint.image_size, photo)
         assert probabilities.shape == (height, width, 3) and probabilities.dtype == np.float32
         np.testing.assert_allclose(probabilities, expected, atol=1e-4)
         assert np.mean(probabilities.argmax(-1) == expected.argmax(-1)) >= 0.99
@@ -77,25 +87,33 @@ def test_grayscale_uploads_are_made_rgb_before_the_request_path(trained_checkpoi
     assert photo.shape == (45, 70, 3) and photo.dtype == np.uint8
     checkpoint = load_checkpoint_file(trained_checkpoint.checkpoint_path)
     np.testing.assert_allclose(predict_probabilities(photo, checkpoint),
-                               keras_reference(checkpoint.model, checkpoint.image_size, photo), atol=1e-4)
+                               keras_reference(any_size_model(checkpoint), checkpoint.image_size, photo), atol=1e-4)
     with pytest.raises(ValueError, match="expected an RGB uint8 photo"):
         predict_probabilities(photo[..., 0], checkpoint)
 
 
-def test_one_interpreter_serves_every_photo_size_without_reconverting(entry, monkeypatch):
+def test_one_interpreter_takes_each_photo_at_its_aspect_ratio_without_converting(entry, monkeypatch):
     predictor = get_predictor("tiny", entry.parent)
+    assert predictor.any_size  # A U-Net's export takes any input size.
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the request path converted or reshaped the model")
+        raise AssertionError("the request path converted the model")
 
+    allocations = []
+    allocate = predictor.interpreter.allocate_tensors
     monkeypatch.setattr(litert, "convert_to_tflite", refuse)
-    monkeypatch.setattr(predictor.interpreter, "resize_tensor_input", refuse)
-    monkeypatch.setattr(predictor.interpreter, "allocate_tensors", refuse)
+    monkeypatch.setattr(predictor.interpreter, "allocate_tensors", lambda: allocations.append(1) or allocate())
     rng = np.random.default_rng(5)
-    for height, width in PHOTO_SIZES:
+    shapes = []
+    for height, width in [*PHOTO_SIZES, *PHOTO_SIZES]:
         predict_probabilities(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "tiny", entry.parent)
         assert get_predictor("tiny", entry.parent) is predictor
-    assert [list(detail["shape"]) for detail in predictor.interpreter.get_input_details()] == [[1, 64, 64, 3]]
+        shapes.append(tuple(predictor.interpreter.get_input_details()[0]["shape"]))
+    # Shorter side at the model's 64 px, longer side in proportion to a multiple of 32, at most 3 times as long.
+    assert shapes[:len(PHOTO_SIZES)] == [(1, 64, 96, 3), (1, 96, 64, 3), (1, 64, 96, 3), (1, 64, 64, 3),
+                                         (1, 96, 64, 3), (1, 192, 64, 3), (1, 64, 64, 3)]
+    # Tensors are reallocated only when the input shape changes from one request to the next.
+    assert len(allocations) == sum(1 for before, after in zip([(1, 64, 64, 3), *shapes], shapes) if before != after)
 
 
 def test_save_checkpoint_writes_one_entry_whose_sidecar_pins_both_files(trained_checkpoint):
@@ -126,7 +144,7 @@ def test_an_edited_keras_file_is_refused_until_its_export_is_rebuilt(entry, caps
     assert listed(entry.parent)["tiny"].available
     after = predict_probabilities(photo, "tiny", entry.parent)
     checkpoint = load_checkpoint_file(entry)
-    np.testing.assert_allclose(after, keras_reference(checkpoint.model, 64, photo), atol=1e-4)
+    np.testing.assert_allclose(after, keras_reference(any_size_model(checkpoint), 64, photo), atol=1e-4)
     assert not np.allclose(after, before, atol=1e-3)
 
 
