@@ -152,21 +152,36 @@ def export_quantization(model) -> str:
     return "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
 
 
+def takes_any_size(sidecar: dict) -> bool:
+    """Whether a checkpoint is served at each photo's aspect ratio rather than squashed to its square size.
+
+    Measured on the validation split (README's experiment table): a U-Net trained on random crops and scales
+    ("strong" augmentation) gains from it, one trained on squashed photos only (the tutorial's flips) loses, and
+    DeepLab's fixed resizes inside cannot take other sizes.
+
+    >>> takes_any_size({"preset": "finetune"}), takes_any_size({"preset": "tutorial"}), takes_any_size({"preset": "voc"})
+    (True, False, False)
+    """
+    from petseg.presets import apply_overrides, get_preset
+
+    preset = apply_overrides(get_preset(sidecar["preset"]), sidecar.get("overrides"))
+    return preset.architecture == "unet" and preset.augmentation == "strong"
+
+
 def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
     """The flatbuffer a checkpoint is served with, and its record for the sidecar; ``ValueError`` if it is off.
 
-    ``model`` is the checkpoint's model, ``sidecar`` its description (preset, image size). A U-Net is exported
-    open to any input height and width, so the app predicts at a photo's own aspect ratio (``petseg.inference``);
-    DeepLab, whose resizes inside are fixed, at its square size. The export is checked against the float32 model
-    on synthetic photos, landscape ones for a U-Net.
+    ``model`` is the checkpoint's model, ``sidecar`` its description (preset, image size). If ``takes_any_size``,
+    the export takes any input height and width, so the app predicts at a photo's own aspect ratio
+    (``petseg.inference``); otherwise it is fixed at the square size. The export is checked against the float32
+    model on synthetic photos, landscape ones when it takes any size.
     """
     import ai_edge_litert
 
     from petseg.model import model_with_dtype
-    from petseg.presets import get_preset
 
     image_size = int(sidecar["image_size"])
-    any_size = get_preset(sidecar["preset"]).architecture == "unet"
+    any_size = takes_any_size(sidecar)
     model = model_with_dtype(model, "float32", any_size=any_size)
     quantize = export_quantization(model)
     flatbuffer = convert_to_tflite(model, quantize)

@@ -11,9 +11,13 @@ VOC=${VOC:-../shared/data/encoders/deeplabv3_257_mv_gpu.tflite}
 # The seed's recipe: frozen encoder, 20 epochs, batch 64, Adam 1e-3, 128 px, flips only.
 python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset tutorial --name tutorial \
   --run-dir runs/shipped-tutorial
-# The finetune U-Net: see the preset in petseg/presets.py and the experiment table in README.md.
+# The finetune U-Net (the default): see the preset in petseg/presets.py and the experiment table in README.md.
+# Its samples show the example photos, so its run record ships too (weights/finetune.run/, the Training tab's
+# default view on a Space).
 python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset finetune --name finetune \
-  --run-dir runs/shipped-finetune
+  --run-dir runs/shipped-finetune \
+  --sample-photos examples/chelsea.jpg examples/cartoon_cat.jpg examples/cartoon_dog.jpg
+python -c "from petseg.runs import copy_run_record; copy_run_record('runs/shipped-finetune', 'weights/finetune.run')"
 # voc: DeepLabV3+ on the PASCAL VOC DeepLab (voc preset). Its samples show the example photos, so its run
 # record can ship beside it (weights/voc.run/) without photos of the data set.
 python train.py --data-dir "$DATA" --encoder-weights "$VOC" --preset voc --name voc --run-dir runs/shipped-voc \

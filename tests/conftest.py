@@ -52,12 +52,17 @@ def synthetic_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory, synthetic_data):
-    """A 1-epoch tutorial checkpoint at 64 px with a random encoder, trained through train.py's code path."""
+    """A 1-epoch tutorial checkpoint at 64 px with a random encoder, trained through train.py's code path.
+
+    It trains with strong augmentation (random crops and scales), as ``finetune`` does, so its export takes any
+    input size and the request path predicts at each photo's aspect ratio, as for the default checkpoint.
+    """
     from petseg.training import TrainConfig, train
 
     weights_dir = tmp_path_factory.mktemp("weights")
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    result = train(TrainConfig(data_dir=str(synthetic_data), preset="tutorial", epochs=1, batch_size=4,
+    result = train(TrainConfig(data_dir=str(synthetic_data), preset="tutorial", overrides={"augmentation": "strong"},
+                               epochs=1, batch_size=4,
                                image_size=64, encoder_weights="none", output_dir=str(weights_dir),
                                run_dir=str(run_dir), name="tiny", verbose=0))
     return result
