@@ -15,10 +15,6 @@ import argparse
 import json
 import sys
 
-from petseg.checkpoints import CheckpointError, load_checkpoint_file, store_metrics
-from petseg.data import DataError
-from petseg.metrics import evaluate_checkpoint, metrics_key
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="evaluate only the first N photos (for quick checks)")
     parser.add_argument("--write-sidecar", action="store_true", help="store the metrics in the checkpoint's sidecar")
     args = parser.parse_args(argv)
+    # After parsing: --help answers without loading TensorFlow.
+    from petseg.checkpoints import CheckpointError, load_checkpoint_file, store_metrics
+    from petseg.data import DataError
+    from petseg.metrics import evaluate_checkpoint, metrics_key
+
     try:
         checkpoint = load_checkpoint_file(args.checkpoint)
         metrics = evaluate_checkpoint(checkpoint, args.data_dir, args.split, args.limit, args.tfds_data_dir)
