@@ -68,7 +68,8 @@ def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> 
     planes = np.ascontiguousarray(probabilities.transpose(0, 2, 1)).reshape(rows * classes, columns)
     planes = resize_planes(planes, width, rows * classes)
     resized = np.ascontiguousarray(planes.reshape(rows, classes, width).transpose(0, 2, 1))
-    return resize_planes(resized.reshape(rows, width * classes), width * classes, height).reshape(height, width, classes)
+    resized = resize_planes(resized.reshape(rows, width * classes), width * classes, height)
+    return resized.reshape(height, width, classes)
 
 
 def input_shape(height: int, width: int, image_size: int, any_size: bool) -> tuple[int, int]:
@@ -118,12 +119,16 @@ class Predictor:
         """The model's probabilities (rows, columns, 3) for one resized photo (rows, columns, 3) float32 in [0, 1];
         ``ValueError`` for a shape the export does not take."""
         with self.lock:
-            if model_input.shape != self.shape:
-                self.interpreter.resize_tensor_input(self.input_index, (1, *model_input.shape), strict=True)
-                self.interpreter.allocate_tensors()
-                self.shape = model_input.shape
-            self.interpreter.set_tensor(self.input_index, model_input[np.newaxis])
-            self.interpreter.invoke()
+            try:
+                if model_input.shape != self.shape:
+                    self.interpreter.resize_tensor_input(self.input_index, (1, *model_input.shape), strict=True)
+                    self.interpreter.allocate_tensors()
+                    self.shape = model_input.shape
+                self.interpreter.set_tensor(self.input_index, model_input[np.newaxis])
+                self.interpreter.invoke()
+            except RuntimeError as error:  # A fixed-size export, or a size the model cannot take.
+                self.shape = None  # Reallocate on the next call, whatever its shape.
+                raise ValueError(f"the export does not take {model_input.shape}: {error}") from None
             return self.interpreter.get_tensor(self.output_index)[0]  # get_tensor returns a copy.
 
     def predict(self, photo: np.ndarray) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)``, and returns softmax probabilities over
 the classes (0 pet, 1 background, 2 border) of the same size. Height and width are the model's own input shape:
-the model's square size, or any multiple of 32 for a U-Net rebuilt with ``model_with_dtype(..., any_size=True)``. The request path
-(``petseg.inference``) runs the one beside each checkpoint; ``petseg.export`` writes them for users. Running one
-needs only ``ai_edge_litert`` and numpy; making one needs TensorFlow, imported only then.
+the model's square size, or any multiples of 32 for a U-Net rebuilt with ``model_with_dtype(..., any_size=True)``.
+The request path (``petseg.inference``) runs the one beside each checkpoint; ``petseg.export`` writes them for
+users. Running one needs only ``ai_edge_litert`` and numpy; making one needs TensorFlow, imported only then.
 
 >>> interpreter = make_interpreter(convert_to_tflite(tiny_model()))  # doctest: +SKIP
 """
@@ -159,8 +159,8 @@ def takes_any_size(sidecar: dict) -> bool:
     ("strong" augmentation) gains from it, one trained on squashed photos only (the tutorial's flips) loses, and
     DeepLab's fixed resizes inside cannot take other sizes.
 
-    >>> takes_any_size({"preset": "finetune"}), takes_any_size({"preset": "tutorial"}), takes_any_size({"preset": "voc"})
-    (True, False, False)
+    >>> [takes_any_size({"preset": name}) for name in ("finetune", "tutorial", "voc")]
+    [True, False, False]
     """
     from petseg.presets import apply_overrides, get_preset
 

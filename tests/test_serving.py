@@ -15,9 +15,10 @@ import tensorflow as tf
 from PIL import Image
 
 from petseg import export, litert
-from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint_file, read_sidecar
+from petseg.checkpoints import (CheckpointError, CheckpointInfo, list_checkpoints, load_checkpoint_file,
+                                read_sidecar)
 from petseg.resize import resize_image
-from petseg.inference import get_predictor, input_shape, predict_probabilities, resize_photo, resize_probabilities
+from petseg.inference import Predictor, get_predictor, input_shape, predict_probabilities, resize_photo, resize_probabilities
 from petseg.model import model_with_dtype
 from petseg.photos import load_photo
 
@@ -114,6 +115,13 @@ def test_one_interpreter_takes_each_photo_at_its_aspect_ratio_without_converting
                                          (1, 96, 64, 3), (1, 192, 64, 3), (1, 64, 64, 3)]
     # Tensors are reallocated only when the input shape changes from one request to the next.
     assert len(allocations) == sum(1 for before, after in zip([(1, 64, 64, 3), *shapes], shapes) if before != after)
+
+
+def test_an_export_that_cannot_take_the_sidecars_size_is_refused(entry):
+    # 48 px is no multiple of 32: the U-Net's skip connections cannot line up, whatever the export takes.
+    sidecar = {**read_sidecar(entry), "image_size": 48}
+    with pytest.raises(CheckpointError, match="does not take and return \\(48, 48, 3\\)"):
+        Predictor(CheckpointInfo("tiny", entry, sidecar, True), entry.with_suffix(".tflite").read_bytes())
 
 
 def test_save_checkpoint_writes_one_entry_whose_sidecar_pins_both_files(trained_checkpoint):
