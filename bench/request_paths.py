@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     difference = float(np.max(np.abs(paths["tensorflow"](photo) - serve(photo))))
     load_before = os.getloadavg()[0]
     results = compare(paths, photo, args.rounds)
-    input_size = predictor.shape[:2]
-    print(json.dumps({"model": label, "image_size": image_size, "input_shape": list(input_size),
+    input_size = [int(side) for side in predictor.shape[:2]]
+    print(json.dumps({"model": label, "image_size": image_size, "input_shape": input_size,
                       "export_bytes": export_bytes,
                       "max_probability_difference": difference, "rounds": args.rounds,
                       "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)], **results}, indent=1))

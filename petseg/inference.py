@@ -96,7 +96,7 @@ class Predictor:
         self.checkpoint = checkpoint
         self.image_size = int(checkpoint.sidecar["image_size"])
         try:
-            self.interpreter = make_interpreter(flatbuffer, shape=(1, self.image_size, self.image_size, 3))
+            self.interpreter = make_interpreter(flatbuffer)  # The square below is a shape like any other.
         except ValueError as error:
             raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: corrupt export ({error}).") from None
         details = self.interpreter.get_input_details()[0]

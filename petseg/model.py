@@ -151,12 +151,46 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
             layer.trainable = False
 
 
-def model_with_dtype(model, dtype: str, any_size: bool = False):
+class SubPixelConv2DTranspose(layers.Conv2DTranspose):
+    """A stride-2, 3x3, "same" Conv2DTranspose computed as a 2x2 convolution and a depth-to-space: the same numbers
+    from the same kernel. LiteRT runs this form in XNNPACK on every core; a TRANSPOSE_CONV whose output shape is
+    computed at run time (any batch or size) falls back to a slower single-threaded kernel.
+
+    >>> layer = SubPixelConv2DTranspose(4, 3, strides=2, padding="same")
+    >>> tuple(layer(keras.ops.zeros((1, 5, 7, 2))).shape)
+    (1, 10, 14, 4)
+    """
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        # Output row 2i sums input rows i-1 and i times kernel rows 2 and 0; row 2i+1 is input row i times kernel
+        # row 1 (columns alike). So each of the four output phases is one small valid convolution of the input
+        # padded by a row and a column in front, and depth-to-space interleaves them.
+        kernel = tf.transpose(self.kernel, [0, 1, 3, 2])  # (3, 3, channels, filters), as tf.nn.conv2d takes it.
+        padded = tf.pad(inputs, [[0, 0], [1, 0], [1, 0], [0, 0]])
+        taps = (([2, 0], 0), ([1], 1))  # (kernel rows, first padded row) for even and odd output rows.
+        phases = [
+            tf.nn.conv2d(padded[:, row_start:, column_start:], tf.gather(tf.gather(kernel, rows, axis=0), columns,
+                                                                          axis=1), 1, "VALID")
+            for rows, row_start in taps for columns, column_start in taps
+        ]
+        outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+def model_with_dtype(model, dtype: str, any_size: bool = False, subpixel: bool = False):
     """Rebuild a functional Keras model with every layer's dtype policy set to ``dtype`` and its weights cast;
-    with ``any_size``, its inputs take any height and width (a U-Net is fully convolutional: multiples of 32)."""
+    with ``any_size``, its inputs take any height and width (a U-Net is fully convolutional: multiples of 32);
+    with ``subpixel``, its stride-2 transposed convolutions become ``SubPixelConv2DTranspose`` (for exports)."""
 
     def rewrite(node):
         if isinstance(node, dict):
+            if subpixel and node.get("class_name") == "Conv2DTranspose" and is_subpixel_ready(node["config"]):
+                node = {**node, "class_name": "SubPixelConv2DTranspose", "module": None,
+                        "registered_name": "SubPixelConv2DTranspose"}
             if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
                 return {**node, "config": {**node.get("config", {}), "name": dtype}}
             if any_size and node.get("class_name") == "InputLayer":
@@ -168,6 +202,13 @@ def model_with_dtype(model, dtype: str, any_size: bool = False):
             return [rewrite(value) for value in node]
         return node
 
-    rebuilt = keras.Model.from_config(rewrite(model.get_config()))
+    rebuilt = keras.Model.from_config(rewrite(model.get_config()),
+                                      custom_objects={"SubPixelConv2DTranspose": SubPixelConv2DTranspose})
     rebuilt.set_weights([weight.astype(dtype) for weight in model.get_weights()])
     return rebuilt
+
+
+def is_subpixel_ready(config: dict) -> bool:
+    """Whether a Conv2DTranspose config is the 3x3, stride-2, "same" kind ``SubPixelConv2DTranspose`` computes."""
+    return (tuple(config["kernel_size"]) == (3, 3) and tuple(config["strides"]) == (2, 2)
+            and config["padding"] == "same" and tuple(config.get("dilation_rate", (1, 1))) == (1, 1))

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from petseg.model import SKIP_LAYER_NAMES, EncoderWeightsError, build_unet, set_encoder_trainable, upsample_block
+from petseg.model import (SKIP_LAYER_NAMES, EncoderWeightsError, SubPixelConv2DTranspose, build_unet,
+                          model_with_dtype, set_encoder_trainable, upsample_block)
 
 
 def trainable_count(model):
@@ -48,3 +49,29 @@ def test_missing_encoder_weights_file_names_the_options(tmp_path):
 def test_image_size_must_be_a_multiple_of_32():
     with pytest.raises(ValueError, match="multiple of 32"):
         build_unet("tutorial", 100, encoder_weights=None)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_subpixel_transposed_convolution_computes_the_same_numbers(use_bias):
+    import keras
+
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(2, 5, 7, 6)).astype(np.float32)
+    plain = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", use_bias=use_bias)
+    subpixel = SubPixelConv2DTranspose(4, 3, strides=2, padding="same", use_bias=use_bias)
+    plain.build(inputs.shape)
+    subpixel.build(inputs.shape)
+    weights = [rng.normal(size=weight.shape).astype(np.float32) for weight in plain.get_weights()]
+    plain.set_weights(weights)
+    subpixel.set_weights(weights)
+    assert subpixel(inputs).shape == (2, 10, 14, 4)
+    np.testing.assert_allclose(subpixel(inputs), plain(inputs), atol=1e-4)
+
+
+def test_a_unet_rebuilt_with_subpixel_upsampling_keeps_its_outputs():
+    model = build_unet("finetune", image_size=64, encoder_weights=None)
+    rebuilt = model_with_dtype(model, "float32", any_size=True, subpixel=True)
+    kinds = {type(layer).__name__ for layer in [*rebuilt.layers, *rebuilt.get_layer("upsample_0").layers]}
+    assert "SubPixelConv2DTranspose" in kinds and "Conv2DTranspose" not in kinds
+    images = np.random.default_rng(1).uniform(size=(1, 64, 96, 3)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt(images), model_with_dtype(model, "float32", any_size=True)(images), atol=1e-4)
