@@ -42,7 +42,8 @@ from petseg.checkpoints import (EXPORT_SUFFIX, CheckpointError, LoadedCheckpoint
                                 load_checkpoint_file, write_export)
 from petseg.classes import CLASS_NAMES
 from petseg.litert import (CHECK_PHOTOS, ENDPOINT_NAME, INPUT_NAME, QUANTIZATIONS, ImagesFunction, check_images,
-                           convert_to_tflite, images_function, keras_probabilities, make_export, write_saved_model)
+                           convert_to_tflite, images_function, keras_probabilities, make_export, takes_any_size,
+                           write_saved_model)
 
 FORMATS = ("saved_model", "tflite", "serving")
 DEFAULT_EXPORTS_DIR = Path(os.environ.get("PETSEG_EXPORTS_DIR", Path(__file__).resolve().parent.parent / "exports"))
@@ -62,7 +63,7 @@ class ExportResult:
     path: Path
     export_format: str
     quantize: str
-    image_size: int
+    input_shape: str
     size_bytes: int
     mask_agreement: float | None
     seconds: float
@@ -175,7 +176,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     path = Path(output) if output is not None else default_output_path(checkpoint.name, export_format, quantize)
     check_destination(path, export_format)
     started = time.perf_counter()
-    image_size = checkpoint.image_size
+    input_shape = f"(batch, {checkpoint.image_size}, {checkpoint.image_size}, 3)"
     description = describe_export(checkpoint, export_format, quantize)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -200,7 +201,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
     size_bytes = folder_size(path) if path.is_dir() else path.stat().st_size
-    return ExportResult(path, export_format, quantize, image_size, size_bytes, agreement,
+    return ExportResult(path, export_format, quantize, input_shape, size_bytes, agreement,
                         round(time.perf_counter() - started, 1), description)
 
 
@@ -215,8 +216,16 @@ def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLi
         raise ExportError(f"{str(error)[0].upper()}{str(error)[1:]}; nothing was written.") from error
     sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)
     return ExportResult(checkpoint.path.with_suffix(EXPORT_SUFFIX), "serving", serving["quantize"],
-                        checkpoint.image_size, len(flatbuffer), serving["mask_agreement"],
+                        serving_input_shape(checkpoint.sidecar), len(flatbuffer), serving["mask_agreement"],
                         round(time.perf_counter() - started, 1), sidecar["serving"])
+
+
+def serving_input_shape(sidecar: dict) -> str:
+    """The input a checkpoint's serving export takes, in words."""
+    size = int(sidecar["image_size"])
+    if takes_any_size(sidecar):
+        return f"(batch, height, width, 3) in multiples of 32 (shorter side {size} in the app)"
+    return f"(batch, {size}, {size}, 3)"
 
 
 def verify_export(checkpoint: LoadedCheckpoint, exported: ImagesFunction, min_agreement: float = 0.99) -> float:
@@ -340,9 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     agreement = "not checked" if result.mask_agreement is None else (
         f"masks agree with the Keras model on {result.mask_agreement:.2%} of pixels ({CHECK_PHOTOS} synthetic photos)")
     name = result.description.get("checkpoint", result.path.stem)
-    size = result.image_size
     print(f"Exported {name} as {result.export_format} ({result.quantize}) to {result.path}: "
-          f"{result.size_bytes / 1e6:.1f} MB, input (batch, {size}, {size}, 3) float [0, 1]; {agreement}; "
+          f"{result.size_bytes / 1e6:.1f} MB, input {result.input_shape} float [0, 1]; {agreement}; "
           f"{result.seconds} s.")
     return 0
 

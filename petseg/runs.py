@@ -164,7 +164,8 @@ def shipped_runs(weights_dir: str | os.PathLike, checkpoint: str | None) -> list
 def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, sample_every: int = 5) -> Path:
     """Copy a finished run's status, metrics, curves and every ``sample_every``-th sample (plus the last) for shipping.
 
-    The copy drops the process id and host, so a reader never mistakes it for a live run.
+    The copy drops the process id and host, so a reader never mistakes it for a live run, and keeps only the
+    checkpoint's file name: the training machine's folders mean nothing where the record ships.
     """
     run = read_run(run_dir)
     if run.state not in ("done", "stopped"):
@@ -172,6 +173,8 @@ def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, 
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     status = {key: value for key, value in run.status.items() if key not in ("pid", "host")}
+    if status.get("checkpoint"):
+        status["checkpoint"] = Path(status["checkpoint"]).name
     write_json_atomic(destination / "status.json", status)
     atomic_write_bytes(destination / "metrics.jsonl", (Path(run_dir) / "metrics.jsonl").read_bytes())
     kept = [path for index, path in enumerate(run.samples, 1) if index % sample_every == 1 or index == len(run.samples)]

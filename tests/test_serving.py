@@ -149,6 +149,7 @@ def test_an_edited_keras_file_is_refused_until_its_export_is_rebuilt(entry, caps
         predict_probabilities(photo, "tiny", entry.parent)  # Even though its old interpreter is cached.
 
     assert export.main(["--checkpoint", str(entry), "--format", "serving"]) == 0, capsys.readouterr().err
+    assert "input (batch, height, width, 3) in multiples of 32" in capsys.readouterr().out
     assert listed(entry.parent)["tiny"].available
     after = predict_probabilities(photo, "tiny", entry.parent)
     checkpoint = load_checkpoint_file(entry)

@@ -15,7 +15,7 @@ import petseg.segmentation
 from petseg.classes import CLASS_NAMES
 from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, parse_request,
                              training_allowed, training_command)
-from petseg.runs import RunWriter
+from petseg.runs import RunWriter, read_run
 from petseg.segmentation import OutputFolder, safe_stem
 from petseg.ui import build_app, launch_options
 from petseg.ui_predict import PredictHandlers, uploaded_photo
@@ -327,6 +327,7 @@ def test_empty_runs_folder_shows_the_default_checkpoints_shipped_run(weights_dir
     copy_run_record(trained_checkpoint.run_dir, shipped / "tiny.run")
     copy_run_record(trained_checkpoint.run_dir, shipped / "another.run")
     assert {"status.json", "metrics.jsonl", "epoch_001.png", "curves.png"} <= {p.name for p in (shipped / "tiny.run").iterdir()}
+    assert read_run(shipped / "tiny.run").status["checkpoint"] == "tiny.keras"  # No training machine's folders.
     handlers = TrainingHandlers(shipped, tmp_path / "runs", allow_training=False)
     picker, status, *_ = handlers.watch(None, None)
     # The default checkpoint's record comes first and is shown.
