@@ -34,8 +34,6 @@ COLOR_MAP = {name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in zip
 NO_PHOTO_MESSAGE = "Upload a photo, paste one, or pick an example."
 NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: train one in the Training tab or with "
                          "`python train.py`, then pick it here.")
-# Outputs of /predict, in order: class map, confidence, photo | cutout slider, cutout file, areas, status.
-PREDICT_OUTPUTS = 6
 
 
 def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
