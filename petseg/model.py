@@ -152,9 +152,9 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
 
 
 class SubPixelConv2DTranspose(layers.Conv2DTranspose):
-    """A stride-2, 3x3, "same" Conv2DTranspose computed as a 2x2 convolution and a depth-to-space: the same numbers
-    from the same kernel. LiteRT runs this form in XNNPACK on every core; a TRANSPOSE_CONV whose output shape is
-    computed at run time (any batch or size) falls back to a slower single-threaded kernel.
+    """A stride-2, 3x3, "same" Conv2DTranspose computed as four small convolutions and a depth-to-space: the same
+    numbers from the same kernel. LiteRT runs this form in XNNPACK on every core; a TRANSPOSE_CONV whose output
+    shape is computed at run time (any batch or size) falls back to a slower single-threaded kernel.
 
     >>> layer = SubPixelConv2DTranspose(4, 3, strides=2, padding="same")
     >>> tuple(layer(keras.ops.zeros((1, 5, 7, 2))).shape)
