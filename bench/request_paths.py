@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     difference = float(np.max(np.abs(paths["tensorflow"](photo) - serve(photo))))
     load_before = os.getloadavg()[0]
     results = compare(paths, photo, args.rounds)
-    input_size = [int(side) for side in predictor.shape[:2]]
+    input_size = list(predictor.shape[:2])
     print(json.dumps({"model": label, "image_size": image_size, "input_shape": input_size,
                       "export_bytes": export_bytes,
                       "max_probability_difference": difference, "rounds": args.rounds,

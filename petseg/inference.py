@@ -103,7 +103,7 @@ class Predictor:
         self.input_index = details["index"]
         self.output_index = self.interpreter.get_output_details()[0]["index"]
         self.any_size = tuple(details["shape_signature"][1:3]) == (-1, -1)
-        self.shape = tuple(details["shape"][1:])  # The input shape the tensors are allocated for.
+        self.shape = tuple(int(side) for side in details["shape"][1:])  # What the tensors are allocated for.
         self.lock = threading.Lock()  # An interpreter runs one request at a time; the resizes run in parallel.
         square = (self.image_size, self.image_size, 3)
         try:

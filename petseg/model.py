@@ -178,7 +178,7 @@ class SubPixelConv2DTranspose(layers.Conv2DTranspose):
         outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
         if self.use_bias:
             outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+        return self.activation(outputs)  # Keras makes a missing activation the identity.
 
 
 def model_with_dtype(model, dtype: str, any_size: bool = False, subpixel: bool = False):
