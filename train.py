@@ -19,8 +19,6 @@ from petseg.presets import PRESETS
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder in the official Oxford-IIIT Pet layout (default: tfds)")
-    parser.add_argument("--extra-data-dir", help="more training photos in the same layout, e.g. pseudo-labelled "
-                        "ones (scripts/pseudo_label.py); never used for validation or test")
     parser.add_argument("--tfds-data-dir", help="where tfds keeps its data (default: ~/tensorflow_datasets)")
     parser.add_argument("--preset", default="tutorial", choices=sorted(PRESETS))
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
@@ -60,7 +58,7 @@ def main(argv=None) -> int:
             return 2
         overrides[key.strip()] = value.strip()
     config = TrainConfig(
-        data_dir=args.data_dir, extra_data_dir=args.extra_data_dir, preset=args.preset, overrides=overrides, epochs=args.epochs, batch_size=args.batch_size,
+        data_dir=args.data_dir, preset=args.preset, overrides=overrides, epochs=args.epochs, batch_size=args.batch_size,
         image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
         output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
         validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,

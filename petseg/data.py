@@ -358,24 +358,13 @@ def cache_size_for(image_size: int, augmentation: str) -> int:
 
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
                        augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
-                       sample_count: int = 3, tfds_data_dir: str | None = None,
-                       extra_data_dir: str | os.PathLike | None = None) -> TrainingData:
-    """Build the train and validation pipelines from the trainval split; the test split is never touched here.
-
-    ``extra_data_dir``, a folder in the same layout (e.g. pseudo-labelled photos), adds its trainval photos to the
-    training split only, so validation stays the held-out part of the real trainval split.
-    """
+                       sample_count: int = 3, tfds_data_dir: str | None = None) -> TrainingData:
+    """Build the train and validation pipelines from the trainval split; the test split is never touched here."""
     cache_size = cache_size_for(image_size, augmentation)
     examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)
     validation_index = validation_indices(examples.names, validation_fraction, seed)
     train_index = np.setdiff1d(np.arange(len(examples.names)), validation_index)
     train, validation = examples.take(train_index), examples.take(validation_index)
-    skipped = examples.skipped
-    if extra_data_dir is not None:
-        extra = load_resized(extra_data_dir, "trainval", cache_size)
-        train = ResizedExamples(train.names + extra.names, np.concatenate([train.images, extra.images]),
-                                np.concatenate([train.masks, extra.masks]), [])
-        skipped = skipped + extra.skipped
     if cache_size != image_size:
         validation.images = np.round(resize_image(validation.images, image_size).numpy() * 255).astype(np.uint8)
         validation.masks = resize_mask(tf.convert_to_tensor(validation.masks), image_size).numpy()
@@ -400,7 +389,7 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         validation=validation_dataset,
         sample_images=validation.images[:samples].astype(np.float32) / 255.0,
         sample_masks=validation.masks[:samples, ..., 0],
-        counts={"train": len(train.names), "validation": len(validation.names), "skipped": len(skipped)},
-        source=describe_source(data_dir) + (f" + {describe_source(extra_data_dir)}" if extra_data_dir else ""),
+        counts={"train": len(train.names), "validation": len(validation.names), "skipped": len(examples.skipped)},
+        source=describe_source(data_dir),
         steps_per_epoch=int(np.ceil(len(train.names) / batch_size)),
     )

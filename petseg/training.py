@@ -46,7 +46,6 @@ class TrainConfig:
     """Everything a training run needs; None means "the preset's default"."""
 
     data_dir: str | None = None  # None: tfds oxford_iiit_pet.
-    extra_data_dir: str | None = None  # More training photos in the same layout (never validation or test).
     preset: str = "tutorial"
     overrides: dict[str, str] | None = None  # Preset fields to change, e.g. {"image_size": "160"}.
     epochs: int | None = None
@@ -184,8 +183,7 @@ def train(config: TrainConfig) -> TrainResult:
     reporter = None
     try:
         data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
-                                  config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
-                                  extra_data_dir=config.extra_data_dir)
+                                  config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir)
         if config.sample_photos:
             data.sample_images = load_sample_photos(config.sample_photos, config.image_size)
             data.sample_masks = [None] * len(data.sample_images)

@@ -1,15 +1,10 @@
-import importlib.util
-import shutil
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from petseg import data
-from petseg.inference import get_predictor
 from petseg.resize import resize_mask
 from petseg.synthetic import make_synthetic_pets
-from conftest import ROOT
 
 
 def test_trimap_values_map_to_class_ids_and_invalid_values_become_border():
@@ -134,43 +129,6 @@ def test_training_data_pipeline_shapes_and_counts(synthetic_data):
     validation_images, _ = next(iter(training.validation))
     assert validation_images.shape[1:] == (64, 64, 3)
     assert training.sample_images.shape == (3, 64, 64, 3)
-
-
-def test_extra_photos_join_the_training_split_only(synthetic_data, tmp_path):
-    extra = make_synthetic_pets(tmp_path / "extra", trainval_count=5, test_count=1, seed=2)
-    plain = data.make_training_data(synthetic_data, image_size=64, batch_size=4, validation_fraction=0.2, seed=0)
-    training = data.make_training_data(synthetic_data, image_size=64, batch_size=4, validation_fraction=0.2, seed=0,
-                                       extra_data_dir=extra)
-    assert training.counts == {"train": 9 + 5, "validation": 3, "skipped": 0}
-    assert training.source == f"folder:{synthetic_data.name} + folder:extra"
-    assert sum(int(images.shape[0]) for images, _ in training.train) == 14
-    # Validation is the same held-out part of the real trainval split, with or without the extra photos.
-    for (with_extra, _), (without, _) in zip(training.validation, plain.validation):
-        np.testing.assert_array_equal(with_extra.numpy(), without.numpy())
-
-
-def test_pseudo_labels_of_unlabelled_photos_are_training_data(synthetic_data, trained_checkpoint, tmp_path):
-    """scripts/pseudo_label.py writes a teacher's masks in the official layout, which training then reads."""
-    spec = importlib.util.spec_from_file_location("pseudo_label", ROOT / "scripts" / "pseudo_label.py")
-    pseudo_label = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pseudo_label)
-    photos = tmp_path / "unlabelled"
-    photos.mkdir()
-    for name in data.read_split_names(synthetic_data, "test"):
-        shutil.copy(synthetic_data / "images" / f"{name}.jpg", photos)
-    weights = trained_checkpoint.checkpoint_path.parent
-    output = tmp_path / "pseudo"
-    assert pseudo_label.main([str(photos), str(output), "--checkpoints", "tiny", "--weights-dir", str(weights)]) == 0
-
-    names = data.read_split_names(output, "trainval")
-    assert sorted(names) == sorted(path.stem for path in photos.glob("*.jpg"))
-    example = data.read_folder_example(output, names[0])
-    expected = get_predictor("tiny", weights).predict(example.image)
-    mirrored = get_predictor("tiny", weights).predict(np.ascontiguousarray(example.image[:, ::-1]))[:, ::-1]
-    np.testing.assert_array_equal(example.mask, ((expected + mirrored) / 2).argmax(-1))
-    training = data.make_training_data(synthetic_data, image_size=64, batch_size=4, validation_fraction=0.2, seed=0,
-                                       extra_data_dir=output)
-    assert training.counts["train"] == 9 + len(names)
 
 
 def test_tfds_source_on_mock_data():
