@@ -66,6 +66,11 @@ def main(argv=None) -> int:
 
     weights_dir = args.weights_dir or DEFAULT_WEIGHTS_DIR
     runs_dir = args.runs_dir or DEFAULT_RUNS_DIR
+    try:
+        options = launch_options(runs_dir)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     # Matting's numba kernels load (or compile, on a fresh install) beside the model's warm-up, not on a request.
     matting = threading.Thread(target=warm_up_matting, name="matting-warm-up", daemon=True)
     matting.start()
@@ -73,7 +78,7 @@ def main(argv=None) -> int:
     demo = build_app(weights_dir, runs_dir, args.allow_training)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True,
-                quiet=True, **launch_options(runs_dir))
+                quiet=True, **options)
     matting.join()
     print(f"PetSeg is ready at {demo.local_url} ({warm_up_note}; started in {time.perf_counter() - started:.1f} s)",
           flush=True)

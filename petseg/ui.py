@@ -84,10 +84,15 @@ def launch_options(runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """The ``launch()`` arguments that belong to the app: its look, the upload limit and the folders it may serve.
 
     The run folder is served (its sample PNGs) only when it lies outside the working and temporary folders,
-    which gradio allows already; the weights folder is never served.
+    which gradio allows already; the weights folder is never served. A run folder that holds the working, temporary
+    or home folder (``/``, ``~``) raises ``ValueError``: serving it would serve every file in them.
     """
     runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR).resolve()
     already_allowed = [Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()]
     allowed_paths = [] if any(runs_dir.is_relative_to(folder) for folder in already_allowed) else [str(runs_dir)]
+    held = [folder for folder in (*already_allowed, Path.home().resolve()) if folder.is_relative_to(runs_dir)]
+    if allowed_paths and held:
+        raise ValueError(f"The runs folder {runs_dir} holds {held[0]}: the app would serve every file in it. "
+                         "Choose a folder of its own, e.g. runs/.")
     return {"theme": THEME, "css": CSS, "max_file_size": MAX_FILE_SIZE, "allowed_paths": allowed_paths,
             "footer_links": ["api", "gradio", "settings"]}

@@ -308,6 +308,17 @@ def test_launch_options_serve_only_what_is_needed(tmp_path):
     assert inside["allowed_paths"] == [] and inside["max_file_size"] == "20mb"
     outside = launch_options("/srv/petseg-runs")
     assert outside["allowed_paths"] == ["/srv/petseg-runs"]
+    # A run folder above the working folder would let the app serve every file in it.
+    for folder in ("/", Path.home()):
+        with pytest.raises(ValueError, match="holds"):
+            launch_options(folder)
+
+
+def test_app_refuses_a_runs_folder_that_would_serve_every_file(capsys):
+    import app
+
+    assert app.main(["--runs-dir", "/", "--port", "0"]) == 2
+    assert "error: The runs folder / holds" in capsys.readouterr().err
 
 
 def test_build_app_names_its_endpoints(weights_dir, tmp_path):
