@@ -1,6 +1,7 @@
 """Write the example photos of the app into examples/: a real cat and two drawn pets.
 
-- ``chelsea.jpg``: scikit-image's "chelsea" cat photo (``skimage.data.chelsea()``), 451x300.
+- ``chelsea.jpg``: scikit-image's "chelsea" cat photo (``skimage.data.chelsea()``), 451x300; the script needs
+  ``pip install scikit-image``, which no requirements file lists (the app only reads the JPEGs).
 - ``cartoon_cat.jpg`` and ``cartoon_dog.jpg``: pets drawn with Pillow on textured backgrounds, 500x375.
 
 The drawings use a fixed random seed, so running the script again gives the same pictures.
@@ -109,7 +110,11 @@ def draw_dog(image: Image.Image) -> Image.Image:
 
 def write_examples(folder: Path) -> list[Path]:
     """Write the three examples into ``folder`` and return their paths."""
-    from skimage import data
+    try:
+        from skimage import data
+    except ImportError:
+        raise SystemExit("chelsea.jpg comes from scikit-image, which the app does not need: "
+                         "pip install scikit-image") from None
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2024)
