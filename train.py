@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from petseg.checkpoints import CheckpointError
     from petseg.data import DataError
     from petseg.model import EncoderWeightsError
-    from petseg.training import TrainConfig, train
+    from petseg.training import STOP_SIGNALLED, TrainConfig, train
 
     overrides = {}
     for item in args.overrides:
@@ -64,8 +64,9 @@ def main(argv=None) -> int:
         validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,
         tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
     )
-    # SIGTERM (docker stop, a process manager) ends the run like Ctrl-C: marked stopped, best checkpoint kept.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # SIGTERM (docker stop, a process manager) ends the run like the app's Stop button: after the current batch,
+    # marked stopped, best checkpoint kept.
+    signal.signal(signal.SIGTERM, lambda signum, frame: STOP_SIGNALLED.set())
     try:
         result = train(config)
     except (DataError, EncoderWeightsError, CheckpointError, ValueError) as error:
@@ -76,10 +77,6 @@ def main(argv=None) -> int:
         return 130
     print(f"{result.state}: checkpoint {result.checkpoint_path}, run folder {result.run_dir}")
     return 0
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

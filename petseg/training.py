@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -105,6 +106,11 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
     return loss
 
 
+# Set by train.py on SIGTERM: the run then stops after the current batch, as with the stop file. An exception
+# raised from the signal handler instead can land inside TensorFlow's tracing and crash the run (SystemError).
+STOP_SIGNALLED = threading.Event()
+
+
 class EpochReporter(keras.callbacks.Callback):
     """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
 
@@ -124,7 +130,7 @@ class EpochReporter(keras.callbacks.Callback):
         self.epoch_started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.writer.stop_requested():
+        if self.writer.stop_requested() or STOP_SIGNALLED.is_set():
             self.stopped = True
             self.model.stop_training = True
 
