@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from petseg.checkpoints import CheckpointError
     from petseg.data import DataError
     from petseg.model import EncoderWeightsError
-    from petseg.training import STOP_SIGNALLED, TrainConfig, train
+    from petseg.training import TrainConfig, stop_on_signal, train
 
     overrides = {}
     for item in args.overrides:
@@ -64,9 +64,9 @@ def main(argv=None) -> int:
         validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,
         tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
     )
-    # SIGTERM (docker stop, a process manager) ends the run like the app's Stop button: after the current batch,
-    # marked stopped, best checkpoint kept.
-    signal.signal(signal.SIGTERM, lambda signum, frame: STOP_SIGNALLED.set())
+    # SIGTERM (docker stop, a process manager, the app) while fitting ends the run like the app's Stop button:
+    # after the current batch, marked stopped, best checkpoint kept; before or after fitting, like Ctrl-C.
+    signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         result = train(config)
     except (DataError, EncoderWeightsError, CheckpointError, ValueError) as error:

@@ -106,9 +106,18 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
     return loss
 
 
-# Set by train.py on SIGTERM: the run then stops after the current batch, as with the stop file. An exception
-# raised from the signal handler instead can land inside TensorFlow's tracing and crash the run (SystemError).
+FITTING = threading.Event()  # Set while model.fit runs (it traces TensorFlow functions).
 STOP_SIGNALLED = threading.Event()
+
+
+def stop_on_signal(signum, frame) -> None:
+    """train.py's SIGTERM handler: while fitting, stop after the current batch, as the stop file does; else at once.
+
+    Raising from the handler while fitting can land inside TensorFlow's tracing and crash the run (SystemError).
+    """
+    if not FITTING.is_set():
+        raise KeyboardInterrupt
+    STOP_SIGNALLED.set()
 
 
 class EpochReporter(keras.callbacks.Callback):
@@ -125,6 +134,12 @@ class EpochReporter(keras.callbacks.Callback):
         self.epoch_started = 0.0
         self.stopped = False
         self.samples_log = tf.summary.create_file_writer(str(writer.run_dir / TENSORBOARD_FOLDER / "samples"))
+
+    def on_train_begin(self, logs=None):
+        FITTING.set()
+
+    def on_train_end(self, logs=None):
+        FITTING.clear()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()

@@ -3,6 +3,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 from tensorflow.compat.v1.train import summary_iterator
 
 import train as train_script
@@ -76,3 +77,18 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     finally:
         signal.signal(signal.SIGTERM, sigterm_handler)
     assert code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_sigterm_handler_stops_after_the_batch_while_fitting_and_at_once_otherwise():
+    from petseg import training
+
+    with pytest.raises(KeyboardInterrupt):
+        training.stop_on_signal(signal.SIGTERM, None)
+    assert not training.STOP_SIGNALLED.is_set()
+    training.FITTING.set()
+    try:
+        training.stop_on_signal(signal.SIGTERM, None)  # No exception inside model.fit: a flag the batch end reads.
+        assert training.STOP_SIGNALLED.is_set()
+    finally:
+        training.FITTING.clear()
+        training.STOP_SIGNALLED.clear()
