@@ -64,8 +64,8 @@ def main(argv=None) -> int:
         validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,
         tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
     )
-    # SIGTERM (docker stop, a process manager, the app) while fitting ends the run like the app's Stop button:
-    # after the current batch, marked stopped, best checkpoint kept; before or after fitting, like Ctrl-C.
+    # SIGTERM (docker stop, a process manager, the app) ends the run like Ctrl-C: marked stopped, best checkpoint
+    # kept; while fitting, at the end of the current batch.
     signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         result = train(config)

@@ -111,9 +111,10 @@ STOP_SIGNALLED = threading.Event()
 
 
 def stop_on_signal(signum, frame) -> None:
-    """train.py's SIGTERM handler: while fitting, stop after the current batch, as the stop file does; else at once.
+    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the end of the current batch.
 
-    Raising from the handler while fitting can land inside TensorFlow's tracing and crash the run (SystemError).
+    Raising from the handler while fitting can land inside TensorFlow's tracing and crash the run (SystemError), so
+    there it only sets a flag, and ``EpochReporter`` raises at the next batch end, in plain Python.
     """
     if not FITTING.is_set():
         raise KeyboardInterrupt
@@ -145,9 +146,14 @@ class EpochReporter(keras.callbacks.Callback):
         self.epoch_started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.writer.stop_requested() or STOP_SIGNALLED.is_set():
+        self.on_test_batch_end(batch)
+        if self.writer.stop_requested():
             self.stopped = True
             self.model.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        if STOP_SIGNALLED.is_set():
+            raise KeyboardInterrupt
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_started

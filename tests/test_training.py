@@ -1,6 +1,7 @@
 import json
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -79,16 +80,22 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert code == 2 and "not found" in capsys.readouterr().err
 
 
-def test_sigterm_handler_stops_after_the_batch_while_fitting_and_at_once_otherwise():
+def test_sigterm_while_fitting_interrupts_at_the_batch_end_not_in_the_handler():
     from petseg import training
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # Outside model.fit: at once, as Ctrl-C.
         training.stop_on_signal(signal.SIGTERM, None)
     assert not training.STOP_SIGNALLED.is_set()
+    reporter = training.EpochReporter.__new__(training.EpochReporter)
+    reporter.writer = SimpleNamespace(stop_requested=lambda: False)  # No stop file.
     training.FITTING.set()
     try:
-        training.stop_on_signal(signal.SIGTERM, None)  # No exception inside model.fit: a flag the batch end reads.
-        assert training.STOP_SIGNALLED.is_set()
+        reporter.on_train_batch_end(0)  # No signal yet: the batch ends normally.
+        training.stop_on_signal(signal.SIGTERM, None)  # Inside model.fit: only a flag, no exception here.
+        with pytest.raises(KeyboardInterrupt):
+            reporter.on_train_batch_end(1)
+        with pytest.raises(KeyboardInterrupt):
+            reporter.on_test_batch_end(0)
     finally:
         training.FITTING.clear()
         training.STOP_SIGNALLED.clear()
