@@ -121,6 +121,12 @@ def stop_on_signal(signum, frame) -> None:
     STOP_SIGNALLED.set()
 
 
+def raise_if_signalled() -> None:
+    """Raise the interrupt ``stop_on_signal`` deferred; callbacks call it at each batch end."""
+    if STOP_SIGNALLED.is_set():
+        raise KeyboardInterrupt
+
+
 class EpochReporter(keras.callbacks.Callback):
     """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
 
@@ -146,14 +152,13 @@ class EpochReporter(keras.callbacks.Callback):
         self.epoch_started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        self.on_test_batch_end(batch)
+        raise_if_signalled()
         if self.writer.stop_requested():
             self.stopped = True
             self.model.stop_training = True
 
     def on_test_batch_end(self, batch, logs=None):
-        if STOP_SIGNALLED.is_set():
-            raise KeyboardInterrupt
+        raise_if_signalled()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_started
