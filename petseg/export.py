@@ -41,14 +41,14 @@ from petseg.atomic import atomic_write_bytes
 from petseg.checkpoints import (EXPORT_SUFFIX, CheckpointError, LoadedCheckpoint, headline_metrics, load_checkpoint,
                                 load_checkpoint_file, write_export)
 from petseg.classes import CLASS_NAMES
-from petseg.litert import (CHECK_PHOTOS, ENDPOINT_NAME, INPUT_NAME, QUANTIZATIONS, ImagesFunction, check_images,
-                           convert_to_tflite, images_function, keras_probabilities, make_export, takes_any_size,
-                           write_saved_model)
+from petseg.litert import (CHECK_PHOTOS, INPUT_NAME, QUANTIZATIONS, ImagesFunction, check_images, convert_to_tflite,
+                           images_function, keras_probabilities, make_export, takes_any_size)
 
 FORMATS = ("saved_model", "tflite", "serving")
 DEFAULT_EXPORTS_DIR = Path(os.environ.get("PETSEG_EXPORTS_DIR", Path(__file__).resolve().parent.parent / "exports"))
 # The SavedModel folder keeps its description inside, so the folder stays one self-contained unit.
 SAVED_MODEL_DESCRIPTION = "petseg.json"
+ENDPOINT_NAME = "serve"
 
 
 
@@ -116,7 +116,24 @@ def check_options(export_format: str, quantize: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Running the exports (for the check below and tests); ``petseg.litert.images_function`` runs a TFLite one.
+# Writing and running a SavedModel; ``petseg.litert`` converts and runs TFLite flatbuffers.
+
+
+def write_saved_model(model, directory: str | os.PathLike) -> None:
+    """Write a SavedModel with one ``serve`` endpoint (also its ``serving_default`` signature) into ``directory``;
+    its input takes the model's own input shape."""
+    import keras
+    import tensorflow as tf
+
+    # No archive.track(model): add_endpoint tracks the variables the endpoint uses, and tracking the model as
+    # well stores every weight twice (Keras 3.15).
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(
+        name=ENDPOINT_NAME,
+        fn=lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
+        input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(os.fspath(directory), verbose=False)
 
 
 def load_saved_model_function(directory: str | os.PathLike) -> ImagesFunction:
