@@ -21,8 +21,8 @@ from tests.app_server import FIRST_CHECKPOINT
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client.utils import QueueError, Status  # noqa: E402 - after the import check.
 
-IDENTICAL_CALLS = 32
-DISTINCT_CALLS = 8
+IDENTICAL_CALLS = 16
+DISTINCT_CALLS = 4
 CALL_TIMEOUT = 300.0
 # Uploads wait their turn behind the burst on a busy machine: httpx's default 5 s is too short for them.
 HTTP_OPTIONS = {"timeout": 120.0}
