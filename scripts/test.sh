@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README): install what the tests need, then run the whole suite.
-# Usage: scripts/test.sh [pytest arguments]
+# The test command (README): install what the tests need, then run the whole suite on two workers (see
+# tests/conftest.py for which tests go where). Usage: scripts/test.sh [pytest arguments]; -n 0 runs it serially.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +17,4 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 export TF_CPP_MIN_LOG_LEVEL=2 GRADIO_ANALYTICS_ENABLED=False PYTHONUNBUFFERED=1
-exec python3 -m pytest -q "$@"
+exec python3 -m pytest -q -n 2 --dist loadgroup "$@"

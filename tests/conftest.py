@@ -13,6 +13,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+@pytest.hookimpl(tryfirst=True)  # Before pytest-xdist reads the groups.
+def pytest_collection_modifyitems(items) -> None:
+    """Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``) the tests that use the session's trained
+    checkpoint (the app fixture uses it too) share one worker, so each session fixture is made once; every other
+    test, the training processes of test_reliability and test_scale among them, runs on the other worker."""
+    for item in items:
+        group = "trained_checkpoint" if "trained_checkpoint" in item.fixturenames else "self_contained"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def copy_checkpoint(source: Path, target: Path) -> Path:
     """Copy a checkpoint, its sidecar and its LiteRT export to ``target`` (a .keras path); return ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)

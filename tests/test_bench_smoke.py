@@ -13,16 +13,16 @@ import pytest
 from bench import processes
 from bench.common import Row, table_lines, write_results
 from bench.run import Settings, run_benchmark
-from conftest import copy_checkpoint
+from conftest import ROOT, copy_checkpoint
 
 IN_PROCESS_FIGURES = ("request", "batch", "training", "epochs")
 
 
 @pytest.fixture(scope="module")
-def bench_weights(tmp_path_factory, trained_checkpoint):
-    """The tiny session checkpoint (tutorial preset, 64 px) alone, so the best checkpoint is the tutorial one."""
+def bench_weights(tmp_path_factory):
+    """The shipped tutorial checkpoint alone, so the best checkpoint is the tutorial one."""
     weights_dir = tmp_path_factory.mktemp("bench-weights")
-    return copy_checkpoint(trained_checkpoint.checkpoint_path, weights_dir / "tutorial.keras").parent
+    return copy_checkpoint(ROOT / "weights" / "tutorial.keras", weights_dir / "tutorial.keras").parent
 
 
 def tiny_settings() -> Settings:

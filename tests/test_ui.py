@@ -303,13 +303,15 @@ def test_handlers_send_every_image_as_a_file_of_its_own(handlers, photo_path):
     assert Path(first[CONFIDENCE]).read_bytes() == Path(second[CONFIDENCE]).read_bytes()
 
 
-def test_launch_options_serve_only_what_is_needed(tmp_path):
+def test_launch_options_serve_only_what_is_needed(tmp_path, monkeypatch):
+    # A home folder outside the working and temporary folders, as on most machines, whatever this one's is.
+    monkeypatch.setenv("HOME", "/srv/someone")
     inside = launch_options(tmp_path / "runs")
     assert inside["allowed_paths"] == [] and inside["max_file_size"] == "20mb"
     outside = launch_options("/srv/petseg-runs")
     assert outside["allowed_paths"] == ["/srv/petseg-runs"]
     # A run folder above the working folder would let the app serve every file in it.
-    for folder in ("/", Path.home()):
+    for folder in ("/", "/srv/someone", "/srv"):
         with pytest.raises(ValueError, match="holds"):
             launch_options(folder)
 
