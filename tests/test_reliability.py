@@ -21,7 +21,7 @@ from petseg.runs import read_metrics, read_run, request_stop
 
 from conftest import assert_predicts, copy_checkpoint, tiny_train_command
 
-STARTUP_TIMEOUT = 240.0  # Seconds for TensorFlow to start and finish a first epoch on a busy machine.
+STARTUP_TIMEOUT = 400.0  # Seconds for TensorFlow to start and finish a first epoch on a busy machine.
 
 
 # ---------------------------------------------------------------------------------------------------------------
