@@ -249,6 +249,8 @@ def train(config: TrainConfig) -> TrainResult:
     except BaseException as error:
         writer.finish("failed", f"{type(error).__name__}: {error}")
         raise
+    finally:
+        FITTING.clear()  # Keras skips on_train_end when fit raises.
     if scratch is not None:
         # A non-chief worker's copies are redundant once it finished; report where the chief wrote.
         shutil.rmtree(scratch, ignore_errors=True)
