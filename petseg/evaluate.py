@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-sidecar", action="store_true", help="store the metrics in the checkpoint's sidecar")
     args = parser.parse_args(argv)
     # After parsing: --help answers without loading TensorFlow.
-    from petseg.checkpoints import CheckpointError, load_checkpoint_file, store_metrics
+    from petseg.checkpoints import CheckpointError, servable_entry, store_metrics
     from petseg.data import DataError
     from petseg.metrics import evaluate_checkpoint, metrics_key
 
     try:
-        checkpoint = load_checkpoint_file(args.checkpoint)
+        checkpoint = servable_entry(Path(args.checkpoint).name, Path(args.checkpoint).parent)
         metrics = evaluate_checkpoint(checkpoint, args.data_dir, args.split, args.limit, args.tfds_data_dir)
     except (CheckpointError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)

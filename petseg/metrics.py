@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petseg.checkpoints import LoadedCheckpoint
+from petseg.checkpoints import CheckpointInfo
 from petseg.classes import BACKGROUND, CLASS_NAMES, NUM_CLASSES
 from petseg.data import describe_source, iterate_split
 from petseg.inference import predict_probabilities
@@ -68,9 +68,10 @@ def metrics_key(data_dir: str | os.PathLike | None, split: str) -> str:
     return split if data_dir is None else f"{Path(data_dir).resolve().name}/{split}"
 
 
-def evaluate_checkpoint(checkpoint: LoadedCheckpoint, data_dir: str | os.PathLike | None, split: str = "test",
+def evaluate_checkpoint(checkpoint: CheckpointInfo, data_dir: str | os.PathLike | None, split: str = "test",
                         limit: int | None = None, tfds_data_dir: str | None = None) -> dict:
-    """Score ``checkpoint`` on every readable photo of ``split`` (or the first ``limit``).
+    """Score ``checkpoint`` (a servable entry: its export is what runs) on every readable photo of ``split`` (or
+    the first ``limit``).
 
     ``data_dir`` is a folder in the official layout; None reads tfds, from ``tfds_data_dir`` if given.
     """

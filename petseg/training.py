@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 import petseg
-from petseg.checkpoints import load_checkpoint_file, read_sidecar, save_checkpoint, store_metrics, write_sidecar
+from petseg.checkpoints import read_sidecar, save_checkpoint, servable_entry, store_metrics, write_sidecar
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
 from petseg.data import DataError, TrainingData, make_training_data
 from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
@@ -235,9 +235,8 @@ def train(config: TrainConfig) -> TrainResult:
         train_seconds = round(time.perf_counter() - started, 1)
         reporter.save_curves()
         sidecar = store_training_summary(checkpoint_path, reporter, train_seconds)
-        test_note = ""
-        if config.evaluate_test and not reporter.stopped and scratch is None:
-            sidecar, test_note = evaluate_test_split(checkpoint_path, config)
+        evaluate = config.evaluate_test and not reporter.stopped and scratch is None
+        sidecar, test_note = evaluate_test_split(checkpoint_path, config) if evaluate else (sidecar, "")
         state = "stopped" if reporter.stopped else "done"
         writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}{test_note}",
                       checkpoint=str(checkpoint_path), train_seconds=train_seconds)
@@ -251,6 +250,7 @@ def train(config: TrainConfig) -> TrainResult:
         raise
     finally:
         FITTING.clear()  # Keras skips on_train_end when fit raises.
+        STOP_SIGNALLED.clear()  # The signal ended this run; a later run in this process starts afresh.
     if scratch is not None:
         # A non-chief worker's copies are redundant once it finished; report where the chief wrote.
         shutil.rmtree(scratch, ignore_errors=True)
@@ -344,9 +344,9 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
     Returns the sidecar and a note for the run's last message. A test split that cannot be read (a folder
     without ``annotations/test.txt``, tfds offline) skips the evaluation with that note: the run still succeeded.
     """
-    checkpoint = load_checkpoint_file(checkpoint_path)
     try:
-        metrics = evaluate_checkpoint(checkpoint, config.data_dir, tfds_data_dir=config.tfds_data_dir)
+        metrics = evaluate_checkpoint(servable_entry(checkpoint_path.name, checkpoint_path.parent), config.data_dir,
+                                      tfds_data_dir=config.tfds_data_dir)
     except DataError as error:
         print(f"No test evaluation: {error} The checkpoint is saved: {checkpoint_path}", flush=True)
         return read_sidecar(checkpoint_path), f"; no test evaluation: {error}"

@@ -101,12 +101,13 @@ def test_sigterm_while_fitting_interrupts_at_the_batch_end_not_in_the_handler():
         training.STOP_SIGNALLED.clear()
 
 
-def test_a_run_that_raises_clears_the_fitting_flag(tmp_path):
+def test_a_run_that_raises_clears_the_fitting_and_signal_flags(tmp_path):
     from petseg import training
     from petseg.data import DataError
 
     training.FITTING.set()  # What a fit that raised would leave: Keras skips on_train_end then.
+    training.STOP_SIGNALLED.set()  # What a SIGTERM during that fit would leave.
     with pytest.raises(DataError, match="not found"):
         training.train(training.TrainConfig(data_dir=str(tmp_path / "nowhere"), epochs=1, encoder_weights="none",
                                             output_dir=str(tmp_path), run_dir=str(tmp_path / "run")))
-    assert not training.FITTING.is_set()
+    assert not training.FITTING.is_set() and not training.STOP_SIGNALLED.is_set()
