@@ -11,6 +11,7 @@ users. Running one needs only ``ai_edge_litert`` and numpy; making one needs Ten
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
@@ -25,6 +26,10 @@ EXPORT_MAX_FLOAT32_BYTES = 16 * 2**20
 EXPORT_MIN_AGREEMENT = 0.99  # The least fraction of mask pixels on which an export and its model must agree.
 
 ImagesFunction = Callable[[np.ndarray], np.ndarray]
+
+# The converter calls this path deprecated at every save, but the one it recommends (``trackable_obj``) drops
+# Keras 3's weights (see ``convert_to_tflite``): keep that one warning out of training logs.
+logging.getLogger("absl").addFilter(lambda record: "trackable_obj" not in record.getMessage())
 
 
 def convert_to_tflite(model, quantize: str = "float32") -> bytes:
