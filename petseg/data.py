@@ -63,12 +63,10 @@ class ResizedExamples:
     names: list[str]
     images: np.ndarray  # (count, size, size, 3) uint8
     masks: np.ndarray  # (count, size, size, 1) uint8
-    aspects: np.ndarray  # (count,) float32: each photo's height over width before it was squashed to a square
     skipped: list[tuple[str, str]]  # (name, reason) for each example that could not be read
 
     def take(self, indices: np.ndarray) -> "ResizedExamples":
-        return ResizedExamples([self.names[i] for i in indices], self.images[indices], self.masks[indices],
-                               self.aspects[indices], [])
+        return ResizedExamples([self.names[i] for i in indices], self.images[indices], self.masks[indices], [])
 
 
 @dataclasses.dataclass
@@ -268,19 +266,19 @@ def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds
     else:
         items, read = read_split_names(data_dir, split), functools.partial(read_folder_example, data_dir)
 
-    def prepare(item) -> tuple[str, np.ndarray, np.ndarray, float] | None:
+    def prepare(item) -> tuple[str, np.ndarray, np.ndarray] | None:
         example = read_or_skip(read, item, skipped)
-        if example is None:
-            return None
-        return (example.name, *resize_example(example, size), example.image.shape[0] / example.image.shape[1])
+        return None if example is None else (example.name, *resize_example(example, size))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         prepared = [result for _, result in zip_with_results(items, prepare, pool) if result is not None]
-    if not prepared:
+    names = [name for name, _, _ in prepared]
+    images = [image for _, image, _ in prepared]
+    masks = [mask for _, _, mask in prepared]
+    if not names:
         raise DataError(f"No readable examples in the {split} split of {describe_source(data_dir)} "
                         f"({len(skipped)} skipped).")
-    names, images, masks, aspects = zip(*prepared)
-    return ResizedExamples(list(names), np.stack(images), np.stack(masks), np.array(aspects, np.float32), skipped)
+    return ResizedExamples(names, np.stack(images), np.stack(masks), skipped)
 
 
 def zip_with_results(items: Iterator, function, pool: concurrent.futures.Executor, window: int = 16):
@@ -310,31 +308,21 @@ def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarr
 
 
 # Augmentation and pipelines.
-def aspect_box(cached_size: tf.Tensor, photo_aspect: tf.Tensor, scale: tf.Tensor, aspect: tf.Tensor
-               ) -> tuple[tf.Tensor, tf.Tensor]:
-    """The (height, width) of a crop of a cached square whose content has ``aspect`` (width over height) in the
-    photo's own pixels, ``scale`` times the largest such box; ``photo_aspect`` is the photo's height over width
-    (the cached square squashed it). The app predicts at each photo's aspect ratio, so training sees pets unsquashed.
-    """
-    ratio = photo_aspect * aspect  # The box's width over height in the squashed square.
-    size = tf.cast(cached_size, tf.float32) * scale
-    return (tf.cast(size * tf.minimum(1.0, 1.0 / ratio), tf.int32), tf.cast(size * tf.minimum(1.0, ratio), tf.int32))
-
-
-def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip",
-            photo_aspect: float | tf.Tensor = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
+            ) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.
 
-    "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop at
-    the photo's own aspect ratio, give or take a quarter (one box for both; ``photo_aspect`` is the photo's height
-    over width before it was squashed into the cache), the flip, and colour jitter on the photo alone.
+    "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop
+    (one box for both), the flip, and colour jitter on the photo alone.
     """
     if augmentation not in ("none", "flip", "strong"):
         raise ValueError(f"Unknown augmentation {augmentation!r}; choose none, flip or strong.")
     if augmentation == "strong":
         cached_size = tf.shape(image)[0]
-        crop_height, crop_width = aspect_box(cached_size, tf.cast(photo_aspect, tf.float32),
-                                             tf.random.uniform((), 0.6, 1.0), tf.random.uniform((), 0.8, 1.25))
+        scale = tf.random.uniform((), 0.6, 1.0)
+        aspect = tf.random.uniform((), 0.8, 1.25)
+        crop_height = tf.cast(tf.minimum(1.0, scale * tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
+        crop_width = tf.cast(tf.minimum(1.0, scale / tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
         top = tf.random.uniform((), 0, cached_size - crop_height + 1, dtype=tf.int32)
         left = tf.random.uniform((), 0, cached_size - crop_width + 1, dtype=tf.int32)
         image = tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
@@ -365,20 +353,7 @@ def to_model_inputs(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Te
 
 def cache_size_for(image_size: int, augmentation: str) -> int:
     """Strong augmentation crops, so it caches photos a quarter larger than the model's input."""
-    return int(round(image_size * 1.6)) if augmentation == "strong" else image_size
-
-
-def centre_crops(examples: ResizedExamples, image_size: int) -> ResizedExamples:
-    """Validation photos as strong augmentation's largest crop shows them: the centre of each photo at its own
-    aspect ratio (a square in the photo's pixels), resized to ``image_size``."""
-    images, masks = [], []
-    for image, mask, aspect in zip(examples.images, examples.masks, examples.aspects):
-        height, width = (int(side) for side in aspect_box(image.shape[0], aspect, 1.0, 1.0))
-        top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2
-        images.append(resize_image(image[top:top + height, left:left + width], image_size))
-        masks.append(resize_mask(mask[top:top + height, left:left + width], image_size))
-    images = np.round(np.stack(images) * 255).astype(np.uint8)
-    return dataclasses.replace(examples, images=images, masks=np.stack(masks))
+    return int(round(image_size * 1.25)) if augmentation == "strong" else image_size
 
 
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
@@ -391,13 +366,13 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
     train_index = np.setdiff1d(np.arange(len(examples.names)), validation_index)
     train, validation = examples.take(train_index), examples.take(validation_index)
     if cache_size != image_size:
-        validation = centre_crops(validation, image_size)
+        validation.images = np.round(resize_image(validation.images, image_size).numpy() * 255).astype(np.uint8)
+        validation.masks = resize_mask(tf.convert_to_tensor(validation.masks), image_size).numpy()
 
     train_dataset = (
-        tf.data.Dataset.from_tensor_slices((train.images, train.masks, train.aspects))
+        tf.data.Dataset.from_tensor_slices((train.images, train.masks))
         .shuffle(len(train.names), seed=seed, reshuffle_each_iteration=True)
-        .map(lambda image, mask, aspect: augment(image, mask, image_size, augmentation, aspect),
-             num_parallel_calls=AUTOTUNE)
+        .map(lambda image, mask: augment(image, mask, image_size, augmentation), num_parallel_calls=AUTOTUNE)
         .batch(batch_size)
         .prefetch(AUTOTUNE)
     )

@@ -57,30 +57,6 @@ def test_augmentation_keeps_image_and_mask_aligned(augmentation):
         assert flips_seen == {True, False}
 
 
-@pytest.mark.parametrize("photo_aspect", [0.5, 1.0, 1.5])
-def test_strong_crops_keep_the_photos_own_aspect_ratio(photo_aspect):
-    # Width over height of the box in the squashed square is the photo's height over width times the jitter, so
-    # its content, back in the photo's pixels, is square give or take the jitter; the longer side is scale x size.
-    for scale, aspect in [(1.0, 1.0), (0.6, 1.0), (0.8, 1.25), (1.0, 0.8)]:
-        height, width = (int(side) for side in data.aspect_box(200, photo_aspect, scale, aspect))
-        assert max(height, width) == int(200 * scale)
-        assert width / height == pytest.approx(photo_aspect * aspect, rel=0.02)
-
-
-def test_validation_sees_the_centre_of_each_photo_unsquashed():
-    # A disc in the middle of a photo twice as wide as tall, squashed into the cache as training caches it.
-    rows, columns = np.mgrid[:100, :200]
-    photo_mask = (((rows - 50) ** 2 + (columns - 100) ** 2) < 40 ** 2).astype(np.uint8)[..., None]
-    cached_mask = resize_mask(tf.constant(photo_mask), 80).numpy()
-    cached_image = np.repeat(cached_mask * 255, 3, axis=-1)
-    examples = data.ResizedExamples(["disc"], cached_image[None], cached_mask[None], np.array([0.5], np.float32), [])
-    cropped = data.centre_crops(examples, 64)
-    assert cropped.images.shape == (1, 64, 64, 3) and cropped.masks.shape == (1, 64, 64, 1)
-    disc = cropped.masks[0, ..., 0] == 1
-    height, width = np.ptp(np.nonzero(disc)[0]) + 1, np.ptp(np.nonzero(disc)[1]) + 1
-    assert abs(height - width) <= 2 and height > 40  # Round again, and filling most of the crop.
-
-
 def test_folder_source_decodes_by_content_and_skips_unreadable(tmp_path):
     from PIL import Image
 
