@@ -117,18 +117,8 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
         x = upsample_block(filters, dropout=preset.decoder_dropout, batchnorm_momentum=preset.batchnorm_momentum,
                            name=f"upsample_{index}")(x)
         x = layers.Concatenate(name=f"skip_{index}")([x, skip])
-    if preset.full_resolution_head:
-        # Outlines drawn at the input's resolution, from the decoder's features and the photo's own edges.
-        x = upsample_block(preset.full_resolution_head, batchnorm_momentum=preset.batchnorm_momentum,
-                           name="upsample_full")(x)
-        x = layers.Concatenate(name="skip_photo")([x, features])
-        x = layers.Conv2D(preset.full_resolution_head, 3, padding="same", use_bias=False, name="head_conv")(x)
-        x = layers.BatchNormalization(momentum=preset.batchnorm_momentum, name="head_norm")(x)
-        x = layers.ReLU(name="head_relu")(x)
-        logits = layers.Conv2D(NUM_CLASSES, 1, name="logits")(x)
-    else:
-        # The last layer doubles 64x64 back to the input size and emits one logit per class.
-        logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
+    # The last layer doubles 64x64 back to the input size and emits one logit per class.
+    logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
     return keras.Model(inputs=inputs, outputs=logits, name=f"unet_{preset.name}")
 
 

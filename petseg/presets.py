@@ -34,8 +34,6 @@ class Preset:
         fine_tune_learning_rate: Adam learning rate once the encoder is unfrozen.
         dice_weight: Weight of the soft Dice loss added to cross-entropy (0: cross-entropy alone).
         half_resolution_stage: Add a DeepLab decoder stage at 1/2 resolution (deeplab only).
-        full_resolution_head: Filters of a U-Net head at the input's resolution that sees the photo itself beside
-            the decoder's upsampled features (0: the tutorial's single transposed convolution to logits).
         border_weight: Cross-entropy weight of pixels on and next to the border ring (1: plain cross-entropy).
         augmentation: "flip" (the tutorial's), "strong" (scale/crop, flip, colour jitter).
     """
@@ -55,7 +53,6 @@ class Preset:
     fine_tune_learning_rate: float = 1e-4
     dice_weight: float = 0.0
     half_resolution_stage: bool = False
-    full_resolution_head: int = 0
     border_weight: float = 1.0
     augmentation: str = "flip"
 

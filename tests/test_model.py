@@ -75,17 +75,3 @@ def test_a_unet_rebuilt_with_subpixel_upsampling_keeps_its_outputs():
     assert "SubPixelConv2DTranspose" in kinds and "Conv2DTranspose" not in kinds
     images = np.random.default_rng(1).uniform(size=(1, 64, 96, 3)).astype(np.float32)
     np.testing.assert_allclose(rebuilt(images), model_with_dtype(model, "float32", any_size=True)(images), atol=1e-4)
-
-
-def test_a_full_resolution_head_sees_the_photo_and_exports_as_sub_pixel():
-    from petseg.presets import apply_overrides, get_preset
-
-    preset = apply_overrides(get_preset("finetune"), {"full_resolution_head": "8"})
-    model = build_unet(preset, image_size=64, encoder_weights=None)
-    # The head's input is the upsampled decoder features beside the (scaled) photo itself, at the input's size.
-    assert [tuple(tensor.shape) for tensor in model.get_layer("skip_photo").input] == [(None, 64, 64, 8),
-                                                                                     (None, 64, 64, 3)]
-    assert model.get_layer("logits").kernel_size == (1, 1) and model.output_shape == (None, 64, 64, 3)
-    rebuilt = model_with_dtype(model, "float32", any_size=True, subpixel=True)
-    images = np.random.default_rng(2).uniform(size=(1, 64, 96, 3)).astype(np.float32)
-    np.testing.assert_allclose(rebuilt(images), model_with_dtype(model, "float32", any_size=True)(images), atol=1e-4)
