@@ -96,23 +96,12 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
         total = tf.reduce_mean(pixel_loss)
         if dice_weight == 0:
             return total
-        # Experiment: the Lovasz-softmax loss (Berman et al. 2018), a convex surrogate of each class's Jaccard loss
-        # over the batch, in place of soft Dice.
-        probabilities = tf.reshape(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), [-1, NUM_CLASSES])
-        flat_labels = tf.reshape(labels, [-1])
-        class_losses = []
-        for class_id in range(NUM_CLASSES):
-            truth = tf.cast(flat_labels == class_id, tf.float32)
-            errors = tf.abs(truth - probabilities[:, class_id])
-            errors_sorted, order = tf.math.top_k(errors, k=tf.shape(errors)[0])
-            truth_sorted = tf.gather(truth, order)
-            positives = tf.reduce_sum(truth_sorted)
-            intersection = positives - tf.cumsum(truth_sorted)
-            union = positives + tf.cumsum(1.0 - truth_sorted)
-            jaccard = 1.0 - intersection / union
-            gradient = tf.concat([jaccard[:1], jaccard[1:] - jaccard[:-1]], 0)
-            class_losses.append(tf.tensordot(errors_sorted, tf.stop_gradient(gradient), 1))
-        return total + dice_weight * tf.cast(tf.reduce_mean(class_losses), total.dtype)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        one_hot = tf.one_hot(labels, NUM_CLASSES, dtype=probabilities.dtype)
+        intersection = tf.reduce_sum(probabilities * one_hot, axis=[0, 1, 2])
+        sums = tf.reduce_sum(probabilities + one_hot, axis=[0, 1, 2])
+        dice = tf.reduce_mean((2.0 * intersection + 1.0) / (sums + 1.0))
+        return total + dice_weight * (1.0 - dice)
 
     return loss
 
