@@ -78,8 +78,6 @@ def test_multiworker_without_tf_config_is_a_single_worker():
     assert completed.stdout.split() == ["1", "True"]
 
 
-@pytest.mark.skipif(os.environ.get("PETSEG_SLOW_TESTS") != "1",
-                    reason="two TensorFlow workers take a minute or two; set PETSEG_SLOW_TESTS=1 to run")
 def test_two_workers_from_tf_config_train_one_checkpoint(synthetic_data, tmp_path):
     # Both workers share the output and run folders, as on shared storage; only the chief (worker 0) writes there.
     ports = free_loopback_ports(2)
