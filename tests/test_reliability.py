@@ -58,9 +58,10 @@ def first_epoch_saved(folder: Path, name: str):
 
 
 @pytest.fixture(scope="module")
-def training_runs(synthetic_data, tmp_path_factory):
-    """The three runs below, started at once so their TensorFlow start-ups and first epochs overlap: the name of
-    each maps to its process and folder. Each test ends its own; all are stopped at the end."""
+def ended_runs(synthetic_data, tmp_path_factory):
+    """Three runs started at once, so their TensorFlow start-ups and first epochs overlap, each ended as soon as its
+    first checkpoint and metrics line exist: "crash" by SIGKILL, "stopped" by a stop request, "terminated" by
+    SIGTERM. Maps each name to its ended process and its folder; the tests below read what each left."""
     runs = {}
     # The terminated run starts fine-tuning after its first epoch, so SIGTERM lands while TensorFlow traces the new
     # phase's step: raising there once crashed runs with a SystemError.
@@ -69,6 +70,19 @@ def training_runs(synthetic_data, tmp_path_factory):
         folder = tmp_path_factory.mktemp(name)
         runs[name] = start_training(synthetic_data, folder, name, *options.get(name, ())), folder
     try:
+        for name, (process, folder) in runs.items():
+            wait_until(first_epoch_saved(folder, name), process, folder)
+            if name == "crash":
+                time.sleep(0.5)  # Into the next epochs, which are short: the kill may land in a step or in a save.
+                process.send_signal(signal.SIGKILL)
+                # Until it is reaped the killed process is a zombie; a reader must already see the run as failed.
+                wait_until(lambda: read_run(folder / "run").state == "failed", None, folder, timeout=10)
+            elif name == "stopped":
+                request_stop(folder / "run")
+            else:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in runs.values():
+            process.wait(timeout=STARTUP_TIMEOUT)
         yield runs
     finally:
         for process, _ in runs.values():
@@ -87,17 +101,8 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 # A killed run and a stopped run.
 
 
-def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_a_failed_run(training_runs):
-    process, folder = training_runs["crash"]
-    try:
-        wait_until(first_epoch_saved(folder, "crash"), process, folder)
-        assert read_run(folder / "run").state == "running"
-        time.sleep(0.5)  # Into the next epochs, which are short: the kill may land in a step or in a save.
-        process.send_signal(signal.SIGKILL)
-        # Until it is reaped the killed process is a zombie; a reader must already see the run as failed.
-        wait_until(lambda: read_run(folder / "run").state == "failed", None, folder, timeout=10)
-    finally:
-        stop_process(process)
+def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_a_failed_run(ended_runs):
+    process, folder = ended_runs["crash"]
     assert process.returncode == -signal.SIGKILL
 
     run = read_run(folder / "run")
@@ -117,14 +122,8 @@ def test_sigkill_mid_epoch_leaves_a_loadable_checkpoint_and_a_failed_run(trainin
     assert_predicts(checkpoint)
 
 
-def test_stop_file_ends_a_run_cleanly(training_runs):
-    process, folder = training_runs["stopped"]
-    try:
-        wait_until(first_epoch_saved(folder, "stopped"), process, folder)
-        request_stop(folder / "run")
-        process.wait(timeout=STARTUP_TIMEOUT)
-    finally:
-        stop_process(process)
+def test_stop_file_ends_a_run_cleanly(ended_runs):
+    process, folder = ended_runs["stopped"]
     assert process.returncode == 0, log_tail(folder)
     assert "stopped: checkpoint" in log_tail(folder)
 
@@ -137,14 +136,8 @@ def test_stop_file_ends_a_run_cleanly(training_runs):
     assert [path.name for path in (folder / "weights").iterdir() if path.name.startswith(".")] == []
 
 
-def test_sigterm_marks_the_run_stopped_and_keeps_the_checkpoint(training_runs):
-    process, folder = training_runs["terminated"]
-    try:
-        wait_until(first_epoch_saved(folder, "terminated"), process, folder)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=STARTUP_TIMEOUT)
-    finally:
-        stop_process(process)
+def test_sigterm_marks_the_run_stopped_and_keeps_the_checkpoint(ended_runs):
+    process, folder = ended_runs["terminated"]
     assert process.returncode == 130, log_tail(folder)
     assert "SystemError" not in log_tail(folder)
     run = read_run(folder / "run")
