@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from petseg.classes import BACKGROUND, BORDER, NUM_CLASSES
+from petseg.classes import BORDER, NUM_CLASSES
 from petseg.photos import load_labelled_photo
 from petseg.resize import resize_image, resize_mask
 
@@ -346,15 +346,6 @@ def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: st
     return image, tf.cast(mask, tf.int32)
 
 
-def paste_pets(images: tf.Tensor, masks: tf.Tensor, probability: float = 0.5) -> tuple[tf.Tensor, tf.Tensor]:
-    """Copy-paste augmentation (Ghiasi et al., 2021): with ``probability``, each photo of a batch gets the pet and
-    border ring of the batch's previous photo pasted over it, labels and all."""
-    donor_images, donor_masks = tf.roll(images, 1, axis=0), tf.roll(masks, 1, axis=0)
-    chosen = tf.random.uniform(tf.stack([tf.shape(images)[0], 1, 1, 1])) < probability
-    pasted = tf.logical_and(chosen, donor_masks != BACKGROUND)
-    return tf.where(pasted, donor_images, images), tf.where(pasted, donor_masks, masks)
-
-
 def to_model_inputs(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Convert a cached uint8 example to (float [0, 1] image, int32 mask) without augmentation."""
     return tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)
@@ -383,8 +374,6 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         .shuffle(len(train.names), seed=seed, reshuffle_each_iteration=True)
         .map(lambda image, mask: augment(image, mask, image_size, augmentation), num_parallel_calls=AUTOTUNE)
         .batch(batch_size)
-        .map(paste_pets if augmentation == "strong" else lambda images, masks: (images, masks),
-             num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
     )
     validation_dataset = (
