@@ -208,7 +208,7 @@ def train(config: TrainConfig) -> TrainResult:
     shared_run_dir = Path(config.run_dir) if config.run_dir else DEFAULT_RUNS_DIR / run_id
     run_dir, output_dir, scratch = worker_folders(strategy, shared_run_dir, Path(config.output_dir))
     checkpoint_path = output_dir / f"{name}.keras"
-    keras.utils.set_random_seed(config.seed + 2000)  # Experiment: another draw of initialisation and augmentation.
+    keras.utils.set_random_seed(config.seed)
     writer = RunWriter(run_dir, {"preset": preset.name, "epochs": config.epochs, "batch_size": config.batch_size,
                                  "image_size": config.image_size, "name": name, "data": config.data_dir or "tfds"})
     started = time.perf_counter()
