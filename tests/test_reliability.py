@@ -73,6 +73,7 @@ def ended_runs(synthetic_data, tmp_path_factory):
         for name, (process, folder) in runs.items():
             wait_until(first_epoch_saved(folder, name), process, folder)
             if name == "crash":
+                assert read_run(folder / "run").state == "running"
                 time.sleep(0.5)  # Into the next epochs, which are short: the kill may land in a step or in a save.
                 process.send_signal(signal.SIGKILL)
                 # Until it is reaped the killed process is a zombie; a reader must already see the run as failed.
