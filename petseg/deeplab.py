@@ -35,13 +35,6 @@ BLOCKS = (
     (6, 32, 1, 2), (6, 32, 1, 2), (6, 32, 1, 2), (6, 48, 1, 2), (6, 48, 1, 2), (6, 48, 1, 2), (6, 80, 1, 2),
     (6, 80, 1, 4), (6, 80, 1, 4), (6, 160, 1, 4),
 )
-# The same blocks with the dilations undone (blocks 6 and 13 stride 2 again, output stride 32), as the ImageNet
-# MobileNetV2 they started from: the encoder of a U-Net on VOC's weights.
-STRIDED_BLOCKS = tuple((expansion, filters, 2 if index in (6, 13) else stride, 1)
-                       for index, (expansion, filters, stride, _rate) in enumerate(BLOCKS))
-# A U-Net's skip outputs at 1/2, 1/4, 1/8, 1/16 and 1/32, named as ``petseg.model.SKIP_LAYER_NAMES`` are for ImageNet's.
-UNET_SKIP_LAYER_NAMES = tuple(f"MobilenetV2_expanded_conv_{index}_expand_relu6" for index in (1, 3, 6, 13)) + (
-    "MobilenetV2_expanded_conv_16_project",)
 # The decoder's fine features: block 2's depthwise output at 1/4 of the input size, block 1's expansion at 1/2.
 LOW_LEVEL_LAYER = "MobilenetV2_expanded_conv_2_depthwise_relu6"
 HALF_LEVEL_LAYER = "MobilenetV2_expanded_conv_1_expand_relu6"
@@ -88,38 +81,14 @@ def inverted_residual(tensor, index: int, expansion: int, filters: int, stride: 
     return tensor
 
 
-def mobilenet_v2(inputs, blocks=BLOCKS):
-    """VOC's MobileNetV2 (alpha 0.5) on ``inputs`` ([-1, 1]): its first convolution and ``blocks``."""
-    tensor = layers.Conv2D(16, 3, strides=2, padding="same", name=layer_name("MobilenetV2/Conv"))(inputs)
-    tensor = layers.ReLU(6.0, name="MobilenetV2_Conv_relu6")(tensor)
-    for index, (expansion, filters, stride, rate) in enumerate(blocks):
-        tensor = inverted_residual(tensor, index, expansion, filters, stride, rate)
-    return tensor
-
-
-def voc_unet_encoder(image_size: int, encoder_weights: str | os.PathLike | None) -> keras.Model:
-    """VOC's MobileNetV2 with its strides restored, returning a U-Net's five skip outputs ([-1, 1] input).
-
-    >>> [tuple(shape[1:]) for shape in voc_unet_encoder(64, None).output_shape]
-    [(32, 32, 48), (16, 16, 72), (8, 8, 96), (4, 4, 288), (2, 2, 160)]
-    """
-    inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
-    backbone = keras.Model(inputs, mobilenet_v2(inputs, STRIDED_BLOCKS))
-    encoder = keras.Model(inputs, [backbone.get_layer(name).output for name in UNET_SKIP_LAYER_NAMES],
-                          name="encoder")
-    if resolve_voc_weights(encoder_weights) is not None:
-        voc = all_layers(load_voc_deeplab(encoder_weights))
-        for layer in encoder.layers:
-            if layer.weights:
-                layer.set_weights(voc[layer.name].get_weights())
-    return encoder
-
-
 def voc_encoder(image_size: int) -> keras.Model:
     """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to features at 1/2 and 1/4, and 256 channels at 1/8."""
     check_image_size(image_size)
     inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
-    tensor = mobilenet_v2(inputs)
+    tensor = layers.Conv2D(16, 3, strides=2, padding="same", name=layer_name("MobilenetV2/Conv"))(inputs)
+    tensor = layers.ReLU(6.0, name="MobilenetV2_Conv_relu6")(tensor)
+    for index, (expansion, filters, stride, rate) in enumerate(BLOCKS):
+        tensor = inverted_residual(tensor, index, expansion, filters, stride, rate)
     feature_size = tensor.shape[1]
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="image_pooling_mean")(tensor)
     pooled = layers.Conv2D(256, 1, activation="relu", name="image_pooling")(pooled)

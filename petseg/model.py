@@ -106,12 +106,7 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
     if image_size % 32 != 0 or image_size < 32:
         raise ValueError(f"image_size must be a multiple of 32 (at least 32), got {image_size}.")
 
-    if preset.encoder == "voc":
-        from petseg.deeplab import voc_unet_encoder
-
-        encoder = voc_unet_encoder(image_size, encoder_weights)
-    else:
-        encoder = build_encoder(image_size, encoder_weights)
+    encoder = build_encoder(image_size, encoder_weights)
     encoder.trainable = False
 
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")

@@ -21,8 +21,6 @@ class Preset:
         description: One sentence for the UI and the README.
         architecture: "unet" (MobileNetV2 U-Net, ``petseg.model``) or "deeplab" (DeepLabV3+ on the PASCAL VOC
             DeepLabV3-MobileNetV2, ``petseg.deeplab``).
-        encoder: The U-Net's encoder: "imagenet" (Keras' MobileNetV2, alpha 1.0) or "voc" (the VOC DeepLab's
-            MobileNetV2, alpha 0.5, its strides restored; ``petseg.deeplab``).
         decoder_filters: Filters of the U-Net's four upsample blocks, coarse to fine (unet only).
         decoder_dropout: Dropout rate inside each upsample block (0 disables it).
         batchnorm_momentum: Momentum of the decoder's BatchNorm statistics. Keras' 0.99 needs thousands of steps;
@@ -43,7 +41,6 @@ class Preset:
     name: str
     description: str
     architecture: str = "unet"
-    encoder: str = "imagenet"
     decoder_filters: tuple[int, int, int, int] = (512, 256, 128, 64)
     decoder_dropout: float = 0.0
     batchnorm_momentum: float = 0.99
