@@ -2,7 +2,7 @@
 
 TensorFlow's device layout and multi-worker collectives can only be set before it starts, so the integration tests
 run ``train.py`` in fresh processes: ``PETSEG_LOGICAL_CPUS=2`` splits the CPU into two devices, and two local
-workers on loopback ports stand in for two machines.
+workers on loopback ports stand in for two machines (opt-in, over a minute: ``scripts/test.sh -m slow``).
 """
 
 import json
@@ -78,6 +78,7 @@ def test_multiworker_without_tf_config_is_a_single_worker():
     assert completed.stdout.split() == ["1", "True"]
 
 
+@pytest.mark.slow  # 68 s alone and 90 s beside the suite on 2026-12-01: two TensorFlow processes on two cores.
 def test_two_workers_from_tf_config_train_one_checkpoint(synthetic_data, tmp_path):
     # Both workers share the output and run folders, as on shared storage; only the chief (worker 0) writes there.
     ports = free_loopback_ports(2)
