@@ -114,15 +114,17 @@ def stop_on_signal(signum, frame) -> None:
     """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the end of the current batch.
 
     Raising from the handler while fitting can land inside TensorFlow's tracing and crash the run (SystemError), so
-    there it only sets a flag, and ``EpochReporter`` raises at the next batch end, in plain Python.
+    there it only sets a flag, and ``EpochReporter`` raises at the next batch end, in plain Python. Outside a fit it
+    raises at once, but keeps the flag too: an interrupt raised inside a ``__del__`` (TensorFlow frees functions
+    between phases) is printed and dropped by Python, and the flag raises it again at the next check.
     """
+    STOP_SIGNALLED.set()
     if not FITTING.is_set():
         raise KeyboardInterrupt
-    STOP_SIGNALLED.set()
 
 
 def raise_if_signalled() -> None:
-    """Raise the interrupt ``stop_on_signal`` deferred; callbacks call it at each batch end."""
+    """Raise the interrupt ``stop_on_signal`` deferred or Python dropped: before each phase's fit, at each batch end."""
     if STOP_SIGNALLED.is_set():
         raise KeyboardInterrupt
 
@@ -228,6 +230,7 @@ def train(config: TrainConfig) -> TrainResult:
         for phase in training_phases(preset, config.epochs, config.learning_rate):
             with strategy.scope():
                 compile_for_phase(model, preset, phase, data.steps_per_epoch)
+            raise_if_signalled()  # Compiling frees the last phase's functions: see stop_on_signal.
             model.fit(data.train, validation_data=data.validation, initial_epoch=phase.first_epoch,
                       epochs=phase.last_epoch, callbacks=callbacks, verbose=config.verbose)
             if reporter.stopped:
