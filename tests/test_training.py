@@ -102,8 +102,6 @@ def test_sigterm_between_phases_survives_an_interrupt_python_drops():
     """Outside model.fit the handler raises at once, as Ctrl-C. When that lands in a ``__del__`` (TensorFlow frees
     traced functions between phases), Python prints and drops the interrupt; the run must still stop at its next
     check, where once it trained on until killed."""
-    import gc
-
     from petseg import training
 
     class FreedBetweenPhases:
@@ -114,8 +112,7 @@ def test_sigterm_between_phases_survives_an_interrupt_python_drops():
         with pytest.raises(KeyboardInterrupt):
             training.stop_on_signal(signal.SIGTERM, None)
         training.STOP_SIGNALLED.clear()
-        FreedBetweenPhases()  # Collected at once: the handler raises inside __del__, and Python drops it.
-        gc.collect()
+        FreedBetweenPhases()  # Freed at once: the handler raises inside __del__, and Python drops it.
         with pytest.raises(KeyboardInterrupt):
             training.raise_if_signalled()  # What train() calls before each phase's fit, the reporter at each batch end.
     finally:
