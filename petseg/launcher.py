@@ -114,6 +114,23 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
                            check_new_checkpoint_name(name, weights_dir))
 
 
+def image_size_for(preset: str, image_size: Any) -> Any:
+    """The image size nearest ``image_size`` that ``preset`` takes (8k+1 for DeepLab, a multiple of 32 for the
+    U-Net), for the form to follow a change of preset; a value that is not a number comes back unchanged.
+
+    >>> image_size_for("voc", 128), image_size_for("tutorial", 129), image_size_for("finetune", 160)
+    (129, 128, 160)
+    """
+    try:
+        size = float(image_size)
+    except (TypeError, ValueError):
+        return image_size
+    low, high = IMAGE_SIZE_LIMITS
+    if preset in PRESETS and PRESETS[preset].architecture == "deeplab":
+        return int(min(max(8 * round((size - 1) / 8) + 1, low + 1), high - 7))
+    return int(min(max(IMAGE_SIZE_STEP * round(size / IMAGE_SIZE_STEP), low), high))
+
+
 def whole_number(value: Any, label: str, low: int, high: int) -> int:
     """``value`` as an int between ``low`` and ``high``, or a ``TrainingRequestError`` naming the field.
 

@@ -16,8 +16,8 @@ import gradio as gr
 
 from petseg.checkpoints import default_checkpoint
 from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, TrainingLauncher, TrainingRequestError,
-                             checkpoints_fingerprint, log_tail, parse_request, progress_log, run_fingerprint,
-                             run_label, status_markdown)
+                             checkpoints_fingerprint, image_size_for, log_tail, parse_request, progress_log,
+                             run_fingerprint, run_label, status_markdown)
 from petseg.presets import PRESETS
 from petseg.runs import RunState, list_runs, shipped_runs
 from petseg.segmentation import OutputFolder, checkpoint_choices
@@ -136,7 +136,8 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
                 gr.Markdown(TRAINING_OFF_NOTE, elem_id="training-off")
             with gr.Group(visible=handlers.allow_training):
                 preset = gr.Dropdown(sorted(PRESETS), value="tutorial", label="Preset",
-                                     info="tutorial: the TensorFlow tutorial; finetune: the stronger recipe.")
+                                     info="tutorial: the TensorFlow tutorial; finetune: the stronger recipe; voc: "
+                                          "DeepLabV3+ from a model that knows cats and dogs.")
                 data_source = gr.Radio([(label, key) for key, label in DATA_SOURCES.items()], value="synthetic",
                                        label="Data")
                 data_dir = gr.Textbox(label="Data folder", placeholder="/path/to/oxford-iiit-pet", visible=False)
@@ -175,6 +176,7 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
     memory = gr.State(None)
 
     data_source.change(show_source_fields, data_source, [data_dir, encoder_weights], api_visibility="private")
+    preset.change(image_size_field, [preset, image_size], image_size, api_visibility="private")
     start.click(handlers.start_training,
                 [preset, data_source, data_dir, encoder_weights, epochs, batch_size, image_size, name],
                 [run_picker, memory], api_visibility="private")
@@ -184,6 +186,13 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
                [run_picker, run_status, log, latest, curves, gallery, process_log, stop, memory,
                 *checkpoint_dropdowns],
                api_visibility="private", concurrency_limit=None, show_progress="hidden", trigger_mode="once")
+
+
+def image_size_field(preset: str, image_size: Any) -> dict:
+    """The image size field after a change of preset: the nearest size it takes, and its rule."""
+    rule = "8k+1" if PRESETS[preset].architecture == "deeplab" else "a multiple of 32"
+    return gr.update(value=image_size_for(preset, image_size), info=f"32 to 512, {rule}",
+                     step=1 if rule == "8k+1" else 32)  # Browsers step from multiples of the step.
 
 
 def show_source_fields(data_source: str) -> tuple:

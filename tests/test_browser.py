@@ -125,6 +125,11 @@ def test_predict_switch_and_train(page, app_server, tmp_path):
 
     # Training: two epochs on synthetic data stream in, then the checkpoint joins the dropdown.
     page.get_by_role("tab", name="Training").click()
+    # Choosing a DeepLab preset moves the image size to the 8k+1 it takes, and back for the U-Net.
+    for preset, size in (("voc", "129"), ("tutorial", "128")):
+        page.get_by_label("Preset").click()
+        page.get_by_role("option", name=preset).click()
+        expect(page.locator("#image-size input")).to_have_value(size)
     page.locator("#epochs input").fill("2")
     page.locator("#batch-size input").fill("4")
     page.locator("#image-size input").fill("64")

@@ -13,13 +13,13 @@ from PIL import Image
 
 import petseg.segmentation
 from petseg.classes import CLASS_NAMES
-from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, parse_request,
-                             training_allowed, training_command)
+from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, image_size_for,
+                             parse_request, training_allowed, training_command)
 from petseg.runs import RunWriter, read_run
 from petseg.segmentation import OutputFolder, safe_stem
 from petseg.ui import build_app, launch_options
 from petseg.ui_predict import PredictHandlers, uploaded_photo
-from petseg.ui_training import TrainingHandlers
+from petseg.ui_training import TrainingHandlers, image_size_field
 from petseg.visuals import save_png
 from conftest import copy_checkpoint
 from tests.corpus import EXPECTED, bad_inputs
@@ -357,3 +357,9 @@ def test_voc_preset_takes_8k_plus_1_image_sizes():
     assert parse_request("voc", 2, 4, 65, "synthetic").image_size == 65
     with pytest.raises(TrainingRequestError, match="8k\\+1"):
         parse_request("voc", 2, 4, 64, "synthetic")
+    # Choosing a preset in the form moves the image size to the nearest one the preset takes.
+    assert image_size_field("voc", 128)["value"] == 129 and image_size_field("tutorial", 129)["value"] == 128
+    for preset, size in [("voc", 32), ("voc", 512), ("voc", 257), ("tutorial", 500), ("finetune", 17)]:
+        fitted = image_size_for(preset, size)
+        assert parse_request(preset, 2, 4, fitted, "synthetic").image_size == fitted
+    assert image_size_for("voc", "") == ""  # Left for parse_request to name.
