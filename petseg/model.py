@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 import keras
-import numpy as np
 from keras import layers
 
 from petseg.classes import NUM_CLASSES
@@ -118,18 +117,8 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
         x = upsample_block(filters, dropout=preset.decoder_dropout, batchnorm_momentum=preset.batchnorm_momentum,
                            name=f"upsample_{index}")(x)
         x = layers.Concatenate(name=f"skip_{index}")([x, skip])
-    if preset.bilinear_logits:
-        x = layers.Conv2D(NUM_CLASSES, 3, padding="same", name="half_size_logits")(x)
-        # Bilinear doubling as standard layers that take any size: nearest-neighbour, then a fixed [1, 2, 1] / 4
-        # blur in each direction (exact inside; the outermost pixels' logits are scaled by 3/4, argmax unchanged).
-        x = layers.UpSampling2D(name="nearest_logits")(x)
-        smoothing = layers.DepthwiseConv2D(3, padding="same", use_bias=False, trainable=False, name="logits")
-        logits = smoothing(x)
-        taps = np.array([0.25, 0.5, 0.25], "float32")
-        smoothing.set_weights([np.tile(np.outer(taps, taps)[:, :, None, None], (1, 1, NUM_CLASSES, 1))])
-    else:
-        # The last layer doubles 64x64 back to the input size and emits one logit per class.
-        logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
+    # The last layer doubles 64x64 back to the input size and emits one logit per class.
+    logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
     return keras.Model(inputs=inputs, outputs=logits, name=f"unet_{preset.name}")
 
 

@@ -36,8 +36,6 @@ class Preset:
         half_resolution_stage: Add a DeepLab decoder stage at 1/2 resolution (deeplab only).
         border_weight: Cross-entropy weight of pixels on and next to the border ring (1: plain cross-entropy).
         augmentation: "flip" (the tutorial's), "strong" (scale/crop, flip, colour jitter).
-        bilinear_logits: Compute a U-Net's logits at half the input's size with a 3x3 convolution and upsample them
-            bilinearly, instead of the tutorial's stride-2 Conv2DTranspose (whose uneven overlaps paint a checkerboard).
     """
 
     name: str
@@ -57,7 +55,6 @@ class Preset:
     half_resolution_stage: bool = False
     border_weight: float = 1.0
     augmentation: str = "flip"
-    bilinear_logits: bool = False
 
 
 PRESETS: dict[str, Preset] = {
