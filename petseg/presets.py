@@ -36,7 +36,6 @@ class Preset:
         half_resolution_stage: Add a DeepLab decoder stage at 1/2 resolution (deeplab only).
         border_weight: Cross-entropy weight of pixels on and next to the border ring (1: plain cross-entropy).
         augmentation: "flip" (the tutorial's), "strong" (scale/crop, flip, colour jitter).
-        soft_target_sigma: Train against one-hot masks blurred by a Gaussian of this many pixels (0: hard masks).
     """
 
     name: str
@@ -56,7 +55,6 @@ class Preset:
     half_resolution_stage: bool = False
     border_weight: float = 1.0
     augmentation: str = "flip"
-    soft_target_sigma: float = 0.0
 
 
 PRESETS: dict[str, Preset] = {

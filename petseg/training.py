@@ -76,28 +76,19 @@ class TrainResult:
     state: str
 
 
-def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0, soft_target_sigma: float = 0.0):
+def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
     """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes.
 
     ``border_weight`` above 1 weighs the cross-entropy of pixels on the border ring and within 2 pixels of it by
     that much: the ring is a few pixels wide, so a contour off by one pixel costs it most of its IoU.
     """
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if dice_weight == 0 and border_weight == 1 and soft_target_sigma == 0:
+    if dice_weight == 0 and border_weight == 1:
         return cross_entropy
-    radius = int(np.ceil(2 * soft_target_sigma))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / max(soft_target_sigma, 1e-6)) ** 2)
-    blur = np.tile(np.outer(taps, taps)[:, :, None, None] / taps.sum() ** 2, (1, 1, NUM_CLASSES, 1)).astype("float32")
 
     def loss(true_mask, logits):
         labels = tf.cast(tf.squeeze(true_mask, -1), tf.int32)
-        if soft_target_sigma:
-            # Each pixel's target is its neighbourhood's class mix: the outline's place is only known to a pixel or two.
-            soft = tf.nn.depthwise_conv2d(tf.one_hot(labels, NUM_CLASSES), blur, [1, 1, 1, 1], "SAME")
-            soft /= tf.reduce_sum(soft, axis=-1, keepdims=True)
-            pixel_loss = tf.nn.softmax_cross_entropy_with_logits(tf.cast(soft, logits.dtype), logits)
-        else:
-            pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         if border_weight != 1:
             ring = tf.cast(labels == BORDER, logits.dtype)[..., tf.newaxis]
             near_ring = tf.squeeze(tf.nn.max_pool2d(ring, 5, 1, "SAME"), -1)
@@ -335,7 +326,7 @@ def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_pe
             learning_rate, decay_steps=steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight, preset.soft_target_sigma),
+        loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight),
         metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, name="mean_iou")],
     )
 
