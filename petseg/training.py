@@ -230,7 +230,6 @@ def train(config: TrainConfig) -> TrainResult:
         for phase in training_phases(preset, config.epochs, config.learning_rate):
             with strategy.scope():
                 compile_for_phase(model, preset, phase, data.steps_per_epoch)
-            raise_if_signalled()  # Compiling frees the last phase's functions: see stop_on_signal.
             model.fit(data.train, validation_data=data.validation, initial_epoch=phase.first_epoch,
                       epochs=phase.last_epoch, callbacks=callbacks, verbose=config.verbose)
             if reporter.stopped:
@@ -315,7 +314,9 @@ def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[P
 
 
 def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_per_epoch: int) -> None:
-    """Freeze or unfreeze the encoder and compile; fine-tuning decays its rate along a cosine to a tenth."""
+    """Freeze or unfreeze the encoder and compile; fine-tuning decays its rate along a cosine to a tenth. Then
+    raise if a stop signal came meanwhile: compiling frees the last phase's functions, and an interrupt raised inside
+    their ``__del__`` is dropped (see ``stop_on_signal``)."""
     set_encoder_trainable(model, phase.fine_tune)
     learning_rate = phase.learning_rate
     if phase.fine_tune:
@@ -329,6 +330,7 @@ def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_pe
         loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight),
         metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, name="mean_iou")],
     )
+    raise_if_signalled()
 
 
 def store_training_summary(checkpoint_path: Path, reporter: "EpochReporter", train_seconds: float) -> dict:

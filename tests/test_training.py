@@ -114,7 +114,7 @@ def test_sigterm_between_phases_survives_an_interrupt_python_drops():
         training.STOP_SIGNALLED.clear()
         FreedBetweenPhases()  # Freed at once: the handler raises inside __del__, and Python drops it.
         with pytest.raises(KeyboardInterrupt):
-            training.raise_if_signalled()  # What train() calls before each phase's fit, the reporter at each batch end.
+            training.raise_if_signalled()  # What compile_for_phase calls last, and the reporter at each batch end.
     finally:
         training.STOP_SIGNALLED.clear()
 
