@@ -40,11 +40,14 @@ def any_size_model(checkpoint):
 
 def keras_reference(model, image_size: int, photo: np.ndarray) -> np.ndarray:
     """What the request path must compute, with TensorFlow and an ``any_size_model``: resize in at the photo's aspect
-    ratio, softmax, resize back."""
+    ratio, softmax, a 3x3 binomial blur with the edges repeated, resize back."""
     rows, columns = input_shape(*photo.shape[:2], image_size, any_size=True)
     model_input = resize_image(tf.convert_to_tensor(photo), (rows, columns)).numpy()[np.newaxis]
     probabilities = litert.keras_probabilities(model, model_input)
-    return tf.image.resize(probabilities, photo.shape[:2], method="bilinear", antialias=True).numpy()[0]
+    binomial = np.outer([1, 2, 1], [1, 2, 1]).astype(np.float32) / 16
+    padded = tf.pad(probabilities, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # Repeats the edge pixels.
+    smoothed = tf.nn.depthwise_conv2d(padded, np.tile(binomial[:, :, None, None], (1, 1, 3, 1)), [1, 1, 1, 1], "VALID")
+    return tf.image.resize(smoothed, photo.shape[:2], method="bilinear", antialias=True).numpy()[0]
 
 
 @pytest.fixture()
