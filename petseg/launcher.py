@@ -98,13 +98,9 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
     epochs = whole_number(epochs, "Epochs", *EPOCH_LIMITS)
     batch_size = whole_number(batch_size, "Batch size", *BATCH_SIZE_LIMITS)
     image_size = whole_number(image_size, "Image size", *IMAGE_SIZE_LIMITS)
-    if PRESETS[preset].architecture == "deeplab":
-        if (image_size - 1) % 8:
-            raise TrainingRequestError(f"Image size must be 8k+1 for DeepLab presets (for example 65, 129 or 257), "
-                                       f"got {image_size}.")
-    elif image_size % IMAGE_SIZE_STEP:
-        raise TrainingRequestError(f"Image size must be a multiple of {IMAGE_SIZE_STEP} (for example 64, 128 or "
-                                   f"224), got {image_size}.")
+    if image_size != image_size_for(preset, image_size):
+        raise TrainingRequestError(f"Image size must be {image_size_rule(preset)} for the {preset} preset, got "
+                                   f"{image_size}; the nearest it takes is {image_size_for(preset, image_size)}.")
     if data_source not in DATA_SOURCES:
         raise TrainingRequestError(f"Unknown data source {data_source!r}; choose one of: {', '.join(DATA_SOURCES)}.")
     folder = check_data_folder(data_dir) if data_source == "folder" else None
@@ -112,6 +108,12 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
     weights = "none" if data_source == "synthetic" else check_encoder_weights(encoder_weights)
     return TrainingRequest(preset, epochs, batch_size, image_size, data_source, folder, weights,
                            check_new_checkpoint_name(name, weights_dir))
+
+
+def image_size_rule(preset: str) -> str:
+    """The image sizes a preset takes, in words: DeepLab's 8k+1 (its resizes align corners), the U-Net's multiples of
+    32 (its five stride-2 steps)."""
+    return "8k+1" if PRESETS[preset].architecture == "deeplab" else f"a multiple of {IMAGE_SIZE_STEP}"
 
 
 def image_size_for(preset: str, image_size: Any) -> Any:

@@ -16,8 +16,8 @@ import gradio as gr
 
 from petseg.checkpoints import default_checkpoint
 from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, TrainingLauncher, TrainingRequestError,
-                             checkpoints_fingerprint, image_size_for, log_tail, parse_request, progress_log,
-                             run_fingerprint, run_label, status_markdown)
+                             checkpoints_fingerprint, image_size_for, image_size_rule, log_tail, parse_request,
+                             progress_log, run_fingerprint, run_label, status_markdown)
 from petseg.presets import PRESETS
 from petseg.runs import RunState, list_runs, shipped_runs
 from petseg.segmentation import OutputFolder, checkpoint_choices
@@ -190,7 +190,7 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
 
 def image_size_field(preset: str, image_size: Any) -> dict:
     """The image size field after a change of preset: the nearest size it takes, and its rule."""
-    rule = "8k+1" if PRESETS[preset].architecture == "deeplab" else "a multiple of 32"
+    rule = image_size_rule(preset)
     return gr.update(value=image_size_for(preset, image_size), info=f"32 to 512, {rule}",
                      step=1 if rule == "8k+1" else 32)  # Browsers step from multiples of the step.
 
