@@ -1,6 +1,8 @@
 """Tests for petseg.export: SavedModel and TFLite exports agree with the Keras model, and the CLI fails clearly."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,9 @@ from petseg import export, litert
 from petseg.checkpoints import CheckpointError, load_checkpoint_file
 from petseg.data import iterate_split
 from petseg.resize import resize_image
+from petseg.synthetic import make_synthetic_pet
+
+SCALING_GUIDE = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +65,18 @@ def test_exports_describe_how_to_call_them(exports):
     assert description["quantize"] == "float16"
     saved_model = tf.saved_model.load(str(exports["saved_model"].path))
     assert "serving_default" in saved_model.signatures
+
+
+def test_the_scaling_guides_tflite_snippet_runs_on_an_export(exports, tmp_path):
+    """docs/scaling.md shows how to run a TFLite export by hand; it must keep working as the code changes."""
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", SCALING_GUIDE.read_text(), re.DOTALL)
+                   if "Interpreter(model_path=" in block)
+    photo_path = tmp_path / "cat.jpg"
+    make_synthetic_pet(np.random.default_rng(4), 120, 90)[0].save(photo_path)
+    snippet = snippet.replace("exports/finetune.float16.tflite", str(exports["float16"].path))
+    namespace = {}
+    exec(snippet.replace('"cat.jpg"', repr(str(photo_path))), namespace)
+    assert namespace["mask"].shape == (90, 120) and set(np.unique(namespace["mask"])) <= {0, 1, 2}
 
 
 def test_float16_halves_the_tflite_file(exports):
