@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# pymatting compiles its numba kernels when first imported (about 30 s of one core) and caches them beside the
+# package: pay that once here, as part of installing it, rather than in the first tests (and app) to import it.
+python3 -c "import pymatting"
 
 # Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 if ! command -v chromium >/dev/null 2>&1; then
