@@ -1,5 +1,6 @@
 """Shared fixtures: synthetic data in the official layout and one tiny trained checkpoint per test session."""
 
+import fcntl
 import os
 import shutil
 import sys
@@ -15,11 +16,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 @pytest.hookimpl(tryfirst=True)  # Before pytest-xdist reads the groups.
 def pytest_collection_modifyitems(items) -> None:
-    """Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``) the tests that use the session's trained
-    checkpoint (the app fixture uses it too) share one worker, so each session fixture is made once; every other
-    test, the training processes of test_reliability and test_scale among them, runs on the other worker."""
+    """Under pytest-xdist (scripts/test.sh runs ``-n 2 --dist loadgroup``) each module is a unit of work, so its
+    module fixtures (test_reliability's training processes) are made once; the tests that talk to the app form one
+    unit across modules, so ``python app.py`` starts once. A worker takes the next unit as soon as it is free."""
     for item in items:
-        group = "trained_checkpoint" if "trained_checkpoint" in item.fixturenames else "self_contained"
+        group = "app_server" if "app_server" in item.fixturenames else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
 
 
@@ -61,21 +62,27 @@ def synthetic_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory, synthetic_data):
-    """A 1-epoch tutorial checkpoint at 64 px with a random encoder, trained through train.py's code path.
+def trained_checkpoint(tmp_path_factory, synthetic_data, worker_id):
+    """A 1-epoch tutorial checkpoint at 64 px with a random encoder, trained through train.py's code path, once per
+    test run: under pytest-xdist the first worker that needs it trains it while holding a lock, the others read it.
 
     It trains with strong augmentation (random crops and scales), as ``finetune`` does, so its export takes any
     input size and the request path predicts at each photo's aspect ratio, as for the default checkpoint.
     """
-    from petseg.training import TrainConfig, train
+    from petseg.checkpoints import read_sidecar
+    from petseg.runs import read_run
+    from petseg.training import TrainConfig, TrainResult, train
 
-    weights_dir = tmp_path_factory.mktemp("weights")
-    run_dir = tmp_path_factory.mktemp("runs") / "run"
-    result = train(TrainConfig(data_dir=str(synthetic_data), preset="tutorial", overrides={"augmentation": "strong"},
-                               epochs=1, batch_size=4,
-                               image_size=64, encoder_weights="none", output_dir=str(weights_dir),
-                               run_dir=str(run_dir), name="tiny", verbose=0))
-    return result
+    # Each xdist worker's base folder lies in the run's own folder, which all of them share.
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    checkpoint_path, run_dir = shared / "tiny" / "weights" / "tiny.keras", shared / "tiny" / "run"
+    with open(shared / "tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not checkpoint_path.with_suffix(".json").exists():  # The sidecar is written last.
+            train(TrainConfig(data_dir=str(synthetic_data), preset="tutorial", overrides={"augmentation": "strong"},
+                              epochs=1, batch_size=4, image_size=64, encoder_weights="none",
+                              output_dir=str(checkpoint_path.parent), run_dir=str(run_dir), name="tiny", verbose=0))
+    return TrainResult(checkpoint_path, read_sidecar(checkpoint_path), run_dir, read_run(run_dir).state)
 
 
 @pytest.fixture(scope="session")
