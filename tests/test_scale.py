@@ -1,8 +1,8 @@
-"""Scale: train.py --strategy mirrored on two logical CPUs, multi-worker from TF_CONFIG, and their helpers.
+"""Scale: multi-worker training from TF_CONFIG, and the helpers the strategies rely on.
 
-TensorFlow's device layout and multi-worker collectives can only be set before it starts, so the integration tests
-run ``train.py`` in fresh processes: ``PETSEG_LOGICAL_CPUS=2`` splits the CPU into two devices, and two local
-workers on loopback ports stand in for two machines (opt-in, over a minute: ``scripts/test.sh -m slow``).
+TensorFlow's multi-worker collectives can only be set up before it starts, so the integration tests run in fresh
+processes: two local ``train.py`` workers on loopback ports stand in for two machines (opt-in, over a minute:
+``scripts/test.sh -m slow``). The mirrored strategy on two logical CPUs trains in test_reliability's stopped run.
 """
 
 import json
@@ -52,21 +52,6 @@ def free_loopback_ports(count: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Integration: real training processes.
-
-
-def test_mirrored_training_on_two_logical_cpus(synthetic_data, tmp_path):
-    completed = subprocess.run(train_command(synthetic_data, tmp_path, "mirrored", "mirrored"), cwd=ROOT,
-                               env=clean_environment(**{LOGICAL_CPUS_VARIABLE: "2"}), capture_output=True,
-                               text=True, timeout=TIMEOUT)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "Strategy: mirrored, 2 replica(s)." in completed.stdout
-    assert "Each epoch uses 8 train and 2 validation photos" in completed.stdout
-
-    sidecar = read_sidecar(tmp_path / "weights" / "mirrored.keras")
-    assert sidecar["strategy"] == "mirrored" and sidecar["replicas"] == 2
-    assert sidecar["photos_per_epoch"] == {"train": 8, "validation": 2}
-    assert read_run(tmp_path / "run").state == "done"
-    assert_predicts(load_checkpoint_file(tmp_path / "weights" / "mirrored.keras"))
 
 
 def test_multiworker_without_tf_config_is_a_single_worker():
