@@ -62,7 +62,7 @@ def synthetic_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory, synthetic_data, worker_id):
+def trained_checkpoint(tmp_path_factory, synthetic_data):
     """A 1-epoch tutorial checkpoint at 64 px with a random encoder, trained through train.py's code path, once per
     test run: under pytest-xdist the first worker that needs it trains it while holding a lock, the others read it.
 
@@ -74,7 +74,8 @@ def trained_checkpoint(tmp_path_factory, synthetic_data, worker_id):
     from petseg.training import TrainConfig, TrainResult, train
 
     # Each xdist worker's base folder lies in the run's own folder, which all of them share.
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
     checkpoint_path, run_dir = shared / "tiny" / "weights" / "tiny.keras", shared / "tiny" / "run"
     with open(shared / "tiny.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
