@@ -190,9 +190,8 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
 
 def image_size_field(preset: str, image_size: Any) -> dict:
     """The image size field after a change of preset: the nearest size it takes, and its rule."""
-    rule = image_size_rule(preset)
-    return gr.update(value=image_size_for(preset, image_size), info=f"32 to 512, {rule}",
-                     step=1 if rule == "8k+1" else 32)  # Browsers step from multiples of the step.
+    step = 1 if PRESETS[preset].architecture == "deeplab" else 32  # Browsers step from multiples of the step.
+    return gr.update(value=image_size_for(preset, image_size), info=f"32 to 512, {image_size_rule(preset)}", step=step)
 
 
 def show_source_fields(data_source: str) -> tuple:
