@@ -31,10 +31,16 @@ STARTUP_TIMEOUT = 400.0  # Seconds for TensorFlow to start and finish a first ep
 # Helpers.
 
 
-def start_training(data_dir: Path, folder: Path, name: str, *options: str, **environment: str) -> subprocess.Popen:
-    """Start ``python train.py`` writing ``folder/weights/<name>.keras`` and the run folder ``folder/run``."""
+def start_training(data_dir: Path, folder: Path, name: str, *options: str, mirrored: bool = False
+                   ) -> subprocess.Popen:
+    """Start ``python train.py`` writing ``folder/weights/<name>.keras`` and the run folder ``folder/run``; a
+    ``mirrored`` run has two replicas on one CPU split into two logical devices."""
     command = tiny_train_command(data_dir, folder, name, "--epochs", "500", "--batch-size", "2", *options)
-    return start_process(command, folder / "train.log", {"CUDA_VISIBLE_DEVICES": "", **environment})
+    environment = {"CUDA_VISIBLE_DEVICES": ""}
+    if mirrored:
+        command += ["--strategy", "mirrored"]
+        environment[LOGICAL_CPUS_VARIABLE] = "2"
+    return start_process(command, folder / "train.log", environment)
 
 
 def wait_until(condition, process: subprocess.Popen | None, folder: Path, timeout: float = STARTUP_TIMEOUT) -> None:
@@ -69,13 +75,12 @@ def ended_runs(synthetic_data, tmp_path_factory):
     # SIGTERM lands inside a fit, where the handler only sets a flag. A signal during a trace or between two phases
     # (a fine-tuning run), which once crashed or was lost, is tested without the 30 s wait for a second phase's
     # trace in tests/test_training.py.
-    # The stopped run is mirrored over two replicas. A quarter of the 12 trainval photos for validation gives 9 and 3,
-    # both odd, so neither splits evenly over the replicas without help.
-    mirrored = ("--strategy", "mirrored", "--validation-fraction", "0.25")
+    # The stopped run is mirrored. A quarter of the 12 trainval photos for validation gives 9 and 3, both odd, so
+    # neither splits evenly over the two replicas without help.
     for name in ("crash", "stopped", "terminated"):
         folder = tmp_path_factory.mktemp(name)
-        runs[name] = (start_training(synthetic_data, folder, name, *mirrored, **{LOGICAL_CPUS_VARIABLE: "2"})
-                      if name == "stopped" else start_training(synthetic_data, folder, name)), folder
+        options = ("--validation-fraction", "0.25") if name == "stopped" else ()
+        runs[name] = start_training(synthetic_data, folder, name, *options, mirrored=name == "stopped"), folder
     try:
         for name, (process, folder) in runs.items():
             wait_until(first_epoch_saved(folder, name), process, folder)
