@@ -1,0 +1,132 @@
+"""Label unlabelled pet photos with a teacher, in the official Oxford-IIIT Pet layout, for ``train.py --unlabelled-dir``.
+
+The teacher is the mean of several checkpoints' class probabilities, each averaged with its mirrored photo. The VOC
+DeepLab (21 classes, COCO + PASCAL VOC) then marks people: where its most likely class is "person", the label is
+background, whatever the pet checkpoints said (they paint faces as pet). The output folder links the photos, writes
+each label as a trimap PNG (1 pet, 2 background, 3 border), the teacher's confidence per pixel as a PNG
+(``annotations/confidence/``, 255 = certain) and lists the photos in ``annotations/trainval.txt``. ``photos.csv``
+records each photo's mean confidence and its share of person pixels.
+
+``--hold-out N`` keeps N photos where people cover over 3% of the pixels (a seeded draw) out of trainval.txt (listed in ``people.txt``
+instead) so that ``scripts/people_check.py`` can measure how often a model paints people as pet on photos no model
+trained on.
+
+Usage:
+    python scripts/pseudo_label.py ../shared/data/oxford-iiit-pet-unlabelled/images /tmp/pseudo-oxford \
+        --voc ../shared/data/encoders/deeplabv3_257_mv_gpu.tflite --hold-out 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+VOC_PERSON = 15  # PASCAL VOC's class index of "person".
+VOC_SIZE = 257
+
+
+def voc_person_probability(interpreter, photo: np.ndarray) -> np.ndarray:
+    """The VOC DeepLab's probability of "person" (height, width) at the photo's size, mirrored views averaged."""
+    from petseg.inference import resize_planes
+
+    height, width = photo.shape[:2]
+    square = np.asarray(Image.fromarray(photo).resize((VOC_SIZE, VOC_SIZE), Image.BILINEAR), np.float32)
+    views = []
+    for view in (square, square[:, ::-1]):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], ((view - 127.5) / 127.5)[np.newaxis])
+        interpreter.invoke()
+        logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+        logits = logits - logits.max(-1, keepdims=True)
+        probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        views.append(probabilities[..., VOC_PERSON])
+    person = (views[0] + views[1][:, ::-1]) / 2
+    return resize_planes(np.ascontiguousarray(person, np.float32), width, height)
+
+
+def label_photo(photo: np.ndarray, teachers, voc) -> tuple[np.ndarray, np.ndarray, float]:
+    """(classes 0..2, confidence in [0, 1], share of person pixels) for one RGB photo."""
+    from petseg.classes import BACKGROUND
+
+    mirrored = np.ascontiguousarray(photo[:, ::-1])
+    probabilities = np.mean([(t.predict(photo) + t.predict(mirrored)[:, ::-1]) / 2 for t in teachers], axis=0)
+    classes, confidence = probabilities.argmax(-1), probabilities.max(-1)
+    person = voc_person_probability(voc, photo) if voc is not None else np.zeros(photo.shape[:2], np.float32)
+    is_person = person > 0.5
+    classes = np.where(is_person, BACKGROUND, classes)
+    confidence = np.where(is_person, person, confidence)
+    return classes.astype(np.uint8), confidence, float(is_person.mean())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photo_dir", help="folder of unlabelled .jpg photos")
+    parser.add_argument("output_dir", help="folder to write in the official layout")
+    parser.add_argument("--checkpoints", nargs="+", default=["finetune", "voc"], help="teacher checkpoint names")
+    parser.add_argument("--weights-dir", default="weights", help="where the teacher checkpoints are")
+    parser.add_argument("--voc", help="the VOC DeepLab .tflite that marks people as background (default: none)")
+    parser.add_argument("--hold-out", type=int, default=0, help="photos with the most people kept out of trainval")
+    parser.add_argument("--limit", type=int, help="label only the first N photos (sorted by name)")
+    args = parser.parse_args(argv)
+    from petseg.inference import get_predictor
+    from petseg.litert import make_interpreter
+    from petseg.photos import load_photo
+
+    teachers = [get_predictor(name, args.weights_dir) for name in args.checkpoints]
+    voc = None
+    if args.voc:
+        voc = make_interpreter(Path(args.voc).read_bytes(), shape=(1, VOC_SIZE, VOC_SIZE, 3))
+    output = Path(args.output_dir)
+    for folder in ("images", "annotations/trimaps", "annotations/confidence"):
+        (output / folder).mkdir(parents=True, exist_ok=True)
+    paths = sorted(Path(args.photo_dir).glob("*.jpg"))[:args.limit]
+    rows, started = [], time.perf_counter()
+    for index, path in enumerate(paths):
+        trimap_path = output / "annotations" / "trimaps" / f"{path.stem}.png"
+        confidence_path = output / "annotations" / "confidence" / f"{path.stem}.png"
+        try:
+            # Decoded as training decodes it (EXIF applied), so the label fits the photo training reads.
+            photo = load_photo(path)
+        except (OSError, ValueError) as error:
+            print(f"skipping {path.name}: {error}", flush=True)
+            continue
+        classes, confidence, person_share = label_photo(photo, teachers, voc)
+        Image.fromarray(classes + 1).save(trimap_path)
+        Image.fromarray(np.round(confidence * 255).astype(np.uint8)).save(confidence_path)
+        link = output / "images" / path.name
+        if not link.exists():
+            os.symlink(path.resolve(), link)
+        rows.append({"name": path.stem, "confidence": round(float(confidence.mean()), 4),
+                     "person_share": round(person_share, 4), "pet_share": round(float((classes == 0).mean()), 4)})
+        if (index + 1) % 200 == 0:
+            print(f"{index + 1}/{len(paths)} photos, {time.perf_counter() - started:.0f} s", flush=True)
+    # Held out: a seeded draw among the photos where people cover over 3% of the pixels.
+    with_people = sorted((row["name"] for row in rows if row["person_share"] > 0.03),
+                         key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    held_out = set(with_people[:args.hold_out])
+    with open(output / "photos.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (output / "annotations" / "trainval.txt").write_text(
+        "".join(f"{row['name']} 1 1 1\n" for row in rows if row["name"] not in held_out))
+    (output / "annotations" / "test.txt").write_text("")
+    (output / "people.txt").write_text("".join(f"{name}\n" for name in sorted(held_out)))
+    confidences = [row["confidence"] for row in rows]
+    print(f"{len(rows)} of {len(paths)} photos labelled in {time.perf_counter() - started:.0f} s, {len(held_out)} held "
+          f"out; mean confidence {np.mean(confidences):.3f}, 10th percentile {np.percentile(confidences, 10):.3f}; "
+          f"{sum(row['person_share'] > 0.01 for row in rows)} photos with people (over 1% of pixels)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
