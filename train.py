@@ -29,11 +29,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, help="default: the preset's")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="'imagenet' (download), a local Keras weights file, or 'none'; for DeepLab presets 'voc' or 'imagenet' download the pinned VOC .tflite, or give its path")
+    parser.add_argument("--unlabelled-dir", metavar="DIR",
+                        help="pseudo-labelled photos (scripts/pseudo_label.py) mixed into every training batch "
+                             "(--set unlabelled_share=0.5 --set min_confidence=0.0); never validated or tested on")
+    parser.add_argument("--init-checkpoint", metavar="PATH",
+                        help="start from a trained checkpoint of the same preset and size (e.g. weights/finetune.keras)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue a stopped or killed run from its last finished epoch (other options ignored)")
     parser.add_argument("--output-dir", default="weights", help="where the checkpoint and sidecar go")
     parser.add_argument("--run-dir", help="run folder for samples and metrics (default: runs/<timestamp>)")
     parser.add_argument("--name", help="checkpoint name (default: <preset>-<run id>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--validation-list", metavar="FILE",
+                        help="validate on these trainval photos (one name a line) instead of a seeded fraction")
     parser.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
                         help="tf.distribute strategy; multiworker reads TF_CONFIG")
     parser.add_argument("--sample-photos", nargs="+", metavar="PHOTO",
@@ -48,7 +57,7 @@ def main(argv=None) -> int:
     from petseg.checkpoints import CheckpointError
     from petseg.data import DataError
     from petseg.model import EncoderWeightsError
-    from petseg.training import TrainConfig, stop_on_signal, train
+    from petseg.training import TrainConfig, resume_config, stop_on_signal, train
 
     overrides = {}
     for item in args.overrides:
@@ -61,14 +70,16 @@ def main(argv=None) -> int:
         data_dir=args.data_dir, preset=args.preset, overrides=overrides, epochs=args.epochs, batch_size=args.batch_size,
         image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
         output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
-        validation_fraction=args.validation_fraction, strategy=args.strategy, evaluate_test=not args.no_test,
+        validation_fraction=args.validation_fraction, validation_list=args.validation_list,
+        unlabelled_dir=args.unlabelled_dir, init_checkpoint=args.init_checkpoint, strategy=args.strategy,
+        evaluate_test=not args.no_test,
         tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
     )
     # SIGTERM (docker stop, a process manager, the app) ends the run like Ctrl-C: marked stopped, best checkpoint
     # kept; while fitting, at the end of the current batch.
     signal.signal(signal.SIGTERM, stop_on_signal)
     try:
-        result = train(config)
+        result = train(resume_config(args.resume), resume=True) if args.resume else train(config)
     except (DataError, EncoderWeightsError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -41,6 +41,8 @@ TFDS_SPLITS = {"trainval": "train", "test": "test"}
 TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
 HOST_TIMEOUT_SECONDS = 10.0
 LOGGER = logging.getLogger(__name__)
+# A mask value that the loss and the metrics skip: pseudo-label pixels whose teacher was not confident enough.
+IGNORE = 255
 
 
 class DataError(ValueError):
@@ -129,6 +131,17 @@ def read_folder_example(data_dir: str | os.PathLike, name: str) -> Example:
     if trimap.ndim != 2 or trimap.shape != image.shape[:2]:
         raise ValueError(f"trimap shape {trimap.shape} does not match photo shape {image.shape[:2]}")
     return Example(name, image, trimap_to_classes(trimap))
+
+
+def read_pseudo_labelled_example(data_dir: str | os.PathLike, name: str, min_confidence: float) -> Example:
+    """Read a photo labelled by ``scripts/pseudo_label.py``; pixels under ``min_confidence`` become ``IGNORE``."""
+    example = read_folder_example(data_dir, name)
+    with Image.open(Path(data_dir) / "annotations" / "confidence" / f"{name}.png") as image:
+        confidence = np.asarray(image)
+    if confidence.shape != example.mask.shape:
+        raise ValueError(f"confidence shape {confidence.shape} does not match photo shape {example.mask.shape}")
+    example.mask[confidence < round(min_confidence * 255)] = IGNORE
+    return example
 
 
 def read_or_skip(read, item, skipped: list | None) -> Example | None:
@@ -255,16 +268,20 @@ def resize_example(example: Example, size: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds_data_dir: str | None = None,
-                 workers: int = 4) -> ResizedExamples:
+                 workers: int = 4, min_confidence: float | None = None) -> ResizedExamples:
     """Decode every example of ``split`` once and resize it to ``size``, decoding and resizing in a thread pool.
 
-    Pillow and TensorFlow release the GIL while they decode and resize, so the threads run in parallel.
+    Pillow and TensorFlow release the GIL while they decode and resize, so the threads run in parallel. With
+    ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_pseudo_labelled_example``).
     """
     skipped: list[tuple[str, str]] = []
     if data_dir is None:  # tfds decodes its records itself; the pool only resizes.
         items, read = iterate_tfds_split(split, tfds_data_dir, skipped), (lambda example: example)
-    else:
+    elif min_confidence is None:
         items, read = read_split_names(data_dir, split), functools.partial(read_folder_example, data_dir)
+    else:
+        items = read_split_names(data_dir, split)
+        read = functools.partial(read_pseudo_labelled_example, data_dir, min_confidence=min_confidence)
 
     def prepare(item) -> tuple[str, np.ndarray, np.ndarray] | None:
         example = read_or_skip(read, item, skipped)
@@ -358,24 +375,47 @@ def cache_size_for(image_size: int, augmentation: str) -> int:
 
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
                        augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
-                       sample_count: int = 3, tfds_data_dir: str | None = None) -> TrainingData:
-    """Build the train and validation pipelines from the trainval split; the test split is never touched here."""
+                       sample_count: int = 3, tfds_data_dir: str | None = None,
+                       validation_names: list[str] | None = None, unlabelled_dir: str | os.PathLike | None = None,
+                       min_confidence: float = 0.0, unlabelled_share: float = 0.5) -> TrainingData:
+    """Build the train and validation pipelines from the trainval split; the test split is never touched here.
+
+    Validation is a seeded ``validation_fraction`` of trainval, or the trainval photos in ``validation_names``.
+    ``unlabelled_dir`` holds photos labelled by a teacher (``scripts/pseudo_label.py``): they join training only,
+    as ``unlabelled_share`` of every batch, with pixels under ``min_confidence`` ignored; an epoch is one pass over
+    the labelled photos, each drawing the next unlabelled ones.
+    """
     cache_size = cache_size_for(image_size, augmentation)
     examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)
-    validation_index = validation_indices(examples.names, validation_fraction, seed)
+    if validation_names is None:
+        validation_index = validation_indices(examples.names, validation_fraction, seed)
+    else:
+        validation_index = np.flatnonzero(np.isin(examples.names, list(validation_names)))
+        if not 0 < len(validation_index) < len(examples.names):
+            raise DataError(f"The validation list names {len(validation_index)} of the {len(examples.names)} "
+                            "trainval photos; it must name at least one and leave at least one to train on.")
     train_index = np.setdiff1d(np.arange(len(examples.names)), validation_index)
     train, validation = examples.take(train_index), examples.take(validation_index)
     if cache_size != image_size:
         validation.images = np.round(resize_image(validation.images, image_size).numpy() * 255).astype(np.uint8)
         validation.masks = resize_mask(tf.convert_to_tensor(validation.masks), image_size).numpy()
-
-    train_dataset = (
-        tf.data.Dataset.from_tensor_slices((train.images, train.masks))
-        .shuffle(len(train.names), seed=seed, reshuffle_each_iteration=True)
-        .map(lambda image, mask: augment(image, mask, image_size, augmentation), num_parallel_calls=AUTOTUNE)
-        .batch(batch_size)
-        .prefetch(AUTOTUNE)
-    )
+    counts = {"train": len(train.names), "validation": len(validation.names), "skipped": len(examples.skipped)}
+    source, labelled_batch = describe_source(data_dir), batch_size
+    if unlabelled_dir is None:
+        train_dataset = augmented_batches(train, image_size, augmentation, batch_size, seed)
+    else:
+        unlabelled_batch = round(batch_size * unlabelled_share)
+        labelled_batch = batch_size - unlabelled_batch
+        if not 0 < unlabelled_batch < batch_size:
+            raise ValueError(f"An unlabelled share of {unlabelled_share} leaves no labelled or no unlabelled photo "
+                             f"in a batch of {batch_size}.")
+        unlabelled = load_unlabelled(unlabelled_dir, cache_size, min_confidence, data_dir, examples.names)
+        train_dataset = tf.data.Dataset.zip(
+            augmented_batches(train, image_size, augmentation, labelled_batch, seed),
+            augmented_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True),
+        ).map(lambda labelled, more: (tf.concat([labelled[0], more[0]], 0), tf.concat([labelled[1], more[1]], 0)))
+        counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
+        source += f" + unlabelled {describe_source(unlabelled_dir)} (confidence >= {min_confidence})"
     validation_dataset = (
         tf.data.Dataset.from_tensor_slices((validation.images, validation.masks))
         .map(to_model_inputs, num_parallel_calls=AUTOTUNE)
@@ -385,11 +425,39 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
     )
     samples = min(sample_count, len(validation.names))
     return TrainingData(
-        train=train_dataset,
+        train=train_dataset.prefetch(AUTOTUNE),
         validation=validation_dataset,
         sample_images=validation.images[:samples].astype(np.float32) / 255.0,
         sample_masks=validation.masks[:samples, ..., 0],
-        counts={"train": len(train.names), "validation": len(validation.names), "skipped": len(examples.skipped)},
-        source=describe_source(data_dir),
-        steps_per_epoch=int(np.ceil(len(train.names) / batch_size)),
+        counts=counts,
+        source=source,
+        steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)),
     )
+
+
+def augmented_batches(examples: ResizedExamples, image_size: int, augmentation: str, batch_size: int, seed: int,
+                      repeat: bool = False) -> tf.data.Dataset:
+    """Shuffled (each pass anew), augmented batches of cached examples; ``repeat`` makes the stream endless."""
+    dataset = tf.data.Dataset.from_tensor_slices((examples.images, examples.masks))
+    dataset = dataset.shuffle(len(examples.names), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.repeat() if repeat else dataset
+    return dataset.map(lambda image, mask: augment(image, mask, image_size, augmentation),
+                       num_parallel_calls=AUTOTUNE).batch(batch_size)
+
+
+def load_unlabelled(unlabelled_dir: str | os.PathLike, size: int, min_confidence: float,
+                    data_dir: str | os.PathLike | None, labelled_names: list[str]) -> ResizedExamples:
+    """The pseudo-labelled photos, less any that the labelled data holds under the same name (trainval or test),
+    so that a photo to validate or test on never trains as an unlabelled one."""
+    if not 0 <= min_confidence < 1:
+        raise ValueError(f"The confidence threshold must be in [0, 1), got {min_confidence}.")
+    unlabelled = load_resized(unlabelled_dir, "trainval", size, min_confidence=min_confidence)
+    held = set(labelled_names)
+    if data_dir is not None and (Path(data_dir) / "annotations" / "test.txt").is_file():
+        held.update(read_split_names(data_dir, "test"))
+    keep = np.array([index for index, name in enumerate(unlabelled.names) if name not in held], int)
+    if len(keep) == 0:
+        raise DataError(f"No unlabelled photos left in {unlabelled_dir}: each one is a labelled photo too.")
+    result = unlabelled.take(keep)
+    result.skipped = unlabelled.skipped
+    return result

@@ -40,6 +40,10 @@ LOW_LEVEL_LAYER = "MobilenetV2_expanded_conv_2_depthwise_relu6"
 HALF_LEVEL_LAYER = "MobilenetV2_expanded_conv_1_expand_relu6"
 
 
+class EncoderWeightsError(ValueError):
+    """The encoder weights could not be loaded; the message lists the options."""
+
+
 def layer_name(tensor_scope: str) -> str:
     """The Keras layer name for a TFLite tensor scope: Keras 3 refuses "/" in names.
 
@@ -205,8 +209,6 @@ def download_voc_weights() -> Path:
 
 def resolve_voc_weights(encoder_weights: str | os.PathLike | None) -> Path | None:
     """None for random weights; the downloaded file for "voc" (or train.py's default "imagenet"); else a path."""
-    from petseg.model import EncoderWeightsError
-
     if encoder_weights is None or str(encoder_weights).lower() == "none":
         return None
     options = ("Options: 'voc' (downloads the pinned file, needs internet), a local deeplabv3_257_mv_gpu.tflite, "

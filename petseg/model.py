@@ -17,6 +17,7 @@ import keras
 from keras import layers
 
 from petseg.classes import NUM_CLASSES
+from petseg.deeplab import EncoderWeightsError, build_deeplab
 from petseg.presets import Preset, get_preset
 
 # The encoder's skip outputs, from the finest (64x64 at 128 px input) to the bottleneck (4x4).
@@ -27,10 +28,6 @@ SKIP_LAYER_NAMES = (
     "block_13_expand_relu",
     "block_16_project",
 )
-
-
-class EncoderWeightsError(ValueError):
-    """The encoder weights could not be loaded; the message lists the options."""
 
 
 def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_momentum: float = 0.99,
@@ -131,8 +128,6 @@ def build_model(preset: str | Preset, image_size: int | None = None, encoder_wei
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if preset.architecture == "deeplab":
-        from petseg.deeplab import build_deeplab
-
         return build_deeplab(preset, image_size or preset.image_size, encoder_weights)
     if preset.architecture != "unet":
         raise ValueError(f"Unknown architecture {preset.architecture!r}; choose unet or deeplab.")

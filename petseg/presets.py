@@ -36,6 +36,8 @@ class Preset:
         half_resolution_stage: Add a DeepLab decoder stage at 1/2 resolution (deeplab only).
         border_weight: Cross-entropy weight of pixels on and next to the border ring (1: plain cross-entropy).
         augmentation: "flip" (the tutorial's), "strong" (scale/crop, flip, colour jitter).
+        unlabelled_share: Share of each batch drawn from pseudo-labelled photos (``train.py --unlabelled-dir``).
+        min_confidence: Pseudo-label pixels whose teacher confidence is lower are ignored by the loss.
     """
 
     name: str
@@ -55,6 +57,8 @@ class Preset:
     half_resolution_stage: bool = False
     border_weight: float = 1.0
     augmentation: str = "flip"
+    unlabelled_share: float = 0.5
+    min_confidence: float = 0.0
 
 
 PRESETS: dict[str, Preset] = {

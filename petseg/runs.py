@@ -2,7 +2,9 @@
 
 A run folder ``runs/<id>/`` holds ``status.json`` (state, pid, host, preset, epochs, started, updated, checkpoint),
 ``metrics.jsonl`` (one JSON object per finished epoch), ``epoch_<NNN>.png`` (input / truth / prediction samples),
-``curves.png`` and ``train.log`` when the app started the run. ``status.json`` is replaced atomically; a metrics
+``curves.png``, ``resume.npz`` (what ``train.py --resume`` needs to continue the run: weights, optimizer state,
+epochs done, best metric, config; replaced atomically after each epoch) and ``train.log`` when the app started the
+run. ``status.json`` is replaced atomically; a metrics
 line is appended in one write, and a reader ignores a torn last line. A ``stop`` file asks the run to end cleanly.
 A reader treats a "running" run whose process is gone as failed. A checkpoint may ship its own run record beside
 it (``weights/<name>.run/``, read-only), so an app that cannot start runs still shows how its model learned.
@@ -24,11 +26,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from petseg.atomic import atomic_write_bytes
+import numpy as np
+
+from petseg.atomic import atomic_path, atomic_write_bytes
 from petseg.processes import process_alive
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", Path(__file__).resolve().parent.parent / "runs"))
 STATES = ("running", "done", "failed", "stopped")
+RESUME_FILE = "resume.npz"
 
 
 def now_iso() -> str:
@@ -70,6 +75,21 @@ class RunWriter:
             os.fsync(handle.fileno())
         self.update(epochs_done=int(metrics.get("epoch", self.status["epochs_done"] + 1)))
 
+    def keep_epochs(self, epochs: int) -> list[dict[str, Any]]:
+        """Keep the first ``epochs`` metrics lines (a resumed run drops any epoch logged after its state was saved)."""
+        kept = [record for record in read_metrics(self.run_dir) if record.get("epoch", 0) <= epochs]
+        atomic_write_bytes(self.run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in kept).encode())
+        self.update(epochs_done=epochs)
+        return kept
+
+    def save_resume_state(self, state: dict[str, Any], weights: list, optimizer: list) -> None:
+        """Write ``resume.npz`` in one atomic step: ``state`` (JSON) with the model's and the optimizer's arrays."""
+        arrays = {f"weight_{index}": value for index, value in enumerate(weights)}
+        arrays.update({f"optimizer_{index}": value for index, value in enumerate(optimizer)})
+        state = {**state, "weights": len(weights), "optimizer": len(optimizer)}
+        with atomic_path(self.run_dir / RESUME_FILE, suffix=".npz") as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, state=np.array(json.dumps(state)), **arrays)
+
     def sample_path(self, epoch: int) -> Path:
         return self.run_dir / f"epoch_{epoch:03d}.png"
 
@@ -99,6 +119,21 @@ class RunState:
     @property
     def run_id(self) -> str:
         return self.run_dir.name
+
+
+def read_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
+    """The state, model weights and optimizer variables a run saved after its last finished epoch."""
+    path = Path(run_dir) / RESUME_FILE
+    try:
+        with np.load(path) as stored:
+            state = json.loads(str(stored["state"]))
+            weights = [stored[f"weight_{index}"] for index in range(state["weights"])]
+            return state, weights, [stored[f"optimizer_{index}"] for index in range(state["optimizer"])]
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} cannot be resumed: it has no {RESUME_FILE} (no epoch finished, or the run "
+                         "predates resumable runs).") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{path} is unreadable ({type(error).__name__}): start a new run.") from None
 
 
 def run_process_alive(pid: int | None, host: str | None) -> bool:

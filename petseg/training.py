@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import shutil
 import threading
 import time
@@ -30,12 +31,12 @@ import tensorflow as tf
 import petseg
 from petseg.checkpoints import read_sidecar, save_checkpoint, servable_entry, store_metrics, write_sidecar
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
-from petseg.data import DataError, TrainingData, make_training_data
+from petseg.data import IGNORE, DataError, TrainingData, make_training_data
 from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
 from petseg.presets import Preset, apply_overrides, get_preset
-from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id
+from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, read_resume_state
 from petseg.visuals import plot_curves, sample_grid, save_png
 
 # Each run folder holds TensorBoard logs here: losses and metrics (train/, validation/) and the samples (samples/).
@@ -59,6 +60,9 @@ class TrainConfig:
     name: str | None = None  # Default: <preset>-<run id>.
     seed: int = 0
     validation_fraction: float = 0.1
+    validation_list: str | None = None  # A file of trainval names to validate on instead of a seeded fraction.
+    unlabelled_dir: str | None = None  # Pseudo-labelled photos (scripts/pseudo_label.py), for training only.
+    init_checkpoint: str | None = None  # Start from this checkpoint's weights (same preset and size), not an encoder's.
     strategy: str = "default"
     evaluate_test: bool = True
     tfds_data_dir: str | None = None
@@ -82,22 +86,25 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
     ``border_weight`` above 1 weighs the cross-entropy of pixels on the border ring and within 2 pixels of it by
     that much: the ring is a few pixels wide, so a contour off by one pixel costs it most of its IoU.
     """
-    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     if dice_weight == 0 and border_weight == 1:
         return cross_entropy
 
     def loss(true_mask, logits):
         labels = tf.cast(tf.squeeze(true_mask, -1), tf.int32)
-        pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        # Pixels marked IGNORE (an unsure teacher's) count nowhere: class 0 stands in, then weight 0.
+        known = tf.cast(labels != IGNORE, logits.dtype)
+        labels = tf.where(labels == IGNORE, 0, labels)
+        pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits) * known
         if border_weight != 1:
-            ring = tf.cast(labels == BORDER, logits.dtype)[..., tf.newaxis]
+            ring = tf.cast(labels == BORDER, logits.dtype)[..., tf.newaxis] * known[..., tf.newaxis]
             near_ring = tf.squeeze(tf.nn.max_pool2d(ring, 5, 1, "SAME"), -1)
             pixel_loss *= 1.0 + (border_weight - 1.0) * near_ring
-        total = tf.reduce_mean(pixel_loss)
+        total = tf.reduce_sum(pixel_loss) / tf.maximum(tf.reduce_sum(known), 1.0)
         if dice_weight == 0:
             return total
-        probabilities = tf.nn.softmax(logits, axis=-1)
-        one_hot = tf.one_hot(labels, NUM_CLASSES, dtype=probabilities.dtype)
+        probabilities = tf.nn.softmax(logits, axis=-1) * known[..., tf.newaxis]
+        one_hot = tf.one_hot(labels, NUM_CLASSES, dtype=probabilities.dtype) * known[..., tf.newaxis]
         intersection = tf.reduce_sum(probabilities * one_hot, axis=[0, 1, 2])
         sums = tf.reduce_sum(probabilities + one_hot, axis=[0, 1, 2])
         dice = tf.reduce_mean((2.0 * intersection + 1.0) / (sums + 1.0))
@@ -132,8 +139,10 @@ def raise_if_signalled() -> None:
 class EpochReporter(keras.callbacks.Callback):
     """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
 
-    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict):
+    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict,
+                 config: dict | None = None):
         super().__init__()
+        self.config = config  # Saved with each epoch's resume state; None saves none.
         self.writer = writer
         self.data = data
         self.checkpoint_path = checkpoint_path
@@ -180,7 +189,17 @@ class EpochReporter(keras.callbacks.Callback):
             self.writer.update(checkpoint=str(self.checkpoint_path))
         self.history.append(record)
         self.writer.log_epoch(record)
+        if self.config is not None:
+            self.writer.save_resume_state(
+                {"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
+                self.model.get_weights(), [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
         print(json.dumps({"metrics": record}), flush=True)
+
+    def resume(self, state: dict, history: list[dict]) -> None:
+        """Continue from a saved state: the epochs so far, the best metric, and the best checkpoint's sidecar."""
+        self.history, self.best_mean_iou = history, state["best_mean_iou"]
+        if self.checkpoint_path.exists():
+            self.sidecar = read_sidecar(self.checkpoint_path)
 
     def save_sample(self, epoch: int, mean_iou: float) -> None:
         """Predict the fixed validation samples; write the grid as ``epoch_NNN.png`` and into TensorBoard."""
@@ -198,49 +217,56 @@ class EpochReporter(keras.callbacks.Callback):
             save_png(plot_curves(self.history), self.writer.run_dir / "curves.png")
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train ``config.preset`` and return where its best checkpoint went; see ``train.py`` for the CLI."""
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train ``config.preset`` and return where its best checkpoint went; see ``train.py`` for the CLI.
+
+    ``resume`` continues the run in ``config.run_dir`` from its ``resume.npz`` (``resume_config`` reads its config).
+    """
     preset = apply_overrides(get_preset(config.preset), config.overrides)
+    run_id = Path(config.run_dir).name if resume else new_run_id()
     config = dataclasses.replace(  # The preset's defaults where the config leaves a value open.
         config, epochs=config.epochs or preset.epochs, batch_size=config.batch_size or preset.batch_size,
-        image_size=config.image_size or preset.image_size, learning_rate=config.learning_rate or preset.learning_rate)
+        image_size=config.image_size or preset.image_size, learning_rate=config.learning_rate or preset.learning_rate,
+        name=config.name or f"{preset.name}-{run_id}", run_dir=config.run_dir or str(DEFAULT_RUNS_DIR / run_id))
     strategy = make_strategy(config.strategy)  # First, before anything else starts TensorFlow.
-    run_id = new_run_id()
-    name = config.name or f"{preset.name}-{run_id}"
-    shared_run_dir = Path(config.run_dir) if config.run_dir else DEFAULT_RUNS_DIR / run_id
+    shared_run_dir = Path(config.run_dir)
     run_dir, output_dir, scratch = worker_folders(strategy, shared_run_dir, Path(config.output_dir))
-    checkpoint_path = output_dir / f"{name}.keras"
-    keras.utils.set_random_seed(config.seed)
+    checkpoint_path = output_dir / f"{config.name}.keras"
+    state, weights, optimizer_values = read_resume_state(run_dir) if resume else ({"epoch": 0}, None, None)
+    keras.utils.set_random_seed(config.seed + state["epoch"])  # A resumed run draws anew from the seed and epoch.
     writer = RunWriter(run_dir, {"preset": preset.name, "epochs": config.epochs, "batch_size": config.batch_size,
-                                 "image_size": config.image_size, "name": name, "data": config.data_dir or "tfds"})
+                                 "image_size": config.image_size, "name": config.name,
+                                 "data": config.data_dir or "tfds"})
     started = time.perf_counter()
     reporter = None
     try:
         data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
-                                  config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir)
+                                  config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
+                                  validation_names=read_name_list(config.validation_list),
+                                  unlabelled_dir=config.unlabelled_dir, min_confidence=preset.min_confidence,
+                                  unlabelled_share=preset.unlabelled_share)
         if config.sample_photos:
             data.sample_images = load_sample_photos(config.sample_photos, config.image_size)
             data.sample_masks = [None] * len(data.sample_images)
         used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
         with strategy.scope():
             model = build_model(preset, config.image_size, config.encoder_weights)
-        sidecar = describe_run(config, preset, name, model, data, strategy.num_replicas_in_sync, used, shared_run_dir)
-        reporter = EpochReporter(writer, data, checkpoint_path, sidecar)
-        callbacks = [reporter, keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_FOLDER), write_graph=False)]
-        for phase in training_phases(preset, config.epochs, config.learning_rate):
-            with strategy.scope():
-                compile_for_phase(model, preset, phase, data.steps_per_epoch)
-            model.fit(data.train, validation_data=data.validation, initial_epoch=phase.first_epoch,
-                      epochs=phase.last_epoch, callbacks=callbacks, verbose=config.verbose)
-            if reporter.stopped:
-                break
+            if weights is not None:
+                model.set_weights(weights)
+            elif config.init_checkpoint:
+                start_from_checkpoint(model, config.init_checkpoint, preset.name, config.image_size)
+        sidecar = describe_run(config, preset, model, data, strategy.num_replicas_in_sync, used, shared_run_dir)
+        reporter = EpochReporter(writer, data, checkpoint_path, sidecar, dataclasses.asdict(config))
+        if resume:
+            reporter.resume(state, writer.keep_epochs(state["epoch"]))
+        fit_phases(model, preset, config, data, strategy, reporter, state["epoch"], optimizer_values)
         train_seconds = round(time.perf_counter() - started, 1)
         reporter.save_curves()
         sidecar = store_training_summary(checkpoint_path, reporter, train_seconds)
         evaluate = config.evaluate_test and not reporter.stopped and scratch is None
         sidecar, test_note = evaluate_test_split(checkpoint_path, config) if evaluate else (sidecar, "")
-        state = "stopped" if reporter.stopped else "done"
-        writer.finish(state, f"best validation mIoU {reporter.best_mean_iou:.3f}{test_note}",
+        outcome = "stopped" if reporter.stopped else "done"
+        writer.finish(outcome, f"best validation mIoU {reporter.best_mean_iou:.3f}{test_note}",
                       checkpoint=str(checkpoint_path), train_seconds=train_seconds)
     except KeyboardInterrupt:
         if reporter is not None:
@@ -257,7 +283,36 @@ def train(config: TrainConfig) -> TrainResult:
         # A non-chief worker's copies are redundant once it finished; report where the chief wrote.
         shutil.rmtree(scratch, ignore_errors=True)
         checkpoint_path, run_dir = Path(config.output_dir) / checkpoint_path.name, shared_run_dir
-    return TrainResult(checkpoint_path, sidecar, run_dir, state)
+    return TrainResult(checkpoint_path, sidecar, run_dir, outcome)
+
+
+def fit_phases(model: keras.Model, preset: Preset, config: TrainConfig, data: TrainingData,
+               strategy: tf.distribute.Strategy, reporter: "EpochReporter", epochs_done: int = 0,
+               optimizer_values: list[np.ndarray] | None = None) -> None:
+    """Fit each training phase not yet done; a resumed phase gets its optimizer state (and so its schedule) back."""
+    callbacks = [reporter, keras.callbacks.TensorBoard(str(reporter.writer.run_dir / TENSORBOARD_FOLDER),
+                                                       write_graph=False)]
+    for phase in training_phases(preset, config.epochs, config.learning_rate):
+        if phase.last_epoch <= epochs_done:
+            continue
+        with strategy.scope():
+            compile_for_phase(model, preset, phase, data.steps_per_epoch)
+            if optimizer_values is not None and phase.first_epoch < epochs_done:
+                model.optimizer.build(model.trainable_variables)
+                if len(model.optimizer.variables) != len(optimizer_values):
+                    raise ValueError("The saved optimizer state does not fit this model: start a new run.")
+                for variable, value in zip(model.optimizer.variables, optimizer_values):
+                    variable.assign(value)
+        model.fit(data.train, validation_data=data.validation, initial_epoch=max(phase.first_epoch, epochs_done),
+                  epochs=phase.last_epoch, callbacks=callbacks, verbose=config.verbose)
+        if reporter.stopped:
+            break
+
+
+def resume_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The config of a run that saved a resume state, to continue it with ``train(config, resume=True)``."""
+    state, _, _ = read_resume_state(run_dir)
+    return TrainConfig(**{**state["config"], "run_dir": str(run_dir)})
 
 
 def share_among_replicas(data: TrainingData, batch_size: int, strategy: tf.distribute.Strategy, strategy_name: str,
@@ -275,14 +330,15 @@ def share_among_replicas(data: TrainingData, batch_size: int, strategy: tf.distr
     return used
 
 
-def describe_run(config: TrainConfig, preset: Preset, name: str, model: keras.Model, data: TrainingData,
+def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: TrainingData,
                  replicas: int, used: dict[str, int], run_dir: Path) -> dict[str, Any]:
     """The checkpoint's sidecar as training starts: what was trained, on what, how, and where."""
     return {
-        "name": name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
+        "name": config.name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
         "overrides": config.overrides or {},
         "classes": list(CLASS_NAMES), "epochs_planned": config.epochs, "batch_size": config.batch_size,
         "learning_rate": config.learning_rate, "encoder_weights": _describe_weights(config.encoder_weights),
+        **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
         "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
         "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
         "parameters": int(model.count_params()), "hardware": hardware_description(),
@@ -307,6 +363,8 @@ def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[P
     >>> training_phases(get_preset("tutorial"), 20, 1e-3)
     [Phase(first_epoch=0, last_epoch=20, fine_tune=False, learning_rate=0.001)]
     """
+    if preset.fine_tune_after == 0:  # Fine-tuning from the start: a model started from a trained checkpoint.
+        return [Phase(0, epochs, True, preset.fine_tune_learning_rate)]
     phases = [Phase(0, min(epochs, preset.fine_tune_after or epochs), False, learning_rate)]
     if preset.fine_tune_after is not None and preset.fine_tune_after < epochs:
         phases.append(Phase(preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
@@ -328,7 +386,8 @@ def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_pe
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight),
-        metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, name="mean_iou")],
+        metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE,
+                                                   name="mean_iou")],
     )
     raise_if_signalled()
 
@@ -357,6 +416,28 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
         return read_sidecar(checkpoint_path), f"; no test evaluation: {error}"
     print(json.dumps({"test_metrics": metrics}), flush=True)
     return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics), ""
+
+
+def start_from_checkpoint(model: keras.Model, path: str, preset: str, image_size: int) -> None:
+    """Set the model's weights to a trained checkpoint's of the same preset and size (``CheckpointError`` else)."""
+    from petseg.checkpoints import CheckpointError, load_checkpoint_file
+
+    loaded = load_checkpoint_file(path)
+    found = (loaded.sidecar.get("preset"), int(loaded.sidecar.get("image_size", 0)))
+    if found != (preset, image_size):
+        raise CheckpointError(f"Cannot start from {path}: it is {found[0]} at {found[1]} px, this run {preset} at "
+                              f"{image_size} px.")
+    model.set_weights(loaded.model.get_weights())
+
+
+def read_name_list(path: str | None) -> list[str] | None:
+    """The first word of each non-empty line of a file (a split list's format), or None without a file."""
+    if path is None:
+        return None
+    try:
+        return [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as error:
+        raise DataError(f"Cannot read the list {path}: {error.strerror}.") from None
 
 
 def load_sample_photos(paths: list[str], image_size: int) -> np.ndarray:

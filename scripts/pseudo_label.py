@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from petseg.inference import get_predictor
     from petseg.litert import make_interpreter
-    from petseg.photos import load_photo
+    from petseg.photos import exif_orientation, load_photo
 
     teachers = [get_predictor(name, args.weights_dir) for name in args.checkpoints]
     voc = None
@@ -94,7 +94,11 @@ def main(argv=None) -> int:
         trimap_path = output / "annotations" / "trimaps" / f"{path.stem}.png"
         confidence_path = output / "annotations" / "confidence" / f"{path.stem}.png"
         try:
-            # Decoded as training decodes it (EXIF applied), so the label fits the photo training reads.
+            # Decoded as training decodes it. Training turns a trimap as the photo's EXIF says, since trimaps are
+            # drawn on the stored pixels; a label of the turned photo would be turned twice, so such photos wait.
+            with Image.open(path) as image:
+                if exif_orientation(image) != 1:
+                    raise ValueError("EXIF-turned photos are not labelled")
             photo = load_photo(path)
         except (OSError, ValueError) as error:
             print(f"skipping {path.name}: {error}", flush=True)

@@ -131,6 +131,50 @@ def test_training_data_pipeline_shapes_and_counts(synthetic_data):
     assert training.sample_images.shape == (3, 64, 64, 3)
 
 
+def pseudo_labelled_folder(root, count: int):
+    """Synthetic pets labelled as ``scripts/pseudo_label.py`` writes them: the teacher sure of each photo's left
+    half (confidence 250 of 255) and unsure of its right half (50)."""
+    from PIL import Image
+
+    root = make_synthetic_pets(root, trainval_count=count, test_count=0, seed=2)
+    (root / "annotations" / "confidence").mkdir()
+    for trimap in (root / "annotations" / "trimaps").glob("*.png"):
+        width, height = Image.open(trimap).size
+        confidence = np.full((height, width), 250, np.uint8)
+        confidence[:, width // 2:] = 50
+        Image.fromarray(confidence).save(root / "annotations" / "confidence" / trimap.name)
+    return root
+
+
+def test_unlabelled_photos_join_each_training_batch_with_unsure_pixels_ignored(synthetic_data, tmp_path):
+    # 20 pseudo-labelled photos named as the synthetic set names them: the first 16 share a name with one of the
+    # labelled set's 12 trainval (validation included) or 4 test photos, so only 4 may train.
+    unlabelled = pseudo_labelled_folder(tmp_path / "pseudo", count=20)
+    training = data.make_training_data(synthetic_data, image_size=64, batch_size=4, augmentation="none",
+                                       validation_fraction=0.2, seed=0, unlabelled_dir=unlabelled,
+                                       min_confidence=0.5, unlabelled_share=0.5)
+    assert training.counts == {"train": 9, "validation": 3, "skipped": 0, "unlabelled": 4, "unlabelled_skipped": 0}
+    assert "unlabelled folder:pseudo (confidence >= 0.5)" in training.source
+    assert training.steps_per_epoch == 5  # One pass over 9 labelled photos, 2 a batch.
+    batches = list(training.train)
+    assert len(batches) == 5 and [int(masks.shape[0]) for _, masks in batches] == [4, 4, 4, 4, 3]
+    for _, masks in batches:
+        labelled, pseudo = masks[:-2, ..., 0].numpy(), masks[-2:, ..., 0].numpy()
+        assert not (labelled == data.IGNORE).any() and set(np.unique(labelled)) <= {0, 1, 2}
+        # The unsure right half is ignored, the sure left half keeps the teacher's classes (the crop-free
+        # "none" augmentation keeps halves in place; the resize may blur the middle column).
+        assert (pseudo[:, :, 33:] == data.IGNORE).all() and not (pseudo[:, :, :31] == data.IGNORE).any()
+    assert not any((masks.numpy() == data.IGNORE).any() for _, masks in training.validation)
+
+
+def test_a_threshold_of_zero_keeps_every_pseudo_label_and_all_known_names_drop_out(synthetic_data, tmp_path):
+    unlabelled = pseudo_labelled_folder(tmp_path / "pseudo", count=16)
+    with pytest.raises(data.DataError, match="each one is a labelled photo too"):
+        data.make_training_data(synthetic_data, image_size=64, batch_size=4, unlabelled_dir=unlabelled)
+    examples = data.load_resized(unlabelled, "trainval", 64, min_confidence=0.0)
+    assert not (examples.masks == data.IGNORE).any()
+
+
 def test_tfds_source_on_mock_data():
     import tensorflow_datasets as tfds
 

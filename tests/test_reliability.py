@@ -102,6 +102,39 @@ def ended_runs(synthetic_data, tmp_path_factory):
             stop_process(process)
 
 
+def test_a_run_killed_between_epochs_resumes_its_epoch_count_and_schedule(synthetic_data, tmp_path):
+    """kill -9 after the second epoch's state is saved, then ``train.py --resume``: the run goes on from there."""
+    import keras
+
+    from petseg.runs import read_resume_state
+
+    options = ("--preset", "finetune", "--set", "fine_tune_after=1", "--epochs", "5", "--batch-size", "2")
+    process = start_process(tiny_train_command(synthetic_data, tmp_path, "resumed", *options), tmp_path / "train.log",
+                            {"CUDA_VISIBLE_DEVICES": ""})
+    state_file = tmp_path / "run" / "resume.npz"
+    try:
+        wait_until(lambda: state_file.exists() and read_resume_state(tmp_path / "run")[0]["epoch"] >= 2, process,
+                   tmp_path)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        stop_process(process)
+    killed_at = read_resume_state(tmp_path / "run")[0]["epoch"]
+    if killed_at == 5:
+        pytest.skip("the run finished all its epochs before the kill landed")
+    resumed = subprocess.run(tiny_train_command(synthetic_data, tmp_path, "ignored")[:2] + ["--resume",
+                             str(tmp_path / "run")], capture_output=True, text=True, timeout=STARTUP_TIMEOUT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = read_run(tmp_path / "run")
+    assert run.state == "done" and [record["epoch"] for record in run.epochs] == [1, 2, 3, 4, 5]
+    assert read_sidecar(tmp_path / "weights" / "resumed.keras")["epochs_done"] == 5
+    # Epoch 1 trains the decoder at the preset's rate; epochs 2-5 fine-tune along one cosine decay of 4 epochs of
+    # 5 steps (10 of the 12 photos train, 2 a step), also across the kill: the optimizer's step count came back.
+    schedule = keras.optimizers.schedules.CosineDecay(3e-4, decay_steps=20, alpha=0.1)
+    expected = [1e-3] + [float(schedule(5 * epoch)) for epoch in range(1, 5)]
+    assert [record["learning_rate"] for record in run.epochs] == pytest.approx(expected, rel=1e-4)
+
+
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

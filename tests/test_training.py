@@ -129,3 +129,26 @@ def test_a_run_that_raises_clears_the_fitting_and_signal_flags(tmp_path):
         training.train(training.TrainConfig(data_dir=str(tmp_path / "nowhere"), epochs=1, encoder_weights="none",
                                             output_dir=str(tmp_path), run_dir=str(tmp_path / "run")))
     assert not training.FITTING.is_set() and not training.STOP_SIGNALLED.is_set()
+
+
+def test_the_loss_skips_ignored_pixels():
+    """A batch whose right halves are IGNORE scores as the left halves alone, cross-entropy and Dice alike."""
+    import tensorflow as tf
+
+    from petseg.data import IGNORE
+    from petseg.training import cross_entropy_dice_loss
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(2, 8, 8, 1))
+    logits = tf.constant(rng.normal(size=(2, 8, 8, 3)), tf.float32)
+    ignored = labels.copy()
+    ignored[:, :, 4:] = IGNORE
+    for loss in (cross_entropy_dice_loss(1.0), cross_entropy_dice_loss(0.0, border_weight=2.0),
+                 cross_entropy_dice_loss(0.0)):
+        expected = float(loss(tf.constant(labels[:, :, :4]), logits[:, :, :4]))
+        assert float(loss(tf.constant(ignored), logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_resume_without_a_saved_state_is_a_clear_error(tmp_path, capsys):
+    assert train_script.main(["--resume", str(tmp_path)]) == 2
+    assert "cannot be resumed: it has no resume.npz" in capsys.readouterr().err
