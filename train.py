@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="pseudo-labelled photos (scripts/pseudo_label.py) mixed into every training batch "
                              "(--set unlabelled_share=0.5 --set min_confidence=0.0); never validated or tested on")
     parser.add_argument("--init-checkpoint", metavar="PATH",
-                        help="start from a trained checkpoint of the same preset and size (e.g. weights/finetune.keras)")
+                        help="start from a trained checkpoint of the same preset and size, e.g. weights/finetune.keras")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue a stopped or killed run from its last finished epoch (other options ignored)")
     parser.add_argument("--output-dir", default="weights", help="where the checkpoint and sidecar go")
@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     from petseg.checkpoints import CheckpointError
     from petseg.data import DataError
     from petseg.model import EncoderWeightsError
-    from petseg.training import TrainConfig, resume_config, stop_on_signal, train
+    from petseg.callbacks import stop_on_signal
+    from petseg.training import TrainConfig, resume_config, train
 
     overrides = {}
     for item in args.overrides:

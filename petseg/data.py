@@ -31,7 +31,7 @@ from PIL import Image
 
 from petseg.classes import BORDER, NUM_CLASSES
 from petseg.photos import load_labelled_photo
-from petseg.resize import resize_image, resize_mask
+from petseg.resize import augment, cache_size_for, resize_image, resize_mask
 
 AUTOTUNE = tf.data.AUTOTUNE
 SPLITS = ("trainval", "test")
@@ -118,30 +118,27 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     return names
 
 
-def read_folder_example(data_dir: str | os.PathLike, name: str) -> Example:
+def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: float | None = None) -> Example:
     """Read one photo and its trimap from an official-layout folder; raises ``OSError``/``ValueError`` if unreadable.
 
     The photo is decoded as the app decodes uploads (``petseg.photos``: by content, since the real set hides a GIF
     and an RGBA PNG behind .jpg names; EXIF orientation applied; transparency on white), and the trimap is turned
-    as the photo was, since it was drawn on the stored pixels.
+    as the photo was, since it was drawn on the stored pixels. With ``min_confidence`` the folder holds
+    pseudo-labels (``scripts/pseudo_label.py``): pixels whose ``annotations/confidence/`` value is lower become
+    ``IGNORE``.
     """
     root = Path(data_dir)
     image, trimap = load_labelled_photo(root / "images" / f"{name}.jpg",
                                         root / "annotations" / "trimaps" / f"{name}.png")
     if trimap.ndim != 2 or trimap.shape != image.shape[:2]:
         raise ValueError(f"trimap shape {trimap.shape} does not match photo shape {image.shape[:2]}")
-    return Example(name, image, trimap_to_classes(trimap))
-
-
-def read_pseudo_labelled_example(data_dir: str | os.PathLike, name: str, min_confidence: float) -> Example:
-    """Read a photo labelled by ``scripts/pseudo_label.py``; pixels under ``min_confidence`` become ``IGNORE``."""
-    example = read_folder_example(data_dir, name)
-    with Image.open(Path(data_dir) / "annotations" / "confidence" / f"{name}.png") as image:
-        confidence = np.asarray(image)
-    if confidence.shape != example.mask.shape:
-        raise ValueError(f"confidence shape {confidence.shape} does not match photo shape {example.mask.shape}")
-    example.mask[confidence < round(min_confidence * 255)] = IGNORE
-    return example
+    mask = trimap_to_classes(trimap)
+    if min_confidence is not None:
+        with Image.open(root / "annotations" / "confidence" / f"{name}.png") as confidence:
+            if confidence.size[::-1] != mask.shape:
+                raise ValueError(f"confidence size {confidence.size} does not match photo size {image.shape[1::-1]}")
+            mask[np.asarray(confidence) < round(min_confidence * 255)] = IGNORE
+    return Example(name, image, mask)
 
 
 def read_or_skip(read, item, skipped: list | None) -> Example | None:
@@ -272,16 +269,14 @@ def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds
     """Decode every example of ``split`` once and resize it to ``size``, decoding and resizing in a thread pool.
 
     Pillow and TensorFlow release the GIL while they decode and resize, so the threads run in parallel. With
-    ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_pseudo_labelled_example``).
+    ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_folder_example``).
     """
     skipped: list[tuple[str, str]] = []
     if data_dir is None:  # tfds decodes its records itself; the pool only resizes.
         items, read = iterate_tfds_split(split, tfds_data_dir, skipped), (lambda example: example)
-    elif min_confidence is None:
-        items, read = read_split_names(data_dir, split), functools.partial(read_folder_example, data_dir)
     else:
         items = read_split_names(data_dir, split)
-        read = functools.partial(read_pseudo_labelled_example, data_dir, min_confidence=min_confidence)
+        read = functools.partial(read_folder_example, data_dir, min_confidence=min_confidence)
 
     def prepare(item) -> tuple[str, np.ndarray, np.ndarray] | None:
         example = read_or_skip(read, item, skipped)
@@ -289,13 +284,11 @@ def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         prepared = [result for _, result in zip_with_results(items, prepare, pool) if result is not None]
-    names = [name for name, _, _ in prepared]
-    images = [image for _, image, _ in prepared]
-    masks = [mask for _, _, mask in prepared]
-    if not names:
+    if not prepared:
         raise DataError(f"No readable examples in the {split} split of {describe_source(data_dir)} "
                         f"({len(skipped)} skipped).")
-    return ResizedExamples(names, np.stack(images), np.stack(masks), skipped)
+    names, images, masks = zip(*prepared)
+    return ResizedExamples(list(names), np.stack(images), np.stack(masks), skipped)
 
 
 def zip_with_results(items: Iterator, function, pool: concurrent.futures.Executor, window: int = 16):
@@ -324,55 +317,7 @@ def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarr
     return np.sort(np.argsort(keys)[:count])
 
 
-# Augmentation and pipelines.
-def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
-            ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.
-
-    "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop
-    (one box for both), the flip, and colour jitter on the photo alone.
-    """
-    if augmentation not in ("none", "flip", "strong"):
-        raise ValueError(f"Unknown augmentation {augmentation!r}; choose none, flip or strong.")
-    if augmentation == "strong":
-        cached_size = tf.shape(image)[0]
-        scale = tf.random.uniform((), 0.6, 1.0)
-        aspect = tf.random.uniform((), 0.8, 1.25)
-        crop_height = tf.cast(tf.minimum(1.0, scale * tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
-        crop_width = tf.cast(tf.minimum(1.0, scale / tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
-        top = tf.random.uniform((), 0, cached_size - crop_height + 1, dtype=tf.int32)
-        left = tf.random.uniform((), 0, cached_size - crop_width + 1, dtype=tf.int32)
-        image = tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
-        mask = tf.image.crop_to_bounding_box(mask, top, left, crop_height, crop_width)
-    if augmentation != "strong" and tuple(image.shape[:2]) == (image_size, image_size):
-        # Cached at the model's size already: only convert (resizing to the same size would copy it twice).
-        image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else image
-    else:
-        image = resize_image(image, image_size) if augmentation == "strong" or image.dtype == tf.uint8 else image
-        mask = resize_mask(mask, image_size)
-    if augmentation in ("flip", "strong"):
-        flip = tf.random.uniform(()) > 0.5
-        image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
-        mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)
-    if augmentation == "strong":
-        image = tf.image.random_brightness(image, 0.15)
-        image = tf.image.random_contrast(image, 0.75, 1.25)
-        image = tf.image.random_saturation(image, 0.7, 1.3)
-        image = tf.image.random_hue(image, 0.04)
-        image = tf.clip_by_value(image, 0.0, 1.0)
-    return image, tf.cast(mask, tf.int32)
-
-
-def to_model_inputs(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Convert a cached uint8 example to (float [0, 1] image, int32 mask) without augmentation."""
-    return tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)
-
-
-def cache_size_for(image_size: int, augmentation: str) -> int:
-    """Strong augmentation crops, so it caches photos a quarter larger than the model's input."""
-    return int(round(image_size * 1.25)) if augmentation == "strong" else image_size
-
-
+# Pipelines.
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
                        augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
                        sample_count: int = 3, tfds_data_dir: str | None = None,
@@ -416,23 +361,12 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         ).map(lambda labelled, more: (tf.concat([labelled[0], more[0]], 0), tf.concat([labelled[1], more[1]], 0)))
         counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
         source += f" + unlabelled {describe_source(unlabelled_dir)} (confidence >= {min_confidence})"
-    validation_dataset = (
-        tf.data.Dataset.from_tensor_slices((validation.images, validation.masks))
-        .map(to_model_inputs, num_parallel_calls=AUTOTUNE)
-        .batch(batch_size)
-        .cache()
-        .prefetch(AUTOTUNE)
-    )
+    validation_dataset = tf.data.Dataset.from_tensor_slices((validation.images, validation.masks)).map(
+        lambda image, mask: (tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)), num_parallel_calls=AUTOTUNE)
     samples = min(sample_count, len(validation.names))
-    return TrainingData(
-        train=train_dataset.prefetch(AUTOTUNE),
-        validation=validation_dataset,
-        sample_images=validation.images[:samples].astype(np.float32) / 255.0,
-        sample_masks=validation.masks[:samples, ..., 0],
-        counts=counts,
-        source=source,
-        steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)),
-    )
+    return TrainingData(train_dataset.prefetch(AUTOTUNE),
+                        validation_dataset.batch(batch_size).cache().prefetch(AUTOTUNE), validation.images[:samples].astype(np.float32) / 255.0, validation.masks[:samples, ..., 0],
+                        counts, source, steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)))
 
 
 def augmented_batches(examples: ResizedExamples, image_size: int, augmentation: str, batch_size: int, seed: int,
@@ -458,6 +392,4 @@ def load_unlabelled(unlabelled_dir: str | os.PathLike, size: int, min_confidence
     keep = np.array([index for index, name in enumerate(unlabelled.names) if name not in held], int)
     if len(keep) == 0:
         raise DataError(f"No unlabelled photos left in {unlabelled_dir}: each one is a labelled photo too.")
-    result = unlabelled.take(keep)
-    result.skipped = unlabelled.skipped
-    return result
+    return dataclasses.replace(unlabelled.take(keep), skipped=unlabelled.skipped)

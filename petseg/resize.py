@@ -1,4 +1,5 @@
-"""Resizing photos and masks: one function each, used by training, evaluation, export and the app alike.
+"""Resizing photos and masks, one function each, used by training, evaluation, export and the app alike; and the
+training augmentation, which moves a photo and its mask together.
 
 >>> import numpy as np
 >>> resize_image(np.zeros((30, 40, 3), np.uint8), 16).shape
@@ -26,3 +27,46 @@ def resize_mask(mask: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
     """Resize a mask of class ids (height, width, 1) with nearest neighbour, so no new label values appear."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     return tf.cast(tf.image.resize(mask, size, method="nearest"), mask.dtype)
+
+
+def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
+            ) -> tuple[tf.Tensor, tf.Tensor]:
+    """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.
+
+    "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop
+    (one box for both), the flip, and colour jitter on the photo alone.
+    """
+    if augmentation not in ("none", "flip", "strong"):
+        raise ValueError(f"Unknown augmentation {augmentation!r}; choose none, flip or strong.")
+    if augmentation == "strong":
+        cached_size = tf.shape(image)[0]
+        scale = tf.random.uniform((), 0.6, 1.0)
+        aspect = tf.random.uniform((), 0.8, 1.25)
+        crop_height = tf.cast(tf.minimum(1.0, scale * tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
+        crop_width = tf.cast(tf.minimum(1.0, scale / tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
+        top = tf.random.uniform((), 0, cached_size - crop_height + 1, dtype=tf.int32)
+        left = tf.random.uniform((), 0, cached_size - crop_width + 1, dtype=tf.int32)
+        image = tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
+        mask = tf.image.crop_to_bounding_box(mask, top, left, crop_height, crop_width)
+    if augmentation != "strong" and tuple(image.shape[:2]) == (image_size, image_size):
+        # Cached at the model's size already: only convert (resizing to the same size would copy it twice).
+        image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else image
+    else:
+        image = resize_image(image, image_size) if augmentation == "strong" or image.dtype == tf.uint8 else image
+        mask = resize_mask(mask, image_size)
+    if augmentation in ("flip", "strong"):
+        flip = tf.random.uniform(()) > 0.5
+        image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+        mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)
+    if augmentation == "strong":
+        image = tf.image.random_brightness(image, 0.15)
+        image = tf.image.random_contrast(image, 0.75, 1.25)
+        image = tf.image.random_saturation(image, 0.7, 1.3)
+        image = tf.image.random_hue(image, 0.04)
+        image = tf.clip_by_value(image, 0.0, 1.0)
+    return image, tf.cast(mask, tf.int32)
+
+
+def cache_size_for(image_size: int, augmentation: str) -> int:
+    """Strong augmentation crops, so it caches photos a quarter larger than the model's input."""
+    return int(round(image_size * 1.25)) if augmentation == "strong" else image_size

@@ -78,7 +78,8 @@ class RunWriter:
     def keep_epochs(self, epochs: int) -> list[dict[str, Any]]:
         """Keep the first ``epochs`` metrics lines (a resumed run drops any epoch logged after its state was saved)."""
         kept = [record for record in read_metrics(self.run_dir) if record.get("epoch", 0) <= epochs]
-        atomic_write_bytes(self.run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in kept).encode())
+        lines = "".join(json.dumps(record) + "\n" for record in kept)
+        atomic_write_bytes(self.run_dir / "metrics.jsonl", lines.encode())
         self.update(epochs_done=epochs)
         return kept
 

@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,7 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 import petseg
-from petseg.checkpoints import read_sidecar, save_checkpoint, servable_entry, store_metrics, write_sidecar
+from petseg.photos import load_photo
+from petseg.resize import resize_image
+from petseg.callbacks import FITTING, STOP_SIGNALLED, TENSORBOARD_FOLDER, EpochReporter, raise_if_signalled
+from petseg.checkpoints import read_sidecar, servable_entry, store_metrics, write_sidecar
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
 from petseg.data import IGNORE, DataError, TrainingData, make_training_data
 from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
@@ -37,10 +39,6 @@ from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
 from petseg.presets import Preset, apply_overrides, get_preset
 from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, read_resume_state
-from petseg.visuals import plot_curves, sample_grid, save_png
-
-# Each run folder holds TensorBoard logs here: losses and metrics (train/, validation/) and the samples (samples/).
-TENSORBOARD_FOLDER = "tensorboard"
 
 
 @dataclasses.dataclass
@@ -113,110 +111,6 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
     return loss
 
 
-FITTING = threading.Event()  # Set while model.fit runs (it traces TensorFlow functions).
-STOP_SIGNALLED = threading.Event()
-
-
-def stop_on_signal(signum, frame) -> None:
-    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the end of the current batch.
-
-    Raising from the handler while fitting can land inside TensorFlow's tracing and crash the run (SystemError), so
-    there it only sets a flag, and ``EpochReporter`` raises at the next batch end, in plain Python. Outside a fit it
-    raises at once, but keeps the flag too: an interrupt raised inside a ``__del__`` (TensorFlow frees functions
-    between phases) is printed and dropped by Python, and the flag raises it again at the next check.
-    """
-    STOP_SIGNALLED.set()
-    if not FITTING.is_set():
-        raise KeyboardInterrupt
-
-
-def raise_if_signalled() -> None:
-    """Raise the interrupt ``stop_on_signal`` deferred or Python dropped: before each phase's fit, at each batch end."""
-    if STOP_SIGNALLED.is_set():
-        raise KeyboardInterrupt
-
-
-class EpochReporter(keras.callbacks.Callback):
-    """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
-
-    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict,
-                 config: dict | None = None):
-        super().__init__()
-        self.config = config  # Saved with each epoch's resume state; None saves none.
-        self.writer = writer
-        self.data = data
-        self.checkpoint_path = checkpoint_path
-        self.sidecar = sidecar
-        self.history: list[dict] = []
-        self.best_mean_iou = -1.0
-        self.epoch_started = 0.0
-        self.stopped = False
-        self.samples_log = tf.summary.create_file_writer(str(writer.run_dir / TENSORBOARD_FOLDER / "samples"))
-
-    def on_train_begin(self, logs=None):
-        FITTING.set()
-
-    def on_train_end(self, logs=None):
-        FITTING.clear()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        raise_if_signalled()
-        if self.writer.stop_requested():
-            self.stopped = True
-            self.model.stop_training = True
-
-    def on_test_batch_end(self, batch, logs=None):
-        raise_if_signalled()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.epoch_started
-        record = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()},
-                  "seconds": round(seconds, 2),
-                  "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
-                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-        self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
-        mean_iou = record.get("val_mean_iou", -1.0)
-        if mean_iou > self.best_mean_iou:
-            self.best_mean_iou = mean_iou
-            record["saved_checkpoint"] = True
-            self.sidecar.update(epochs=epoch + 1, best_epoch=epoch + 1,
-                                metrics={"validation": {"mean_iou": mean_iou,
-                                                        "pixel_accuracy": record.get("val_accuracy")}})
-            save_checkpoint(self.model, self.checkpoint_path, self.sidecar)
-            self.writer.update(checkpoint=str(self.checkpoint_path))
-        self.history.append(record)
-        self.writer.log_epoch(record)
-        if self.config is not None:
-            self.writer.save_resume_state(
-                {"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
-                self.model.get_weights(), [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
-        print(json.dumps({"metrics": record}), flush=True)
-
-    def resume(self, state: dict, history: list[dict]) -> None:
-        """Continue from a saved state: the epochs so far, the best metric, and the best checkpoint's sidecar."""
-        self.history, self.best_mean_iou = history, state["best_mean_iou"]
-        if self.checkpoint_path.exists():
-            self.sidecar = read_sidecar(self.checkpoint_path)
-
-    def save_sample(self, epoch: int, mean_iou: float) -> None:
-        """Predict the fixed validation samples; write the grid as ``epoch_NNN.png`` and into TensorBoard."""
-        predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
-        grid = sample_grid(np.round(self.data.sample_images * 255).astype(np.uint8), self.data.sample_masks,
-                           predictions, title=f"epoch {epoch}: val mIoU {mean_iou:.3f}")
-        save_png(grid, self.writer.sample_path(epoch))
-        with self.samples_log.as_default():
-            tf.summary.image("input / truth / prediction", grid[np.newaxis], step=epoch)
-        self.samples_log.flush()
-
-    def save_curves(self) -> None:
-        """Draw the loss and metric curves of the epochs so far into ``curves.png``."""
-        if self.history:
-            save_png(plot_curves(self.history), self.writer.run_dir / "curves.png")
-
-
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train ``config.preset`` and return where its best checkpoint went; see ``train.py`` for the CLI.
 
@@ -240,14 +134,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     started = time.perf_counter()
     reporter = None
     try:
-        data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
-                                  config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
-                                  validation_names=read_name_list(config.validation_list),
-                                  unlabelled_dir=config.unlabelled_dir, min_confidence=preset.min_confidence,
-                                  unlabelled_share=preset.unlabelled_share)
-        if config.sample_photos:
-            data.sample_images = load_sample_photos(config.sample_photos, config.image_size)
-            data.sample_masks = [None] * len(data.sample_images)
+        data = load_training_data(config, preset)
         used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
         with strategy.scope():
             model = build_model(preset, config.image_size, config.encoder_weights)
@@ -418,6 +305,19 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
     return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics), ""
 
 
+def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
+    """The run's data, with its own sample photos if it names any."""
+    data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
+                              config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
+                              validation_names=read_name_list(config.validation_list),
+                              unlabelled_dir=config.unlabelled_dir, min_confidence=preset.min_confidence,
+                              unlabelled_share=preset.unlabelled_share)
+    if config.sample_photos:
+        data.sample_images, data.sample_masks = load_sample_photos(config.sample_photos, config.image_size,
+                                                                   config.data_dir)
+    return data
+
+
 def start_from_checkpoint(model: keras.Model, path: str, preset: str, image_size: int) -> None:
     """Set the model's weights to a trained checkpoint's of the same preset and size (``CheckpointError`` else)."""
     from petseg.checkpoints import CheckpointError, load_checkpoint_file
@@ -440,12 +340,23 @@ def read_name_list(path: str | None) -> list[str] | None:
         raise DataError(f"Cannot read the list {path}: {error.strerror}.") from None
 
 
-def load_sample_photos(paths: list[str], image_size: int) -> np.ndarray:
-    """Photos as float [0, 1] arrays at the model's input size, resized as training resizes them."""
-    from petseg.photos import load_photo
-    from petseg.resize import resize_image
+def load_sample_photos(paths: list[str], image_size: int, data_dir: str | None = None
+                       ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Photos as float [0, 1] arrays at the model's input size, resized as training resizes them, and their true
+    masks where the data folder holds a trimap of the same name (None elsewhere)."""
+    from petseg.data import read_folder_example, resize_example
 
-    return np.stack([resize_image(tf.convert_to_tensor(load_photo(path)), image_size).numpy() for path in paths])
+    images, masks = [], []
+    for path in map(Path, paths):
+        trimap = Path(data_dir or "") / "annotations" / "trimaps" / f"{path.stem}.png"
+        if data_dir and trimap.is_file() and (Path(data_dir) / "images" / path.name).is_file():
+            image, mask = resize_example(read_folder_example(data_dir, path.stem), image_size)
+            images.append(image.astype(np.float32) / 255.0)
+            masks.append(mask[..., 0])
+        else:
+            images.append(resize_image(tf.convert_to_tensor(load_photo(path)), image_size).numpy())
+            masks.append(None)
+    return np.stack(images), masks
 
 
 def _describe_weights(encoder_weights: str | None) -> str:

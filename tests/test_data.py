@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from petseg import data
-from petseg.resize import resize_mask
+from petseg.resize import augment, resize_mask
 from petseg.synthetic import make_synthetic_pets
 
 
@@ -38,7 +38,7 @@ def test_augmentation_keeps_image_and_mask_aligned(augmentation):
     tf.random.set_seed(3)
     flips_seen = set()
     for _ in range(12):
-        out_image, out_mask = data.augment(tf.constant(image), tf.constant(mask), 64, augmentation)
+        out_image, out_mask = augment(tf.constant(image), tf.constant(mask), 64, augmentation)
         out_image, out_mask = out_image.numpy(), out_mask.numpy()[..., 0]
         assert out_image.shape == (64, 64, 3) and out_mask.shape == (64, 64)
         assert set(np.unique(out_mask)) <= {0, 1}

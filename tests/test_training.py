@@ -8,7 +8,7 @@ import pytest
 from tensorflow.compat.v1.train import summary_iterator
 
 import train as train_script
-from petseg import evaluate
+from petseg import callbacks, evaluate
 from petseg.checkpoints import load_checkpoint_file, read_sidecar
 from petseg.classes import CLASS_NAMES
 from petseg.inference import predict_probabilities
@@ -81,54 +81,50 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_sigterm_while_fitting_interrupts_at_the_batch_end_not_in_the_handler():
-    from petseg import training
-
-    reporter = training.EpochReporter.__new__(training.EpochReporter)
+    reporter = callbacks.EpochReporter.__new__(callbacks.EpochReporter)
     reporter.writer = SimpleNamespace(stop_requested=lambda: False)  # No stop file.
-    training.FITTING.set()
+    callbacks.FITTING.set()
     try:
         reporter.on_train_batch_end(0)  # No signal yet: the batch ends normally.
-        training.stop_on_signal(signal.SIGTERM, None)  # Inside model.fit: only a flag, no exception here.
+        callbacks.stop_on_signal(signal.SIGTERM, None)  # Inside model.fit: only a flag, no exception here.
         with pytest.raises(KeyboardInterrupt):
             reporter.on_train_batch_end(1)
         with pytest.raises(KeyboardInterrupt):
             reporter.on_test_batch_end(0)
     finally:
-        training.FITTING.clear()
-        training.STOP_SIGNALLED.clear()
+        callbacks.FITTING.clear()
+        callbacks.STOP_SIGNALLED.clear()
 
 
 def test_sigterm_between_phases_survives_an_interrupt_python_drops():
     """Outside model.fit the handler raises at once, as Ctrl-C. When that lands in a ``__del__`` (TensorFlow frees
     traced functions between phases), Python prints and drops the interrupt; the run must still stop at its next
     check, where once it trained on until killed."""
-    from petseg import training
-
     class FreedBetweenPhases:
         def __del__(self):
-            training.stop_on_signal(signal.SIGTERM, None)
+            callbacks.stop_on_signal(signal.SIGTERM, None)
 
     try:
         with pytest.raises(KeyboardInterrupt):
-            training.stop_on_signal(signal.SIGTERM, None)
-        training.STOP_SIGNALLED.clear()
+            callbacks.stop_on_signal(signal.SIGTERM, None)
+        callbacks.STOP_SIGNALLED.clear()
         FreedBetweenPhases()  # Freed at once: the handler raises inside __del__, and Python drops it.
         with pytest.raises(KeyboardInterrupt):
-            training.raise_if_signalled()  # What compile_for_phase calls last, and the reporter at each batch end.
+            callbacks.raise_if_signalled()  # What compile_for_phase calls last, and the reporter at each batch end.
     finally:
-        training.STOP_SIGNALLED.clear()
+        callbacks.STOP_SIGNALLED.clear()
 
 
 def test_a_run_that_raises_clears_the_fitting_and_signal_flags(tmp_path):
     from petseg import training
     from petseg.data import DataError
 
-    training.FITTING.set()  # What a fit that raised would leave: Keras skips on_train_end then.
-    training.STOP_SIGNALLED.set()  # What a SIGTERM during that fit would leave.
+    callbacks.FITTING.set()  # What a fit that raised would leave: Keras skips on_train_end then.
+    callbacks.STOP_SIGNALLED.set()  # What a SIGTERM during that fit would leave.
     with pytest.raises(DataError, match="not found"):
         training.train(training.TrainConfig(data_dir=str(tmp_path / "nowhere"), epochs=1, encoder_weights="none",
                                             output_dir=str(tmp_path), run_dir=str(tmp_path / "run")))
-    assert not training.FITTING.is_set() and not training.STOP_SIGNALLED.is_set()
+    assert not callbacks.FITTING.is_set() and not callbacks.STOP_SIGNALLED.is_set()
 
 
 def test_the_loss_skips_ignored_pixels():

@@ -1,0 +1,129 @@
+"""The Keras callback of a training run: each epoch it writes the run folder (metrics line, sample PNG, TensorBoard,
+resume state), keeps the best checkpoint, and ends the run cleanly on a stop request or a signal.
+
+A run is resumable: after each epoch ``resume.npz`` holds the weights, the optimizer's variables (its step count,
+so the learning-rate schedule's position), the epochs done, the best metric and the run's config, written in one
+atomic step (``petseg.runs``); ``train.py --resume RUN_DIR`` continues from there.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from petseg.checkpoints import read_sidecar, save_checkpoint
+from petseg.data import TrainingData
+from petseg.runs import RunWriter
+from petseg.visuals import plot_curves, sample_grid, save_png
+
+# Each run folder holds TensorBoard logs here: losses and metrics (train/, validation/) and the samples (samples/).
+TENSORBOARD_FOLDER = "tensorboard"
+
+FITTING = threading.Event()  # Set while model.fit runs (it traces TensorFlow functions).
+STOP_SIGNALLED = threading.Event()
+
+
+def stop_on_signal(signum, frame) -> None:
+    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the end of the current batch.
+
+    Raising from the handler while fitting can land inside TensorFlow's tracing and crash the run (SystemError), so
+    there it only sets a flag, and ``EpochReporter`` raises at the next batch end, in plain Python. Outside a fit it
+    raises at once, but keeps the flag too: an interrupt raised inside a ``__del__`` (TensorFlow frees functions
+    between phases) is printed and dropped by Python, and the flag raises it again at the next check.
+    """
+    STOP_SIGNALLED.set()
+    if not FITTING.is_set():
+        raise KeyboardInterrupt
+
+
+def raise_if_signalled() -> None:
+    """Raise the interrupt ``stop_on_signal`` deferred or Python dropped: before each phase's fit, at each batch end."""
+    if STOP_SIGNALLED.is_set():
+        raise KeyboardInterrupt
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
+
+    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict,
+                 config: dict | None = None):
+        super().__init__()
+        self.config = config  # Saved with each epoch's resume state; None saves none.
+        self.writer = writer
+        self.data = data
+        self.checkpoint_path = checkpoint_path
+        self.sidecar = sidecar
+        self.history: list[dict] = []
+        self.best_mean_iou = -1.0
+        self.epoch_started = 0.0
+        self.stopped = False
+        self.samples_log = tf.summary.create_file_writer(str(writer.run_dir / TENSORBOARD_FOLDER / "samples"))
+
+    def on_train_begin(self, logs=None):
+        FITTING.set()
+
+    def on_train_end(self, logs=None):
+        FITTING.clear()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_signalled()
+        if self.writer.stop_requested():
+            self.stopped = True
+            self.model.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        raise_if_signalled()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.epoch_started
+        record = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()},
+                  "seconds": round(seconds, 2),
+                  "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
+                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+        self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
+        mean_iou = record.get("val_mean_iou", -1.0)
+        if mean_iou > self.best_mean_iou:
+            self.best_mean_iou = mean_iou
+            record["saved_checkpoint"] = True
+            self.sidecar.update(epochs=epoch + 1, best_epoch=epoch + 1,
+                                metrics={"validation": {"mean_iou": mean_iou,
+                                                        "pixel_accuracy": record.get("val_accuracy")}})
+            save_checkpoint(self.model, self.checkpoint_path, self.sidecar)
+            self.writer.update(checkpoint=str(self.checkpoint_path))
+        self.history.append(record)
+        self.writer.log_epoch(record)
+        if self.config is not None:
+            self.writer.save_resume_state(
+                {"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
+                self.model.get_weights(), [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
+        print(json.dumps({"metrics": record}), flush=True)
+
+    def resume(self, state: dict, history: list[dict]) -> None:
+        """Continue from a saved state: the epochs so far, the best metric, and the best checkpoint's sidecar."""
+        self.history, self.best_mean_iou = history, state["best_mean_iou"]
+        if self.checkpoint_path.exists():
+            self.sidecar = read_sidecar(self.checkpoint_path)
+
+    def save_sample(self, epoch: int, mean_iou: float) -> None:
+        """Predict the fixed validation samples; write the grid as ``epoch_NNN.png`` and into TensorBoard."""
+        predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
+        grid = sample_grid(np.round(self.data.sample_images * 255).astype(np.uint8), self.data.sample_masks,
+                           predictions, title=f"epoch {epoch}: val mIoU {mean_iou:.3f}")
+        save_png(grid, self.writer.sample_path(epoch))
+        with self.samples_log.as_default():
+            tf.summary.image("input / truth / prediction", grid[np.newaxis], step=epoch)
+        self.samples_log.flush()
+
+    def save_curves(self) -> None:
+        """Draw the loss and metric curves of the epochs so far into ``curves.png``."""
+        if self.history:
+            save_png(plot_curves(self.history), self.writer.run_dir / "curves.png")
