@@ -29,8 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, help="default: the preset's")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="'imagenet' (download), a local Keras weights file, or 'none'; for DeepLab presets 'voc' or 'imagenet' download the pinned VOC .tflite, or give its path")
-    parser.add_argument("--unlabelled-dir", metavar="DIR",
-                        help="pseudo-labelled photos (scripts/pseudo_label.py) mixed into every training batch "
+    parser.add_argument("--unlabelled-dir", nargs="+", metavar="DIR",
+                        help="folders of pseudo-labelled photos (scripts/pseudo_label.py) mixed into every batch "
                              "(--set unlabelled_share=0.5 --set min_confidence=0.0); never validated or tested on")
     parser.add_argument("--init-checkpoint", metavar="PATH",
                         help="start from a trained checkpoint of the same preset and size, e.g. weights/finetune.keras")
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
         output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
         validation_fraction=args.validation_fraction, validation_list=args.validation_list,
-        unlabelled_dir=args.unlabelled_dir, init_checkpoint=args.init_checkpoint, strategy=args.strategy,
+        unlabelled_dirs=args.unlabelled_dir, init_checkpoint=args.init_checkpoint, strategy=args.strategy,
         evaluate_test=not args.no_test,
         tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
     )

@@ -321,12 +321,12 @@ def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarr
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
                        augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
                        sample_count: int = 3, tfds_data_dir: str | None = None,
-                       validation_names: list[str] | None = None, unlabelled_dir: str | os.PathLike | None = None,
+                       validation_names: list[str] | None = None, unlabelled_dirs: list[str] | None = None,
                        min_confidence: float = 0.0, unlabelled_share: float = 0.5) -> TrainingData:
     """Build the train and validation pipelines from the trainval split; the test split is never touched here.
 
     Validation is a seeded ``validation_fraction`` of trainval, or the trainval photos in ``validation_names``.
-    ``unlabelled_dir`` holds photos labelled by a teacher (``scripts/pseudo_label.py``): they join training only,
+    ``unlabelled_dirs`` hold photos labelled by a teacher (``scripts/pseudo_label.py``): they join training only,
     as ``unlabelled_share`` of every batch, with pixels under ``min_confidence`` ignored; an epoch is one pass over
     the labelled photos, each drawing the next unlabelled ones.
     """
@@ -346,7 +346,7 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         validation.masks = resize_mask(tf.convert_to_tensor(validation.masks), image_size).numpy()
     counts = {"train": len(train.names), "validation": len(validation.names), "skipped": len(examples.skipped)}
     source, labelled_batch = describe_source(data_dir), batch_size
-    if unlabelled_dir is None:
+    if not unlabelled_dirs:
         train_dataset = augmented_batches(train, image_size, augmentation, batch_size, seed)
     else:
         unlabelled_batch = round(batch_size * unlabelled_share)
@@ -354,13 +354,14 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         if not 0 < unlabelled_batch < batch_size:
             raise ValueError(f"An unlabelled share of {unlabelled_share} leaves no labelled or no unlabelled photo "
                              f"in a batch of {batch_size}.")
-        unlabelled = load_unlabelled(unlabelled_dir, cache_size, min_confidence, data_dir, examples.names)
+        unlabelled = load_unlabelled(unlabelled_dirs, cache_size, min_confidence, data_dir, examples.names)
         train_dataset = tf.data.Dataset.zip(
             augmented_batches(train, image_size, augmentation, labelled_batch, seed),
             augmented_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True),
         ).map(lambda labelled, more: (tf.concat([labelled[0], more[0]], 0), tf.concat([labelled[1], more[1]], 0)))
         counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
-        source += f" + unlabelled {describe_source(unlabelled_dir)} (confidence >= {min_confidence})"
+        folders = ", ".join(describe_source(folder) for folder in unlabelled_dirs)
+        source += f" + unlabelled {folders} (confidence >= {min_confidence})"
     validation_dataset = tf.data.Dataset.from_tensor_slices((validation.images, validation.masks)).map(
         lambda image, mask: (tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)), num_parallel_calls=AUTOTUNE)
     samples = min(sample_count, len(validation.names))
@@ -379,17 +380,20 @@ def augmented_batches(examples: ResizedExamples, image_size: int, augmentation: 
                        num_parallel_calls=AUTOTUNE).batch(batch_size)
 
 
-def load_unlabelled(unlabelled_dir: str | os.PathLike, size: int, min_confidence: float,
-                    data_dir: str | os.PathLike | None, labelled_names: list[str]) -> ResizedExamples:
+def load_unlabelled(unlabelled_dirs: list[str], size: int, min_confidence: float, data_dir: str | os.PathLike | None,
+                    labelled_names: list[str]) -> ResizedExamples:
     """The pseudo-labelled photos, less any that the labelled data holds under the same name (trainval or test),
     so that a photo to validate or test on never trains as an unlabelled one."""
     if not 0 <= min_confidence < 1:
         raise ValueError(f"The confidence threshold must be in [0, 1), got {min_confidence}.")
-    unlabelled = load_resized(unlabelled_dir, "trainval", size, min_confidence=min_confidence)
+    parts = [load_resized(folder, "trainval", size, min_confidence=min_confidence) for folder in unlabelled_dirs]
     held = set(labelled_names)
     if data_dir is not None and (Path(data_dir) / "annotations" / "test.txt").is_file():
         held.update(read_split_names(data_dir, "test"))
-    keep = np.array([index for index, name in enumerate(unlabelled.names) if name not in held], int)
+    names = [name for part in parts for name in part.names]
+    keep = np.array([index for index, name in enumerate(names) if name not in held], int)
     if len(keep) == 0:
-        raise DataError(f"No unlabelled photos left in {unlabelled_dir}: each one is a labelled photo too.")
-    return dataclasses.replace(unlabelled.take(keep), skipped=unlabelled.skipped)
+        raise DataError(f"No unlabelled photos left in {', '.join(unlabelled_dirs)}: each is a labelled photo too.")
+    return ResizedExamples([names[index] for index in keep], np.concatenate([part.images for part in parts])[keep],
+                           np.concatenate([part.masks for part in parts])[keep],
+                           [item for part in parts for item in part.skipped])

@@ -38,7 +38,7 @@ from petseg.distribute import hardware_description, make_strategy, split_batches
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
 from petseg.presets import Preset, apply_overrides, get_preset
-from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, read_resume_state
+from petseg.runs import DEFAULT_RUNS_DIR, RESUME_FILE, RunWriter, new_run_id, read_resume_state
 
 
 @dataclasses.dataclass
@@ -59,7 +59,7 @@ class TrainConfig:
     seed: int = 0
     validation_fraction: float = 0.1
     validation_list: str | None = None  # A file of trainval names to validate on instead of a seeded fraction.
-    unlabelled_dir: str | None = None  # Pseudo-labelled photos (scripts/pseudo_label.py), for training only.
+    unlabelled_dirs: list[str] | None = None  # Pseudo-labelled photos (scripts/pseudo_label.py), to train on only.
     init_checkpoint: str | None = None  # Start from this checkpoint's weights (same preset and size), not an encoder's.
     strategy: str = "default"
     evaluate_test: bool = True
@@ -155,6 +155,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         outcome = "stopped" if reporter.stopped else "done"
         writer.finish(outcome, f"best validation mIoU {reporter.best_mean_iou:.3f}{test_note}",
                       checkpoint=str(checkpoint_path), train_seconds=train_seconds)
+        if outcome == "done":  # Nothing left to resume: the run's largest file goes.
+            (run_dir / RESUME_FILE).unlink(missing_ok=True)
     except KeyboardInterrupt:
         if reporter is not None:
             reporter.save_curves()
@@ -310,7 +312,7 @@ def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
     data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
                               config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
                               validation_names=read_name_list(config.validation_list),
-                              unlabelled_dir=config.unlabelled_dir, min_confidence=preset.min_confidence,
+                              unlabelled_dirs=config.unlabelled_dirs, min_confidence=preset.min_confidence,
                               unlabelled_share=preset.unlabelled_share)
     if config.sample_photos:
         data.sample_images, data.sample_masks = load_sample_photos(config.sample_photos, config.image_size,

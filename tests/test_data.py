@@ -151,7 +151,7 @@ def test_unlabelled_photos_join_each_training_batch_with_unsure_pixels_ignored(s
     # labelled set's 12 trainval (validation included) or 4 test photos, so only 4 may train.
     unlabelled = pseudo_labelled_folder(tmp_path / "pseudo", count=20)
     training = data.make_training_data(synthetic_data, image_size=64, batch_size=4, augmentation="none",
-                                       validation_fraction=0.2, seed=0, unlabelled_dir=unlabelled,
+                                       validation_fraction=0.2, seed=0, unlabelled_dirs=[str(unlabelled)],
                                        min_confidence=0.5, unlabelled_share=0.5)
     assert training.counts == {"train": 9, "validation": 3, "skipped": 0, "unlabelled": 4, "unlabelled_skipped": 0}
     assert "unlabelled folder:pseudo (confidence >= 0.5)" in training.source
@@ -169,8 +169,8 @@ def test_unlabelled_photos_join_each_training_batch_with_unsure_pixels_ignored(s
 
 def test_a_threshold_of_zero_keeps_every_pseudo_label_and_all_known_names_drop_out(synthetic_data, tmp_path):
     unlabelled = pseudo_labelled_folder(tmp_path / "pseudo", count=16)
-    with pytest.raises(data.DataError, match="each one is a labelled photo too"):
-        data.make_training_data(synthetic_data, image_size=64, batch_size=4, unlabelled_dir=unlabelled)
+    with pytest.raises(data.DataError, match="each is a labelled photo too"):
+        data.make_training_data(synthetic_data, image_size=64, batch_size=4, unlabelled_dirs=[str(unlabelled)])
     examples = data.load_resized(unlabelled, "trainval", 64, min_confidence=0.0)
     assert not (examples.masks == data.IGNORE).any()
 
