@@ -98,6 +98,8 @@ class RunWriter:
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}")
         self.update(state=state, message=message, finished=now_iso(), **fields)
+        if state == "done":  # Nothing left to resume: the run folder's largest file goes.
+            (self.run_dir / RESUME_FILE).unlink(missing_ok=True)
 
     def stop_requested(self) -> bool:
         return (self.run_dir / "stop").exists()

@@ -38,7 +38,7 @@ from petseg.distribute import hardware_description, make_strategy, split_batches
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
 from petseg.presets import Preset, apply_overrides, get_preset
-from petseg.runs import DEFAULT_RUNS_DIR, RESUME_FILE, RunWriter, new_run_id, read_resume_state
+from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, read_resume_state
 
 
 @dataclasses.dataclass
@@ -131,8 +131,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     writer = RunWriter(run_dir, {"preset": preset.name, "epochs": config.epochs, "batch_size": config.batch_size,
                                  "image_size": config.image_size, "name": config.name,
                                  "data": config.data_dir or "tfds"})
-    started = time.perf_counter()
-    reporter = None
+    started, reporter = time.perf_counter(), None
     try:
         data = load_training_data(config, preset)
         used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
@@ -155,8 +154,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         outcome = "stopped" if reporter.stopped else "done"
         writer.finish(outcome, f"best validation mIoU {reporter.best_mean_iou:.3f}{test_note}",
                       checkpoint=str(checkpoint_path), train_seconds=train_seconds)
-        if outcome == "done":  # Nothing left to resume: the run's largest file goes.
-            (run_dir / RESUME_FILE).unlink(missing_ok=True)
     except KeyboardInterrupt:
         if reporter is not None:
             reporter.save_curves()
