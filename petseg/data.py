@@ -363,10 +363,11 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         folders = ", ".join(describe_source(folder) for folder in unlabelled_dirs)
         source += f" + unlabelled {folders} (confidence >= {min_confidence})"
     validation_dataset = tf.data.Dataset.from_tensor_slices((validation.images, validation.masks)).map(
-        lambda image, mask: (tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)), num_parallel_calls=AUTOTUNE)
+        lambda image, mask: (tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)), num_parallel_calls=AUTOTUNE
+    ).batch(batch_size).cache()
     samples = min(sample_count, len(validation.names))
-    return TrainingData(train_dataset.prefetch(AUTOTUNE),
-                        validation_dataset.batch(batch_size).cache().prefetch(AUTOTUNE), validation.images[:samples].astype(np.float32) / 255.0, validation.masks[:samples, ..., 0],
+    return TrainingData(train_dataset.prefetch(AUTOTUNE), validation_dataset.prefetch(AUTOTUNE),
+                        validation.images[:samples].astype(np.float32) / 255.0, validation.masks[:samples, ..., 0],
                         counts, source, steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)))
 
 

@@ -1,4 +1,4 @@
-"""Label unlabelled pet photos with a teacher, in the official Oxford-IIIT Pet layout, for ``train.py --unlabelled-dir``.
+"""Label unlabelled pet photos with a teacher, in the Oxford-IIIT Pet layout, for ``train.py --unlabelled-dir``.
 
 The teacher is the mean of several checkpoints' class probabilities, each averaged with its mirrored photo. The VOC
 DeepLab (21 classes, COCO + PASCAL VOC) then marks people: where its most likely class is "person", the label is
@@ -7,9 +7,9 @@ each label as a trimap PNG (1 pet, 2 background, 3 border), the teacher's confid
 (``annotations/confidence/``, 255 = certain) and lists the photos in ``annotations/trainval.txt``. ``photos.csv``
 records each photo's mean confidence and its share of person pixels.
 
-``--hold-out N`` keeps N photos where people cover over 3% of the pixels (a seeded draw) out of trainval.txt (listed in ``people.txt``
-instead) so that ``scripts/people_check.py`` can measure how often a model paints people as pet on photos no model
-trained on.
+``--hold-out N`` keeps N photos where people cover over 3% of the pixels (a seeded draw) out of trainval.txt,
+listing them in ``people.txt`` instead, so that ``scripts/people_check.py`` can measure how often a model paints
+people as pet on photos no model trained on.
 
 Usage:
     python scripts/pseudo_label.py ../shared/data/oxford-iiit-pet-unlabelled/images /tmp/pseudo-oxford \
