@@ -136,7 +136,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         data = load_training_data(config, preset)
         used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
         with strategy.scope():
-            model = build_model(preset, config.image_size, config.encoder_weights)
+            started_from = weights is not None or config.init_checkpoint  # Then no encoder weights are needed.
+            model = build_model(preset, config.image_size, None if started_from else config.encoder_weights)
             if weights is not None:
                 model.set_weights(weights)
             elif config.init_checkpoint:

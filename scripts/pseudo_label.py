@@ -4,8 +4,9 @@ The teacher is the mean of several checkpoints' class probabilities, each averag
 DeepLab (21 classes, COCO + PASCAL VOC) then marks people: where its most likely class is "person", the label is
 background, whatever the pet checkpoints said (they paint faces as pet). The output folder links the photos, writes
 each label as a trimap PNG (1 pet, 2 background, 3 border), the teacher's confidence per pixel as a PNG
-(``annotations/confidence/``, 255 = certain) and lists the photos in ``annotations/trainval.txt``. ``photos.csv``
-records each photo's mean confidence and its share of person pixels.
+(``annotations/confidence/``, 255 = certain), the person pixels (``annotations/person/``, where there are any) and
+lists the photos in ``annotations/trainval.txt``. ``photos.csv`` records each photo's mean confidence and its share
+of person pixels.
 
 ``--hold-out N`` keeps N photos where people cover over 3% of the pixels (a seeded draw) out of trainval.txt,
 listing them in ``people.txt`` instead, so that ``scripts/people_check.py`` can measure how often a model paints
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,18 +55,40 @@ def voc_person_probability(interpreter, photo: np.ndarray) -> np.ndarray:
     return resize_planes(np.ascontiguousarray(person, np.float32), width, height)
 
 
-def label_photo(photo: np.ndarray, teachers, voc) -> tuple[np.ndarray, np.ndarray, float]:
-    """(classes 0..2, confidence in [0, 1], share of person pixels) for one RGB photo."""
-    from petseg.classes import BACKGROUND
+def label_photo(photo: np.ndarray, teachers, voc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes 0..2, confidence in [0, 1], person mask) for one RGB photo."""
+    from petseg.classes import BACKGROUND, PET
 
     mirrored = np.ascontiguousarray(photo[:, ::-1])
     probabilities = np.mean([(t.predict(photo) + t.predict(mirrored)[:, ::-1]) / 2 for t in teachers], axis=0)
     classes, confidence = probabilities.argmax(-1), probabilities.max(-1)
     person = voc_person_probability(voc, photo) if voc is not None else np.zeros(photo.shape[:2], np.float32)
-    is_person = person > 0.5
+    # The DeepLab calls some pets "person" (hairless Sphynx cats, pets held cheek to cheek): a person region that
+    # the pet teachers mostly call pet stays theirs. The rest, people with the faces the pet checkpoints paint as
+    # pet, is background.
+    regions, count = scipy.ndimage.label(person > 0.5)
+    pet_shares = scipy.ndimage.mean(classes == PET, regions, np.arange(1, count + 1)) if count else []
+    is_person = np.isin(regions, 1 + np.flatnonzero(np.asarray(pet_shares) <= 0.5))
     classes = np.where(is_person, BACKGROUND, classes)
     confidence = np.where(is_person, person, confidence)
-    return classes.astype(np.uint8), confidence, float(is_person.mean())
+    return classes.astype(np.uint8), confidence, is_person
+
+
+def write_lists(output: Path, rows: list[dict], hold_out: int) -> set[str]:
+    """Write photos.csv, trainval.txt (all but the held-out photos), an empty test.txt and people.txt: a seeded
+    draw of ``hold_out`` photos among those where people cover over 3% of the pixels."""
+    with_people = sorted((row["name"] for row in rows if row["person_share"] > 0.03),
+                         key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    held_out = set(with_people[:hold_out])
+    with open(output / "photos.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (output / "annotations" / "trainval.txt").write_text(
+        "".join(f"{row['name']} 1 1 1\n" for row in rows if row["name"] not in held_out))
+    (output / "annotations" / "test.txt").write_text("")
+    (output / "people.txt").write_text("".join(f"{name}\n" for name in sorted(held_out)))
+    return held_out
 
 
 def main(argv=None) -> int:
@@ -86,7 +110,7 @@ def main(argv=None) -> int:
     if args.voc:
         voc = make_interpreter(Path(args.voc).read_bytes(), shape=(1, VOC_SIZE, VOC_SIZE, 3))
     output = Path(args.output_dir)
-    for folder in ("images", "annotations/trimaps", "annotations/confidence"):
+    for folder in ("images", "annotations/trimaps", "annotations/confidence", "annotations/person"):
         (output / folder).mkdir(parents=True, exist_ok=True)
     paths = sorted(Path(args.photo_dir).glob("*.jpg"))[:args.limit]
     rows, started = [], time.perf_counter()
@@ -103,9 +127,12 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as error:
             print(f"skipping {path.name}: {error}", flush=True)
             continue
-        classes, confidence, person_share = label_photo(photo, teachers, voc)
+        classes, confidence, person = label_photo(photo, teachers, voc)
         Image.fromarray(classes + 1).save(trimap_path)
         Image.fromarray(np.round(confidence * 255).astype(np.uint8)).save(confidence_path)
+        person_share = float(person.mean())
+        if person_share > 0:  # What scripts/people_check.py counts as person pixels.
+            Image.fromarray(person).save(output / "annotations" / "person" / f"{path.stem}.png")
         link = output / "images" / path.name
         if not link.exists():
             os.symlink(path.resolve(), link)
@@ -113,18 +140,7 @@ def main(argv=None) -> int:
                      "person_share": round(person_share, 4), "pet_share": round(float((classes == 0).mean()), 4)})
         if (index + 1) % 200 == 0:
             print(f"{index + 1}/{len(paths)} photos, {time.perf_counter() - started:.0f} s", flush=True)
-    # Held out: a seeded draw among the photos where people cover over 3% of the pixels.
-    with_people = sorted((row["name"] for row in rows if row["person_share"] > 0.03),
-                         key=lambda name: hashlib.sha256(name.encode()).hexdigest())
-    held_out = set(with_people[:args.hold_out])
-    with open(output / "photos.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (output / "annotations" / "trainval.txt").write_text(
-        "".join(f"{row['name']} 1 1 1\n" for row in rows if row["name"] not in held_out))
-    (output / "annotations" / "test.txt").write_text("")
-    (output / "people.txt").write_text("".join(f"{name}\n" for name in sorted(held_out)))
+    held_out = write_lists(output, rows, args.hold_out)
     confidences = [row["confidence"] for row in rows]
     print(f"{len(rows)} of {len(paths)} photos labelled in {time.perf_counter() - started:.0f} s, {len(held_out)} held "
           f"out; mean confidence {np.mean(confidences):.3f}, 10th percentile {np.percentile(confidences, 10):.3f}; "
