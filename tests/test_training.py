@@ -148,3 +148,18 @@ def test_the_loss_skips_ignored_pixels():
 def test_resume_without_a_saved_state_is_a_clear_error(tmp_path, capsys):
     assert train_script.main(["--resume", str(tmp_path)]) == 2
     assert "cannot be resumed: it has no resume.npz" in capsys.readouterr().err
+
+
+def test_sample_photos_show_their_trimaps_where_the_data_folder_has_them(synthetic_data, tmp_path):
+    import shutil
+
+    from petseg.training import load_sample_photos
+
+    named = synthetic_data / "images" / "Synthetic_cat_1.jpg"  # A labelled photo, given by a path outside the folder.
+    stranger = tmp_path / "stranger.jpg"
+    shutil.copy(named, tmp_path / "Synthetic_cat_1.jpg")
+    shutil.copy(named, stranger)
+    images, masks = load_sample_photos([str(tmp_path / "Synthetic_cat_1.jpg"), str(stranger)], 64, str(synthetic_data))
+    assert images.shape == (2, 64, 64, 3) and masks[1] is None
+    assert masks[0].shape == (64, 64) and set(np.unique(masks[0])) <= {0, 1, 2} and (masks[0] == 0).any()
+    assert load_sample_photos([str(stranger)], 64)[1] == [None]
