@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(--set unlabelled_share=0.5 --set min_confidence=0.0); never validated or tested on")
     parser.add_argument("--init-checkpoint", metavar="PATH",
                         help="start from a trained checkpoint of the same preset and size, e.g. weights/finetune.keras")
+    parser.add_argument("--keep-last", action="store_true",
+                        help="keep the last epoch's checkpoint rather than the best validation epoch's (when the "
+                             "validation photos do not measure what the run is for)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue a stopped or killed run from its last finished epoch (other options ignored)")
     parser.add_argument("--output-dir", default="weights", help="where the checkpoint and sidecar go")
@@ -72,7 +75,8 @@ def main(argv=None) -> int:
         image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
         output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
         validation_fraction=args.validation_fraction, validation_list=args.validation_list,
-        unlabelled_dirs=args.unlabelled_dir, init_checkpoint=args.init_checkpoint, strategy=args.strategy,
+        unlabelled_dirs=args.unlabelled_dir, init_checkpoint=args.init_checkpoint, keep_last=args.keep_last,
+        strategy=args.strategy,
         evaluate_test=not args.no_test,
         tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
     )

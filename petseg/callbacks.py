@@ -91,10 +91,10 @@ class EpochReporter(keras.callbacks.Callback):
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
         self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
         mean_iou = record.get("val_mean_iou", -1.0)
-        if mean_iou > self.best_mean_iou:
-            self.best_mean_iou = mean_iou
+        improved, self.best_mean_iou = mean_iou > self.best_mean_iou, max(mean_iou, self.best_mean_iou)
+        if improved or self.config and self.config.get("keep_last"):
             record["saved_checkpoint"] = True
-            self.sidecar.update(epochs=epoch + 1, best_epoch=epoch + 1,
+            self.sidecar.update(epochs=epoch + 1, **({"best_epoch": epoch + 1} if improved else {}),
                                 metrics={"validation": {"mean_iou": mean_iou,
                                                         "pixel_accuracy": record.get("val_accuracy")}})
             save_checkpoint(self.model, self.checkpoint_path, self.sidecar)

@@ -60,6 +60,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     validation_list: str | None = None  # A file of trainval names to validate on instead of a seeded fraction.
     unlabelled_dirs: list[str] | None = None  # Pseudo-labelled photos (scripts/pseudo_label.py), to train on only.
+    keep_last: bool = False  # Keep the last epoch's checkpoint, not the best validation epoch's.
     init_checkpoint: str | None = None  # Start from this checkpoint's weights (same preset and size), not an encoder's.
     strategy: str = "default"
     evaluate_test: bool = True

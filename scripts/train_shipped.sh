@@ -34,5 +34,5 @@ for set in oxford-iiit-pet-unlabelled unlabelled-pets; do
 done
 python train.py --data-dir "$DATA" --preset finetune --init-checkpoint weights/finetune.keras \
   --unlabelled-dir runs/pseudo-oxford-iiit-pet-unlabelled runs/pseudo-unlabelled-pets --set fine_tune_after=0 --set fine_tune_learning_rate=1e-4 --epochs 20 \
-  --batch-size 16 --name student --run-dir runs/shipped-student --sample-photos $SAMPLES
+  --batch-size 16 --keep-last --name student --run-dir runs/shipped-student --sample-photos $SAMPLES
 python -c "from petseg.runs import copy_run_record; copy_run_record('runs/shipped-student', 'weights/student.run')"

@@ -108,7 +108,7 @@ def test_a_run_killed_between_epochs_resumes_its_epoch_count_and_schedule(synthe
 
     from petseg.runs import read_resume_state
 
-    options = ("--preset", "finetune", "--set", "fine_tune_after=1", "--epochs", "5", "--batch-size", "2")
+    options = ("--preset", "finetune", "--set", "fine_tune_after=1", "--epochs", "5", "--batch-size", "2", "--keep-last")
     process = start_process(tiny_train_command(synthetic_data, tmp_path, "resumed", *options), tmp_path / "train.log",
                             {"CUDA_VISIBLE_DEVICES": ""})
     state_file = tmp_path / "run" / "resume.npz"
@@ -127,7 +127,8 @@ def test_a_run_killed_between_epochs_resumes_its_epoch_count_and_schedule(synthe
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = read_run(tmp_path / "run")
     assert run.state == "done" and [record["epoch"] for record in run.epochs] == [1, 2, 3, 4, 5]
-    assert read_sidecar(tmp_path / "weights" / "resumed.keras")["epochs_done"] == 5
+    sidecar = read_sidecar(tmp_path / "weights" / "resumed.keras")
+    assert sidecar["epochs_done"] == 5 and sidecar["epochs"] == 5  # --keep-last, kept across the kill.
     # Epoch 1 trains the decoder at the preset's rate; epochs 2-5 fine-tune along one cosine decay of 4 epochs of
     # 5 steps (10 of the 12 photos train, 2 a step), also across the kill: the optimizer's step count came back.
     schedule = keras.optimizers.schedules.CosineDecay(3e-4, decay_steps=20, alpha=0.1)
