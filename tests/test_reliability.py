@@ -108,7 +108,8 @@ def test_a_run_killed_between_epochs_resumes_its_epoch_count_and_schedule(synthe
 
     from petseg.runs import read_resume_state
 
-    options = ("--preset", "finetune", "--set", "fine_tune_after=1", "--epochs", "5", "--batch-size", "2", "--keep-last")
+    options = ("--preset", "finetune", "--set", "fine_tune_after=1", "--epochs", "5", "--batch-size", "2",
+               "--keep-last")
     process = start_process(tiny_train_command(synthetic_data, tmp_path, "resumed", *options), tmp_path / "train.log",
                             {"CUDA_VISIBLE_DEVICES": ""})
     state_file = tmp_path / "run" / "resume.npz"
