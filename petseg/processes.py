@@ -1,8 +1,5 @@
-"""Child processes: start ``app.py`` or ``train.py``, wait until the app is ready, and end a whole process group.
-
-Every process started here runs in the repository root and leads a process group (a session) of its own, with its
-output in a log file, so ending it ends whatever it started too. The app's launcher, the benchmarks and the tests
-all start and stop processes with these functions.
+"""Child processes (``app.py``, ``train.py``) for the launcher, benchmarks and tests: each runs in the repository
+root, its output in a log file, leading a process group of its own, so ending it ends whatever it started too.
 
 >>> free_port() > 0
 True
@@ -10,6 +7,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -38,10 +36,8 @@ def free_port() -> int:
 
 def start_process(command: list[str], log_path: Path, environment: Mapping[str, str | None] | None = None
                   ) -> subprocess.Popen:
-    """Start ``command`` in the repository root as the leader of a new process group, its output in ``log_path``.
-
-    ``environment`` changes the inherited environment: a value replaces, None removes.
-    """
+    """Start ``command`` as the leader of a new process group, its output in ``log_path``; ``environment`` changes
+    the inherited one (a value replaces, None removes)."""
     child_environment = {**CHILD_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
     for key, value in (environment or {}).items():
         if value is None:
@@ -55,10 +51,8 @@ def start_process(command: list[str], log_path: Path, environment: Mapping[str, 
 
 def signal_group(pid: int, sent: signal.Signals) -> None:
     """Send ``sent`` to the process group led by ``pid``; a group that is gone is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sent)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_process(process: subprocess.Popen, grace_seconds: float = STOP_SECONDS) -> None:
@@ -114,10 +108,8 @@ class AppProcess:
 
 def start_app(arguments: list[str], log_path: Path, timeout: float,
               environment: Mapping[str, str | None] | None = None) -> tuple[AppProcess, float]:
-    """Start ``python app.py`` with ``arguments`` on a free 127.0.0.1 port; return it once it is ready, and the
-    seconds that took. Raises ``RuntimeError`` with the end of its log (and stops it) if it exits or does not
-    answer within ``timeout`` seconds. The app never acts as a public Hugging Face Space here.
-    """
+    """Start ``python app.py`` on a free 127.0.0.1 port (never as a Space); return it once it answers, and the
+    seconds that took. ``RuntimeError`` with the end of its log (and the app stopped) if it exits or times out."""
     port = free_port()
     command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *arguments]
     started = time.monotonic()
