@@ -282,10 +282,9 @@ def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> 
     """Load checkpoint ``name`` as a float32 model, once per version of its file; ``CheckpointError`` says why not."""
     path = checkpoint_path(name, weights_dir)
     try:
-        stat = path.stat()
+        key = _file_version(path)
     except OSError:
         raise CheckpointError(f"Checkpoint {path.stem} is unavailable: file not found.") from None
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         if key not in _cache:
             # A rewritten checkpoint (a run saving a better epoch) replaces its older versions.

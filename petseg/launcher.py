@@ -27,7 +27,7 @@ from petseg.atomic import atomic_write_json
 from petseg.checkpoints import CHECKPOINT_SUFFIX, NAME_PATTERN, CheckpointError, checkpoint_path
 from petseg.presets import PRESETS
 from petseg.processes import ROOT, start_process, stop_process
-from petseg.runs import RunState, new_run_id, now_iso, read_run, request_stop
+from petseg.runs import RunState, RunWriter, new_run_id, now_iso, read_run, request_stop
 
 TRAIN_SCRIPT = ROOT / "train.py"
 
@@ -224,13 +224,10 @@ class TrainingLauncher:
             self._processes[run_id] = process
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
             if not (run_dir / "status.json").exists():
-                atomic_write_json(run_dir / "status.json", {
-                    "state": "running", "pid": process.pid, "started": now_iso(), "updated": now_iso(),
-                    "epochs_done": 0, "preset": request.preset, "epochs": request.epochs,
-                    "batch_size": request.batch_size, "image_size": request.image_size, "name": name,
-                    "data": DATA_SOURCES[request.data_source], "launched_by": "app",
-                    "message": "starting: loading TensorFlow and the data",
-                })
+                RunWriter(run_dir, {"pid": process.pid, "preset": request.preset, "epochs": request.epochs,
+                                    "batch_size": request.batch_size, "image_size": request.image_size, "name": name,
+                                    "data": DATA_SOURCES[request.data_source], "launched_by": "app",
+                                    "message": "starting: loading TensorFlow and the data"})
             return run_dir
 
     def stop(self, run_id: str) -> str:
