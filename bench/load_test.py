@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # So that ``python bench/load_test.py`` finds petseg.
 
-from petseg import processes  # noqa: E402 (after the path above)
+from bench.processes import AppProcess, start_app as start_app_process  # noqa: E402 (after the path above)
+from petseg import processes  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "load_test.json"
 MAX_REQUESTS = 512  # A ceiling on --requests, so a typo cannot start an endless run.
@@ -219,12 +220,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def start_app(weights_dir: Path, scratch: Path) -> tuple[processes.AppProcess, float]:
+def start_app(weights_dir: Path, scratch: Path) -> tuple[AppProcess, float]:
     """``python app.py`` on a free 127.0.0.1 port, training off, ready to answer; and its start-up seconds."""
     print("Starting app.py ...", flush=True)
     arguments = ["--weights-dir", str(weights_dir), "--runs-dir", str(scratch / "runs"), "--no-allow-training"]
     try:
-        app, seconds = processes.start_app(arguments, scratch / "app.log", START_TIMEOUT)
+        app, seconds = start_app_process(arguments, scratch / "app.log", START_TIMEOUT)
     except RuntimeError as error:
         raise LoadTestError(str(error)) from error
     print(f"app.py answers on {app.url} after {seconds:.1f} s.", flush=True)

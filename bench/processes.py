@@ -1,20 +1,29 @@
 """Figures 4 and 5, measured on child processes: app start-up to its first answer, and peak memory.
 
 Every process started here leads a process group of its own and is always ended (``petseg.processes``).
+``start_app`` (python app.py on a free loopback port, ready to answer) serves the tests and the load test too.
 Peak memory is the kernel's high-water mark of resident memory (``VmHWM`` in ``/proc/<pid>/status``), read
 while the process lives; psutil's RSS is the fallback where /proc is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
 
-from petseg.processes import ROOT, start_app, start_process, stop_process
+from petseg.processes import ROOT, start_process, stop_process
+
+READY_LINE = "PetSeg is ready at"  # What app.py prints once it serves.
 
 
 class AppUnavailable(RuntimeError):
@@ -59,6 +68,63 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The app as a child process.
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers HTTP 200 within five seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclasses.dataclass
+class AppProcess:
+    """``python app.py`` on a loopback port: its address, process and log."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def start_app(arguments: list[str], log_path: Path, timeout: float,
+              environment: Mapping[str, str | None] | None = None) -> tuple[AppProcess, float]:
+    """Start ``python app.py`` on a free 127.0.0.1 port (never as a Space); return it once it answers, and the
+    seconds that took. ``RuntimeError`` with the end of its log (and the app stopped) if it exits or times out."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *arguments]
+    started = time.monotonic()
+    process = start_process(command, log_path, {"SPACE_ID": None, **(environment or {})})
+    app = AppProcess(f"http://127.0.0.1:{port}/", process, log_path)
+    try:
+        while time.monotonic() - started < timeout:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {process.returncode}:\n{app.log()[-4000:]}")
+            if READY_LINE in app.log() and answers(app.url):
+                return app, time.monotonic() - started
+            time.sleep(0.1)
+        raise RuntimeError(f"app.py did not answer within {timeout:.0f} s:\n{app.log()[-4000:]}")
+    except BaseException:
+        stop_process(process)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------

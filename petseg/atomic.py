@@ -1,30 +1,30 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never half of one.
 
-Checkpoints, sidecars, run status, sample PNGs and exports are all written this way: to a temporary file in the
-same folder (so the rename never crosses file systems), flushed to disk, made readable by all, then renamed.
+Checkpoints, sidecars, run status, sample PNGs and exports are written to a temporary file in the same folder
+(so the rename never crosses file systems), flushed to disk, made readable by all, then renamed.
 
 >>> import tempfile
 >>> path = Path(tempfile.mkdtemp()) / "status.json"
->>> atomic_write_bytes(path, b"{}")
+>>> atomic_write_json(path, {})
 >>> path.read_bytes(), sorted(item.name for item in path.parent.iterdir())
-(b'{}', ['status.json'])
+(b'{}\\n', ['status.json'])
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``, else it is removed.
 
-    The temporary name starts with "." so listings (``list_checkpoints``, run folders) skip it; ``suffix`` keeps
-    writers happy that check extensions (Keras needs ".keras").
+    The temporary name starts with "." so listings skip it; ``suffix`` suits writers that check extensions.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,21 +40,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    sync_folder(path.parent)
+    if hasattr(os, "O_DIRECTORY"):  # Flush the folder's entries so the rename survives a crash.
+        descriptor = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as temporary:
         temporary.write_bytes(data)
 
 
-def sync_folder(folder: Path) -> None:
-    """Flush a folder's entries to disk so a rename survives a crash; skipped where folders cannot be opened."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())

@@ -1,10 +1,8 @@
 """The checkpoint registry: one entry = ``<name>.keras``, its LiteRT export ``<name>.tflite`` and ``<name>.json``.
 
-``save_checkpoint`` writes the Keras model (float16 weights, no optimizer state; it loads as float32), converts
-those weights to the flatbuffer the app serves, checks that the two agree, and writes the sidecar last with both
-files' sha256. Files that no longer match it (a ``.keras`` edited, an export missing, replaced or damaged), and
-corrupt or incompatible files, make the entry unavailable with the reason, never served and never a crash. Reads
-stay inside the weights folder; writes are atomic.
+``save_checkpoint`` writes the model (float16 weights, no optimizer state), its checked export, then the sidecar
+with both files' sha256. Files that no longer match it, and corrupt or incompatible files, make the entry
+unavailable with the reason, never served and never a crash. Reads stay inside the weights folder; writes are atomic.
 
 >>> import tempfile
 >>> list_checkpoints(tempfile.mkdtemp())
@@ -23,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from petseg.atomic import atomic_path, atomic_write_bytes
+from petseg.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from petseg.classes import CLASS_NAMES
 
 DEFAULT_WEIGHTS_DIR = Path(os.environ.get("PETSEG_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
@@ -85,15 +83,9 @@ class LoadedCheckpoint:
         return int(self.sidecar["image_size"])
 
 
-def _plural(count, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def epochs_trained(sidecar: dict) -> str:
-    """How long a checkpoint trained: "40 epochs", or "best at epoch 31 of 40" when a later epoch was not kept.
-
-    The sidecar's ``epochs`` is the epoch whose weights were saved (the best validation mIoU); ``epochs_done``,
-    written when the run ends, counts every epoch that ran.
+    """How long a checkpoint trained: "40 epochs", or "best at epoch 31 of 40" (``epochs``: the epoch saved,
+    ``epochs_done``: every epoch that ran).
 
     >>> epochs_trained({"epochs": 31, "epochs_done": 40}), epochs_trained({"epochs": 20, "epochs_done": 20})
     ('best at epoch 31 of 40', '20 epochs')
@@ -101,7 +93,7 @@ def epochs_trained(sidecar: dict) -> str:
     best, done = sidecar.get("epochs", "?"), sidecar.get("epochs_done")
     if isinstance(best, int) and isinstance(done, int) and done > best:
         return f"best at epoch {best} of {done}"
-    return _plural(best, "epoch")
+    return f"{best} epoch" if best == 1 else f"{best} epochs"
 
 
 def headline_metrics(sidecar: dict) -> tuple[str, dict] | None:
@@ -114,10 +106,7 @@ def headline_metrics(sidecar: dict) -> tuple[str, dict] | None:
 
 
 def checkpoint_path(name: str, weights_dir: str | os.PathLike | None = None) -> Path:
-    """Return the path of checkpoint ``name``, refusing anything that would leave the weights folder.
-
-    Names with path separators or "..", absolute paths, and symlinks pointing outside are refused.
-    """
+    """The path of checkpoint ``name``, refusing separators, "..", absolute paths and symlinks out of the folder."""
     if not isinstance(name, str):
         raise CheckpointError(f"Refused checkpoint name {name!r}: a name is a string.")
     weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR).resolve()
@@ -155,8 +144,8 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return sidecar
 
 
-def check_checkpoint_file(path: Path) -> dict[str, Any]:
-    """Cheaply validate a checkpoint without building its model; return its sidecar or raise ``CheckpointError``."""
+def check_checkpoint_file(path: Path, with_export: bool = False) -> dict[str, Any]:
+    """Validate a checkpoint (and ``with_export``, its export) without building its model; return its sidecar."""
     if not path.is_file():
         raise CheckpointError("file not found")
     if not _resolves_inside(path.with_suffix(SIDECAR_SUFFIX), path.resolve().parent):
@@ -168,51 +157,48 @@ def check_checkpoint_file(path: Path) -> dict[str, Any]:
     if list(sidecar["classes"]) != list(CLASS_NAMES):
         raise CheckpointError(f"incompatible classes {sidecar['classes']} (this app uses {list(CLASS_NAMES)})")
     check_archive(path)
+    if with_export:
+        check_export(path, sidecar)
     return sidecar
 
 
-_verified_archives: dict[tuple, str] = {}
-
-
-def check_archive(path: Path) -> None:
-    """CRC-check the archive and parse its model description, once per version of the file (size and mtime)."""
+def _file_version(path: Path) -> tuple:
+    """What changes when a file is rewritten: the key of the caches below."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key in _verified_archives:
-        if _verified_archives[key]:
-            raise CheckpointError(_verified_archives[key])
-        return
-    try:
-        _check_archive_contents(path)
-        _verified_archives[key] = ""
-    except CheckpointError as error:
-        _verified_archives[key] = str(error)
-        raise
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
-def _check_archive_contents(path: Path) -> None:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if archive.testzip() is not None or "config.json" not in archive.namelist():
-                raise CheckpointError("corrupt file (damaged archive)")
-            # A readable archive can still hold a damaged model description; it is small, so parse it here.
-            if not isinstance(json.loads(archive.read("config.json")), dict):
-                raise CheckpointError("corrupt file (config.json is not a model description)")
-    except CheckpointError:
-        raise
-    except ValueError as error:  # JSON and Unicode decoding errors.
-        raise CheckpointError("corrupt file (config.json is not valid JSON)") from error
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise CheckpointError("corrupt file (not a Keras archive)") from error
-
-
+_archive_problems: dict[tuple, str] = {}
 _hashes: dict[tuple, str] = {}
 
 
+def check_archive(path: Path) -> None:
+    """CRC-check the archive and parse its model description, once per version of the file."""
+    key = _file_version(path)
+    if key not in _archive_problems:
+        _archive_problems[key] = _archive_problem(path)
+    if _archive_problems[key]:
+        raise CheckpointError(_archive_problems[key])
+
+
+def _archive_problem(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.testzip() is not None or "config.json" not in archive.namelist():
+                return "corrupt file (damaged archive)"
+            # A readable archive can still hold a damaged model description; it is small, so parse it here.
+            if not isinstance(json.loads(archive.read("config.json")), dict):
+                return "corrupt file (config.json is not a model description)"
+    except ValueError:  # JSON and Unicode decoding errors.
+        return "corrupt file (config.json is not valid JSON)"
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return "corrupt file (not a Keras archive)"
+    return ""
+
+
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file, computed once per version of it (size and mtime)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    """The sha256 of a file, computed once per version of it."""
+    key = _file_version(path)
     if key not in _hashes:
         with open(path, "rb") as handle:
             _hashes[key] = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -223,7 +209,7 @@ def rebuild_hint(path: Path) -> str:
     return f"rebuild it with: python -m petseg.export --checkpoint {path.stem} --format serving"
 
 
-def check_export(path: Path, sidecar: dict[str, Any]) -> Path:
+def check_export(path: Path, sidecar: dict[str, Any]) -> None:
     """Check that the export exists and both files match the sidecar's sha256; else say what drifted."""
     export_path = path.with_suffix(EXPORT_SUFFIX)
     serving = sidecar.get("serving")
@@ -239,11 +225,10 @@ def check_export(path: Path, sidecar: dict[str, Any]) -> Path:
     if file_sha256(export_path) != serving["sha256"]:
         raise CheckpointError(f"corrupt export ({export_path.name} is not the file its sidecar records: replaced "
                               f"or damaged); {rebuild_hint(path)}")
-    return export_path
 
 
 def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> CheckpointInfo:
-    """Checkpoint ``name``'s entry if it can be served, else ``CheckpointError``; sha256 are cached per file version."""
+    """Checkpoint ``name``'s entry if it can be served, else ``CheckpointError``."""
     path = checkpoint_path(name, weights_dir)
     sidecar = _check_or_raise(path, with_export=True)
     return CheckpointInfo(path.stem, path, sidecar, True)
@@ -260,10 +245,7 @@ def read_export(entry: CheckpointInfo) -> bytes:
 
 
 def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[CheckpointInfo]:
-    """List every ``*.keras`` in the weights folder, best test mIoU first; broken ones come last with a reason.
-
-    Available means servable: the checkpoint, its sidecar and its LiteRT export are whole and belong together.
-    """
+    """Every ``*.keras`` in the weights folder, best test mIoU first; unservable ones last, with the reason."""
     weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR)
     if not weights_dir.is_dir():
         return []
@@ -274,8 +256,7 @@ def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[Check
             continue  # A temporary file of a write in progress.
         try:
             checkpoint_path(name, weights_dir)
-            sidecar = check_checkpoint_file(path)
-            check_export(path, sidecar)
+            sidecar = check_checkpoint_file(path, with_export=True)
             checkpoints.append(CheckpointInfo(name, path, sidecar, True))
         except CheckpointError as error:
             checkpoints.append(CheckpointInfo(name, path, {}, False, str(error)))
@@ -298,20 +279,15 @@ _cache_lock = threading.Lock()
 
 
 def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> LoadedCheckpoint:
-    """Load checkpoint ``name`` from the weights folder as a float32 model, once; later calls return the cache.
-
-    Raises ``CheckpointError`` with a readable reason for a refused name or a missing, corrupt or incompatible file.
-    """
+    """Load checkpoint ``name`` as a float32 model, once per version of its file; ``CheckpointError`` says why not."""
     path = checkpoint_path(name, weights_dir)
     try:
-        stat = path.stat()
+        key = _file_version(path)
     except OSError:
         raise CheckpointError(f"Checkpoint {path.stem} is unavailable: file not found.") from None
-    # The cache key changes when the file is replaced, so a retrained checkpoint is loaded afresh.
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         if key not in _cache:
-            # A rewritten checkpoint (a run saving a better epoch) replaces its older versions in the cache.
+            # A rewritten checkpoint (a run saving a better epoch) replaces its older versions.
             for stale in [cached for cached in _cache if cached[0] == key[0]]:
                 del _cache[stale]
             sidecar = _check_or_raise(path)
@@ -326,12 +302,9 @@ def load_checkpoint_file(path: str | os.PathLike) -> LoadedCheckpoint:
 
 
 def _check_or_raise(path: Path, with_export: bool = False) -> dict:
-    """The checked sidecar (and, ``with_export``, the checked export) or a ``CheckpointError`` naming the entry."""
+    """``check_checkpoint_file`` with a ``CheckpointError`` that names the entry."""
     try:
-        sidecar = check_checkpoint_file(path)
-        if with_export:
-            check_export(path, sidecar)
-        return sidecar
+        return check_checkpoint_file(path, with_export)
     except CheckpointError as error:
         raise CheckpointError(f"Checkpoint {path.stem} is unavailable: {error}.") from None
 
@@ -354,16 +327,12 @@ def _load_float32_model(path: Path, sidecar: dict):
 
 
 def write_sidecar(path: str | os.PathLike, sidecar: dict) -> None:
-    """Atomically write the sidecar beside checkpoint ``path``."""
-    atomic_write_bytes(Path(path).with_suffix(SIDECAR_SUFFIX), (json.dumps(sidecar, indent=2) + "\n").encode())
+    atomic_write_json(Path(path).with_suffix(SIDECAR_SUFFIX), sidecar)
 
 
 def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
-    """Save ``model`` as a registry entry: ``path`` (a .keras file), its LiteRT export, then its sidecar.
-
-    The export is made from the float16 weights the .keras file holds and checked before anything is written.
-    Each write is atomic; an entry torn by a crash between them fails its sha256 check and is refused.
-    """
+    """Save ``model`` as a registry entry: ``path`` (a .keras file), its LiteRT export (made from the stored float16
+    weights and checked first), then its sidecar. An entry torn by a crash between the writes fails its sha256."""
     path = Path(path)
     if path.suffix != CHECKPOINT_SUFFIX:
         raise ValueError(f"checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")

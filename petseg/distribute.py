@@ -1,9 +1,7 @@
 """Where training runs: the ``tf.distribute`` strategy, which worker writes, and batches that split evenly.
 
-Everything a run needs to train on several devices or machines is here, so that ``petseg.training`` reads as one
-plain loop: ``make_strategy`` (first, before anything else starts TensorFlow), ``worker_folders`` (a non-chief
-worker writes into a scratch folder), ``split_batches_evenly`` (Keras 3 needs equal, non-empty shares) and the
-machine's description for the sidecar. See docs/scaling.md.
+Everything a run needs on several devices or machines is here, so ``petseg.training`` reads as one plain loop;
+the machine's description for the sidecar too. See docs/scaling.md.
 
 >>> make_strategy("default").num_replicas_in_sync
 1
@@ -20,22 +18,21 @@ import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
-# A testing aid: split the CPU into this many logical devices, so MirroredStrategy has several replicas on a
-# machine without GPUs. TensorFlow accepts it only before it starts, so set it in the environment of a new process.
+# A testing aid: split the CPU into this many logical devices, so MirroredStrategy has several replicas without
+# GPUs. TensorFlow accepts it only before it starts, so set it in the environment of a new process.
 LOGICAL_CPUS_VARIABLE = "PETSEG_LOGICAL_CPUS"
 
 
-def split_cpu(count: int) -> None:
-    """Split the first CPU into ``count`` logical devices; must run before TensorFlow initialises its devices.
-
-    >>> split_cpu(1)  # One device is what TensorFlow has anyway.
-    """
+def split_cpu(value: str) -> None:
+    """Split the first CPU into ``value`` logical devices (a whole number); only before TensorFlow starts."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number, got {value!r}.") from None
     if count < 1:
         raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number of at least 1, got {count}.")
-    if count == 1:
-        return
     cpu = tf.config.list_physical_devices("CPU")[0]
-    if len(tf.config.get_logical_device_configuration(cpu) or []) == count:
+    if count == 1 or len(tf.config.get_logical_device_configuration(cpu) or []) == count:
         return
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
@@ -45,22 +42,12 @@ def split_cpu(count: int) -> None:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy: one device, all local devices (mirrored), or workers from TF_CONFIG.
-
-    "mirrored" uses every local GPU, or every logical CPU when there is no GPU (one, unless ``PETSEG_LOGICAL_CPUS``
-    splits it). "multiworker" reads the cluster from the ``TF_CONFIG`` environment variable; without it, it is a
-    single worker. Create the strategy before anything else touches TensorFlow: multi-worker collectives and
-    logical devices can only be configured at startup.
-    """
+    """The strategy: one device, every local GPU (else every logical CPU) for "mirrored", or the workers of
+    ``TF_CONFIG`` for "multiworker". Make it before anything else touches TensorFlow."""
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.")
-    logical_cpus = os.environ.get(LOGICAL_CPUS_VARIABLE, "").strip()
-    if logical_cpus:
-        try:
-            count = int(logical_cpus)
-        except ValueError:
-            raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number, got {logical_cpus!r}.") from None
-        split_cpu(count)
+    if os.environ.get(LOGICAL_CPUS_VARIABLE, "").strip():
+        split_cpu(os.environ[LOGICAL_CPUS_VARIABLE].strip())
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -74,12 +61,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
-    """Work around two Keras 3 bugs that stop ``fit`` on more than one worker, by wrapping ``strategy.reduce``.
-
-    Keras reduces the first (image, mask) batch as one nested structure to learn its shapes, which the multi-worker
-    reduce does not accept; and it reduces scalar losses and metrics along axis 0, which a scalar lacks. The
-    wrapper reduces each value on its own, and scalars across replicas without an axis, as on one machine.
-    """
+    """Work around two Keras 3 bugs that stop ``fit`` on several workers by wrapping ``strategy.reduce``: Keras
+    reduces the first batch as one nested structure, which the multi-worker reduce refuses, and scalars along
+    axis 0. The wrapper reduces each value on its own, and scalars without an axis."""
     reduce = strategy.reduce
 
     def reduce_one(reduce_op, item, axis):
@@ -87,31 +71,22 @@ def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
         rank = getattr(getattr(local[0], "shape", None), "rank", None) if local else None
         return reduce(reduce_op, item, axis=None if rank == 0 else axis)
 
-    def reduce_each(reduce_op, value, axis=None):
-        return tf.nest.map_structure(lambda item: reduce_one(reduce_op, item, axis), value)
-
-    strategy.reduce = reduce_each
+    strategy.reduce = lambda reduce_op, value, axis=None: tf.nest.map_structure(
+        lambda item: reduce_one(reduce_op, item, axis), value)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the checkpoint and the run folder: always, except on a non-chief worker.
-
-    The chief is the "chief" task of TF_CONFIG, or worker 0 when the cluster has no "chief".
-    """
+    """Whether this process writes the checkpoint and the run folder: all but a non-chief worker (the chief is
+    TF_CONFIG's "chief" task, else worker 0)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
+    if resolver is None or not resolver.task_type or resolver.task_type == "chief":
         return True
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: Path) -> tuple[Path, Path, Path | None]:
-    """The run and output folders this process writes into, and its scratch folder (None on the chief).
-
-    Every worker runs the same callbacks; only the chief writes where the app and users look, so a non-chief
-    worker writes into a scratch folder of its own, which the caller deletes at the end.
-    """
+    """The run and output folders this process writes into, and a scratch folder that holds them on a non-chief
+    worker (None on the chief; the caller deletes it at the end)."""
     if is_chief(strategy):
         return run_dir, output_dir, None
     scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
@@ -119,13 +94,9 @@ def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: 
 
 
 def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]:
-    """Make every batch split into equal, non-empty parts, one per replica; return how many photos each split uses.
-
-    Keras 3 fails when a first batch splits unevenly and when a replica receives no examples. So the batch size
-    must be a multiple of the number of replicas, and each split leaves out its last ``count % replicas`` photos
-    (fewer than one per replica): after the shuffle for training, so different ones each epoch; the same ones for
-    validation.
-    """
+    """Make every batch split into equal, non-empty parts, one per replica (Keras 3 fails otherwise); return the
+    photos each split uses. Each leaves out its last ``count % replicas`` photos: after the shuffle for training,
+    so different ones each epoch."""
     if batch_size % replicas:
         raise ValueError(f"The batch size {batch_size} does not split evenly over {replicas} replicas; use a "
                          f"multiple of {replicas} (the batch size is global: each replica gets an equal share).")

@@ -1,9 +1,8 @@
-"""Start, stop and describe training runs for the app: validated requests, a separate process, readable progress.
+"""Start, stop and describe training runs for the app (no gradio here): validated requests, readable progress.
 
-A run started here is ``python train.py ... --run-dir runs/<id>`` in a process of its own (its output goes to
-``runs/<id>/train.log``), so training never blocks the web server and survives a page reload. Watching only reads
-the run folder (``petseg.runs``), so a run started from a terminal can be watched the same way. Nothing here
-imports gradio: ``petseg.ui`` shows these strings and raises these errors as messages.
+A run is ``python train.py ... --run-dir runs/<id>`` in a process of its own (output in ``runs/<id>/train.log``),
+so it never blocks the web server. Watching only reads the run folder (``petseg.runs``), so a run started from a
+terminal is watched the same way.
 
 >>> training_allowed(None, {"SPACE_ID": "someone/petseg"})
 False
@@ -13,10 +12,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -24,32 +23,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from petseg.checkpoints import CHECKPOINT_SUFFIX, CheckpointError, checkpoint_path
+from petseg.atomic import atomic_write_json
+from petseg.checkpoints import CHECKPOINT_SUFFIX, NAME_PATTERN, CheckpointError, checkpoint_path
 from petseg.presets import PRESETS
 from petseg.processes import ROOT, start_process, stop_process
-from petseg.runs import RunState, new_run_id, now_iso, read_run, request_stop, write_json_atomic
+from petseg.runs import RunState, RunWriter, new_run_id, now_iso, read_run, request_stop
 
 TRAIN_SCRIPT = ROOT / "train.py"
 
-# Data sources offered in the Training tab, by key, with their labels.
 DATA_SOURCES: dict[str, str] = {
     "synthetic": "Synthetic demo data",
     "folder": "A local folder (official Oxford-IIIT Pet layout)",
     "tfds": "TensorFlow Datasets (downloads about 800 MB)",
 }
 ENCODER_WEIGHTS = ("imagenet", "none")
-
-# Inclusive limits of the numeric training settings.
-EPOCH_LIMITS = (1, 200)
-BATCH_SIZE_LIMITS = (1, 256)
-IMAGE_SIZE_LIMITS = (32, 512)
+EPOCH_LIMITS, BATCH_SIZE_LIMITS, IMAGE_SIZE_LIMITS = (1, 200), (1, 256), (32, 512)  # Inclusive.
 IMAGE_SIZE_STEP = 32  # The U-Net halves the input five times.
-
-# The synthetic demo set: small enough to train an epoch in seconds on a laptop CPU.
-SYNTHETIC_TRAINVAL = 24
-SYNTHETIC_TEST = 6
-
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SYNTHETIC_TRAINVAL, SYNTHETIC_TEST = 24, 6  # The demo set: an epoch takes seconds on a laptop CPU.
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -58,12 +48,8 @@ class TrainingRequestError(ValueError):
 
 
 def training_allowed(allow_training: bool | None = None, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether this app may start training runs.
-
-    An explicit ``allow_training`` wins; otherwise ``PETSEG_ALLOW_TRAINING`` ("1"/"0", also true/false, yes/no,
-    on/off) decides; otherwise training is on, except on a Hugging Face Space (``SPACE_ID`` is set), where a run
-    would take the CPU from everyone's predictions.
-    """
+    """Whether this app may start runs: ``allow_training`` if given, else ``PETSEG_ALLOW_TRAINING`` (1/0, true/false,
+    yes/no, on/off), else yes except on a Hugging Face Space (``SPACE_ID``), where a run takes everyone's CPU."""
     if allow_training is not None:
         return bool(allow_training)
     environ = os.environ if environ is None else environ
@@ -111,14 +97,12 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
 
 
 def image_size_rule(preset: str) -> str:
-    """The image sizes a preset takes, in words: DeepLab's 8k+1 (its resizes align corners), the U-Net's multiples of
-    32 (its five stride-2 steps)."""
+    """The image sizes a preset takes, in words: 8k+1 for DeepLab (its resizes align corners), else multiples of 32."""
     return "8k+1" if PRESETS[preset].architecture == "deeplab" else f"a multiple of {IMAGE_SIZE_STEP}"
 
 
 def image_size_for(preset: str, image_size: Any) -> Any:
-    """The image size nearest ``image_size`` that ``preset`` takes (8k+1 for DeepLab, a multiple of 32 for the
-    U-Net), for the form to follow a change of preset; a value that is not a number comes back unchanged.
+    """The image size nearest ``image_size`` that ``preset`` takes; a value that is not a number comes back as is.
 
     >>> image_size_for("voc", 128), image_size_for("tutorial", 129), image_size_for("finetune", 160)
     (129, 128, 160)
@@ -144,11 +128,10 @@ def whole_number(value: Any, label: str, low: int, high: int) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise TrainingRequestError(f"{label} must be a whole number from {low} to {high}, got {value!r}.") from None
+        number = float("nan")  # Not a whole number either.
     if not number.is_integer() or not low <= number <= high:
-        raise TrainingRequestError(f"{label} must be a whole number from {low} to {high}, got {value:g}."
-                                   if isinstance(value, (int, float)) else
-                                   f"{label} must be a whole number from {low} to {high}, got {value!r}.")
+        shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+        raise TrainingRequestError(f"{label} must be a whole number from {low} to {high}, got {shown}.")
     return int(number)
 
 
@@ -215,14 +198,14 @@ class TrainingLauncher:
         self._lock = threading.Lock()
 
     def active_run(self) -> str | None:
-        """The id of the run this app started that is still training, if any; finished processes are reaped."""
+        """The id of the run this app started that is still training, if any (finished processes are reaped)."""
         for run_id, process in list(self._processes.items()):
             if process.poll() is not None:
                 del self._processes[run_id]
         return next(iter(self._processes), None)
 
     def start(self, request: TrainingRequest) -> Path:
-        """Create a run folder, prepare its data and start ``train.py`` on it; return the run folder."""
+        """Create a run folder, prepare its data, start ``train.py`` on it and return the folder."""
         from petseg.synthetic import make_synthetic_pets
 
         with self._lock:
@@ -241,13 +224,10 @@ class TrainingLauncher:
             self._processes[run_id] = process
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
             if not (run_dir / "status.json").exists():
-                write_json_atomic(run_dir / "status.json", {
-                    "state": "running", "pid": process.pid, "started": now_iso(), "updated": now_iso(),
-                    "epochs_done": 0, "preset": request.preset, "epochs": request.epochs,
-                    "batch_size": request.batch_size, "image_size": request.image_size, "name": name,
-                    "data": DATA_SOURCES[request.data_source], "launched_by": "app",
-                    "message": "starting: loading TensorFlow and the data",
-                })
+                RunWriter(run_dir, {"pid": process.pid, "preset": request.preset, "epochs": request.epochs,
+                                    "batch_size": request.batch_size, "image_size": request.image_size, "name": name,
+                                    "data": DATA_SOURCES[request.data_source], "launched_by": "app",
+                                    "message": "starting: loading TensorFlow and the data"})
             return run_dir
 
     def stop(self, run_id: str) -> str:
@@ -261,14 +241,14 @@ class TrainingLauncher:
         if process is not None and process.poll() is None and run.status.get("launched_by") == "app":
             # train.py has not started its run yet, and would delete the stop file when it does: end it now.
             stop_process(process, STOP_GRACE_SECONDS)
-            write_json_atomic(run_dir / "status.json", {**run.status, "state": "stopped", "updated": now_iso(),
+            atomic_write_json(run_dir / "status.json", {**run.status, "state": "stopped", "updated": now_iso(),
                                                          "finished": now_iso(), "message": "stopped before training"})
             return f"Run {run_id} stopped before its first epoch."
         return f"Stop requested: run {run_id} ends after its current batch and keeps its best checkpoint."
 
     def run_folder(self, run_id: str) -> Path:
-        """The folder of run ``run_id`` inside the runs folder, refusing names that would leave it."""
-        if not run_id or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        """The folder of run ``run_id``, refusing names that would leave the runs folder."""
+        if not run_id or not NAME_PATTERN.fullmatch(run_id) or ".." in run_id:
             raise TrainingRequestError(f"Unknown run {run_id!r}.")
         run_dir = self.runs_dir / run_id
         if not (run_dir / "status.json").is_file():
@@ -283,10 +263,6 @@ class TrainingLauncher:
         return candidate
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Describing runs.
-
-
 def run_label(run: RunState) -> str:
     """One line for the run picker, e.g. "20260101-120000-42 · tutorial · running · epoch 1/5"."""
     total = run.status.get("epochs", "?")
@@ -294,61 +270,55 @@ def run_label(run: RunState) -> str:
 
 
 def epoch_line(record: dict[str, Any], total_epochs: Any = None) -> str:
-    """One log line per epoch, e.g. "epoch 2/5: loss 0.812, val loss 0.901, val mIoU 0.412 (3.1 s)".
+    """One log line per epoch.
 
     >>> epoch_line({"epoch": 2, "loss": 0.8123, "val_mean_iou": 0.41, "seconds": 3.14}, 5)
     'epoch 2/5: loss 0.812, val mIoU 0.410 (3.1 s)'
     """
-    epoch = record.get("epoch", "?")
-    parts = []
-    for key, label in (("loss", "loss"), ("val_loss", "val loss"), ("val_mean_iou", "val mIoU"),
-                       ("val_accuracy", "val accuracy")):
-        if isinstance(record.get(key), (int, float)):
-            parts.append(f"{label} {record[key]:.3f}")
-    seconds = f" ({record['seconds']:.1f} s)" if isinstance(record.get("seconds"), (int, float)) else ""
+    labels = {"loss": "loss", "val_loss": "val loss", "val_mean_iou": "val mIoU", "val_accuracy": "val accuracy"}
+    parts = [f"{label} {record[key]:.3f}" for key, label in labels.items() if _is_number(record.get(key))]
+    seconds = f" ({record['seconds']:.1f} s)" if _is_number(record.get("seconds")) else ""
     saved = ", best so far: checkpoint saved" if record.get("saved_checkpoint") else ""
     total = f"/{total_epochs}" if total_epochs else ""
-    return f"epoch {epoch}{total}: " + ", ".join(parts) + saved + seconds
+    return f"epoch {record.get('epoch', '?')}{total}: " + ", ".join(parts) + saved + seconds
 
 
 def progress_log(run: RunState) -> str:
     """The run's story so far: one line per finished epoch, then how it ended."""
-    total = run.status.get("epochs")
-    lines = [epoch_line(record, total) for record in run.epochs]
+    lines = [epoch_line(record, run.status.get("epochs")) for record in run.epochs]
     message = run.status.get("message") or ""
     if run.state == "running" and not run.epochs:
         lines.append("preparing: loading TensorFlow, the data and the model…")
     elif run.state != "running":
-        lines.append(f"{run.state}" + (f": {message}" if message else ""))
+        lines.append(run.state + (f": {message}" if message else ""))
     return "\n".join(lines)
 
 
 def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
-    """A one-line summary with the state, the epoch count, the time taken and, while running, the time left."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    total = run.status.get("epochs")
-    done = len(run.epochs)
-    name = run.status.get("name") or Path(str(run.status.get("checkpoint") or "")).stem
+    """One line: the state, the epochs, the time taken and, while running, the time left."""
+    total, done, message = run.status.get("epochs"), len(run.epochs), run.status.get("message") or ""
     started = _parse_time(run.status.get("started"))
-    ended = _parse_time(run.status.get("finished") or run.status.get("updated")) if run.state != "running" else now
+    if run.state == "running":
+        ended = now or datetime.datetime.now(datetime.timezone.utc)
+    else:
+        ended = _parse_time(run.status.get("finished") or run.status.get("updated"))
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":
         summary = f"**Running** · epoch {done} of {total or '?'} done · {elapsed} elapsed"
-        seconds = [record["seconds"] for record in run.epochs if isinstance(record.get("seconds"), (int, float))]
+        seconds = [record["seconds"] for record in run.epochs if _is_number(record.get("seconds"))]
         if seconds and isinstance(total, int) and total > done:
             summary += f" · about {sum(seconds) / len(seconds) * (total - done):.0f} s left"
         return summary
-    message = run.status.get("message") or ""
     summary = f"**{run.state.capitalize()}** after {done} of {total or '?'} epochs in {elapsed}"
-    if message:
-        summary += f": {message}"
+    summary += f": {message}" if message else ""
     if run.status.get("checkpoint") and run.state in ("done", "stopped"):
+        name = run.status.get("name") or Path(str(run.status["checkpoint"])).stem
         summary += f". Checkpoint **{name}** is in the checkpoint lists."
     return summary
 
 
 def log_tail(run_dir: Path, max_lines: int = 60, max_bytes: int = 32_768) -> str:
-    """The last lines of the run's ``train.log`` (empty for runs started from a terminal)."""
+    """The last lines of the run's ``train.log`` (empty for runs started from a terminal), progress bars redrawn."""
     path = Path(run_dir) / "train.log"
     try:
         with open(path, "rb") as handle:
@@ -356,13 +326,12 @@ def log_tail(run_dir: Path, max_lines: int = 60, max_bytes: int = 32_768) -> str
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    # Keras progress bars redraw with carriage returns; keep the last drawing of each line.
     lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
     return "\n".join(lines[-max_lines:])
 
 
 def run_fingerprint(run: RunState) -> tuple:
-    """What changes whenever a run makes progress; the app redraws a run only when this changes."""
+    """What changes whenever a run makes progress: the app redraws a run only then."""
     log = run.run_dir / "train.log"
     return (run.run_id, run.state, len(run.epochs), run.status.get("updated"), len(run.samples),
             log.stat().st_size if log.exists() else 0)
@@ -370,18 +339,16 @@ def run_fingerprint(run: RunState) -> tuple:
 
 def checkpoints_fingerprint(weights_dir: str | os.PathLike) -> tuple:
     """What changes whenever a checkpoint or sidecar is written, renamed or removed."""
-    folder = Path(weights_dir)
-    if not folder.is_dir():
-        return ()
     entries = []
-    for path in folder.iterdir():
-        if path.suffix in (CHECKPOINT_SUFFIX, ".json") and not path.name.startswith("."):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+    for path in Path(weights_dir).glob("[!.]*"):
+        if path.suffix in (CHECKPOINT_SUFFIX, ".json"):
+            with contextlib.suppress(OSError):
+                entries.append((path.name, path.stat().st_mtime_ns, path.stat().st_size))
     return tuple(sorted(entries))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))
 
 
 def _parse_time(value: Any) -> datetime.datetime | None:
@@ -390,4 +357,3 @@ def _parse_time(value: Any) -> datetime.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
-

@@ -1,12 +1,12 @@
 """TFLite flatbuffers of PetSeg models: made from Keras with TensorFlow, run with LiteRT (``ai_edge_litert``).
 
 A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)``, and returns softmax probabilities over
-the classes (0 pet, 1 background, 2 border) of the same size. Height and width are the model's own input shape:
-the model's square size, or any multiples of 32 for a U-Net rebuilt with ``model_with_dtype(..., any_size=True)``.
-The request path (``petseg.inference``) runs the one beside each checkpoint; ``petseg.export`` writes them for
-users. Running one needs only ``ai_edge_litert`` and numpy; making one needs TensorFlow, imported only then.
+the classes of the same size: the model's square size, or any multiples of 32 for a U-Net rebuilt with
+``model_with_dtype(..., any_size=True)``. ``petseg.inference`` runs the one beside each checkpoint; ``petseg.export``
+writes them for users. Running one needs only ``ai_edge_litert`` and numpy; making one imports TensorFlow.
 
->>> interpreter = make_interpreter(convert_to_tflite(tiny_model()))  # doctest: +SKIP
+>>> mask_agreement(np.eye(3)[[0, 1, 2, 2]], np.eye(3)[[0, 1, 2, 1]])
+0.75
 """
 
 from __future__ import annotations
@@ -20,27 +20,23 @@ QUANTIZATIONS = ("float32", "float16")
 INPUT_NAME = "images"
 THREADS = 2  # The CPU's cores; more threads than cores only wait for each other.
 CHECK_PHOTOS = 8  # Synthetic photos every export is checked on against its Keras model.
-# The registry's exports keep float32 weights (equal to the Keras model to float rounding) unless that makes them
-# bigger than this; then float16 (the .keras file's own precision, though rounded after batch-norm folding).
+# The registry's exports keep float32 weights unless that makes them bigger than this; then float16.
 EXPORT_MAX_FLOAT32_BYTES = 16 * 2**20
-EXPORT_MIN_AGREEMENT = 0.99  # The least fraction of mask pixels on which an export and its model must agree.
+MIN_AGREEMENT = 0.99  # The least fraction of mask pixels on which an export and its model must agree.
 
 ImagesFunction = Callable[[np.ndarray], np.ndarray]
 
 # The converter calls this path deprecated at every save, but the one it recommends (``trackable_obj``) drops
-# Keras 3's weights (see ``convert_to_tflite``): keep that one warning out of training logs.
+# Keras 3's weights: keep that one warning out of training logs.
 logging.getLogger("absl").addFilter(lambda record: "trackable_obj" not in record.getMessage())
 
 
 def convert_to_tflite(model, quantize: str = "float32") -> bytes:
     """Convert the model to a TFLite flatbuffer; ``float16`` stores the weights in half precision.
 
-    The model's transposed convolutions are converted as sub-pixel convolutions
-    (``petseg.model.SubPixelConv2DTranspose``, the same numbers): LiteRT runs a TRANSPOSE_CONV whose output shape
-    depends on the batch outside XNNPACK, on one core, which made a U-Net 3x slower. The converter freezes the
-    traced function's variables into constants itself (freezing them first only made it freeze twice; passing
-    ``trackable_obj`` gives a flatbuffer without weights), which is three times faster than going through a
-    SavedModel for the same flatbuffer. It also folds each BatchNormalization into the convolution before it.
+    Transposed convolutions become sub-pixel convolutions (``petseg.model.SubPixelConv2DTranspose``, the same
+    numbers): LiteRT runs a TRANSPOSE_CONV with a batch-dependent output shape outside XNNPACK, on one core. The
+    converter freezes the variables itself (three times faster than through a SavedModel) and folds batch norms.
     """
     import tensorflow as tf
 
@@ -59,11 +55,8 @@ def convert_to_tflite(model, quantize: str = "float32") -> bytes:
 
 
 def make_interpreter(flatbuffer: bytes, threads: int = THREADS, shape: tuple[int, ...] = (1, 32, 32, 3)):
-    """A LiteRT interpreter for a flatbuffer, tensors allocated; raises ``ValueError`` if LiteRT refuses it.
-
-    An export that takes any input size is allocated for ``shape`` (a 1x1 photo, its default, is too small for a
-    U-Net's five stride-2 steps); a fixed-size one for its own shape.
-    """
+    """A LiteRT interpreter for a flatbuffer, tensors allocated (for ``shape`` if it takes any size); raises
+    ``ValueError`` if LiteRT refuses it."""
     from ai_edge_litert.interpreter import Interpreter
 
     try:
@@ -78,10 +71,7 @@ def make_interpreter(flatbuffer: bytes, threads: int = THREADS, shape: tuple[int
 
 
 def images_function(flatbuffer: bytes, threads: int = THREADS) -> ImagesFunction:
-    """A function from float images (batch, size, size, 3) to probabilities, for checks and the export CLI.
-
-    The interpreter is not thread-safe; the returned function is meant for one thread.
-    """
+    """A function (for one thread) from float images (batch, height, width, 3) to probabilities."""
     interpreter = make_interpreter(flatbuffer, threads)
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
@@ -98,7 +88,7 @@ def images_function(flatbuffer: bytes, threads: int = THREADS) -> ImagesFunction
 
 
 def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
-    """Softmax probabilities of the Keras model itself: the reference every flatbuffer is checked against."""
+    """Softmax probabilities of the Keras model itself: the reference every export is checked against."""
     import keras
 
     logits = model(np.asarray(images, np.float32), training=False)
@@ -106,8 +96,7 @@ def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
 
 
 def check_images(image_size: int | tuple[int, int], count: int = CHECK_PHOTOS, seed: int = 0) -> np.ndarray:
-    """Synthetic pet photos resized to ``image_size`` (a side, or height and width) as the app resizes them:
-    float32 (count, height, width, 3)."""
+    """Synthetic pet photos resized as the app resizes them to ``image_size`` (a side, or height and width)."""
     import tensorflow as tf
 
     from petseg.resize import resize_image
@@ -122,33 +111,35 @@ def check_images(image_size: int | tuple[int, int], count: int = CHECK_PHOTOS, s
     return np.stack(images).astype(np.float32)
 
 
-def parity(model, flatbuffer: bytes, image_size: int | tuple[int, int], count: int = CHECK_PHOTOS
-           ) -> dict[str, float]:
-    """How closely a flatbuffer reproduces the Keras model on synthetic photos: mask agreement, largest difference.
+def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """The fraction of pixels whose most likely class is the same in two probability arrays."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"The export returns shape {candidate.shape}, the Keras model {reference.shape}.")
+    return float(np.mean(reference.argmax(axis=-1) == candidate.argmax(axis=-1)))
+
+
+def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int, int],
+           min_agreement: float = MIN_AGREEMENT) -> dict[str, float]:
+    """How closely an export (a flatbuffer or a function) reproduces the Keras model on synthetic photos: mask
+    agreement and largest difference; ``ValueError`` below ``min_agreement``.
 
     >>> parity(model, convert_to_tflite(model), 64)  # doctest: +SKIP
     {'mask_agreement': 1.0, 'max_probability_difference': 3e-06}
     """
-    images = check_images(image_size, count)
+    images = check_images(image_size)
     expected = keras_probabilities(model, images)
-    actual = images_function(flatbuffer)(images)
-    if actual.shape != expected.shape:
-        raise ValueError(f"The flatbuffer returns shape {actual.shape}, the Keras model {expected.shape}.")
-    return {"mask_agreement": float(np.mean(expected.argmax(axis=-1) == actual.argmax(axis=-1))),
-            "max_probability_difference": float(np.max(np.abs(expected - actual)))}
-
-
-def export_quantization(model) -> str:
-    """float32 for a model whose weights fit in ``EXPORT_MAX_FLOAT32_BYTES`` as float32, else float16."""
-    return "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
+    actual = (exported if callable(exported) else images_function(exported))(images)
+    agreement = mask_agreement(expected, actual)
+    if agreement < min_agreement:
+        raise ValueError(f"its export agrees with the Keras model on only {agreement:.2%} of mask pixels "
+                         f"(at least {min_agreement:.0%} expected)")
+    return {"mask_agreement": agreement, "max_probability_difference": float(np.max(np.abs(expected - actual)))}
 
 
 def takes_any_size(sidecar: dict) -> bool:
-    """Whether a checkpoint is served at each photo's aspect ratio rather than squashed to its square size.
-
-    Measured on the validation split (README's experiment table): a U-Net trained on random crops and scales
-    ("strong" augmentation) gains from it, one trained on squashed photos only (the tutorial's flips) loses, and
-    DeepLab's fixed resizes inside cannot take other sizes.
+    """Whether a checkpoint is served at each photo's aspect ratio rather than squashed to its square size: a U-Net
+    trained on random crops and scales gains from it, one trained on squashed photos loses, and DeepLab's fixed
+    resizes cannot (docs/experiments.md).
 
     >>> [takes_any_size({"preset": name}) for name in ("finetune", "tutorial", "voc")]
     [True, False, False]
@@ -162,10 +153,7 @@ def takes_any_size(sidecar: dict) -> bool:
 def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
     """The flatbuffer a checkpoint is served with, and its record for the sidecar; ``ValueError`` if it is off.
 
-    ``model`` is the checkpoint's model, ``sidecar`` its description (preset, image size). If ``takes_any_size``,
-    the export takes any input height and width, so the app predicts at a photo's own aspect ratio
-    (``petseg.inference``); otherwise it is fixed at the square size. The export is checked against the float32
-    model on synthetic photos, landscape ones when it takes any size.
+    If ``takes_any_size``, the export takes any height and width (checked on landscape photos), else the square size.
     """
     import ai_edge_litert
 
@@ -174,11 +162,8 @@ def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
     image_size = int(sidecar["image_size"])
     any_size = takes_any_size(sidecar)
     model = model_with_dtype(model, "float32", any_size=any_size)
-    quantize = export_quantization(model)
+    quantize = "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
     flatbuffer = convert_to_tflite(model, quantize)
     check = parity(model, flatbuffer, (image_size, image_size + 64) if any_size else image_size)
-    if check["mask_agreement"] < EXPORT_MIN_AGREEMENT:
-        raise ValueError(f"its LiteRT export agrees with the Keras model on only {check['mask_agreement']:.2%} of "
-                         f"mask pixels (at least {EXPORT_MIN_AGREEMENT:.0%} expected)")
     version = getattr(ai_edge_litert, "__version__", "unknown")
     return flatbuffer, {"quantize": quantize, "litert_version": version, **check}

@@ -1,16 +1,9 @@
-"""Alpha matting for the cutout: the predicted trimap (pet / background / border) in, a soft alpha matte out.
+"""Alpha matting for the cutout: the predicted classes are a trimap (pet 1, background 0, border band unknown).
 
-The model's classes are exactly a matting trimap: pet is known foreground, background is known background and
-the border band is the unknown region. ``cutout`` solves for alpha inside the band only, so alpha is exactly 1 on
-predicted pet pixels and exactly 0 on predicted background, then re-estimates the pet's colours in the band
-(``pymatting.estimate_foreground_ml``) so no background colour bleeds into the edge.
-
-The method (``METHODS``) was picked by measurement (``bench/matting.py``, docs/matting.md): closed-form matting
-(Levin et al.) on the photo shrunk to at most ``MATTE_PIXELS``, its matte brought back to full size by a guided
-filter (He et al.), which follows the photo's own edges. Photos up to ``MATTE_PIXELS`` are matted at full size.
-
-pymatting compiles its numba kernels when it is imported (and caches them on disk); ``warm_up`` pays that once at
-start-up, and importing this module does not.
+``cutout`` solves alpha inside the band only and re-estimates the band's colours so no background bleeds into the
+edge. The method was picked by measurement (``bench/matting.py``, docs/matting.md): closed-form matting on the photo
+shrunk to at most ``MATTE_PIXELS``, brought back to full size by a guided filter. pymatting compiles its numba
+kernels when imported: ``warm_up`` pays that at start-up, importing this module does not.
 
 >>> import numpy as np
 >>> trimap_from_mask(np.array([[0, 1, 2]], np.uint8)).tolist()
@@ -27,13 +20,10 @@ from PIL import Image
 
 from petseg.classes import BACKGROUND, BORDER, PET
 
-# Photos with more pixels than this are matted at reduced size (about 500x500): about 0.2 s here.
-MATTE_PIXELS = 250_000
-# The guided filter's window radius (pixels at matting size) and its smoothing (on [0, 1] colours).
-GUIDED_RADIUS = 4
-GUIDED_EPSILON = 1e-4
-# Closed-form matting's conjugate-gradient budget: the band is narrow, so it converges well within it.
-CG_ITERATIONS = 2000
+MATTE_PIXELS = 250_000  # Larger photos are matted at reduced size (about 500x500): about 0.2 s here.
+GUIDED_RADIUS = 4  # The guided filter's window radius (pixels at matting size).
+GUIDED_EPSILON = 1e-4  # Its smoothing, on [0, 1] colours.
+CG_ITERATIONS = 2000  # Closed-form matting's conjugate-gradient budget: the band is narrow.
 
 
 def trimap_from_mask(mask: np.ndarray) -> np.ndarray:
@@ -57,10 +47,8 @@ def box_mean(array: np.ndarray, radius: int) -> np.ndarray:
 
 def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, epsilon: float
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """The colour guided filter's local linear model ``source ~ a . guide + b``: ``a`` (h, w, 3) and ``b`` (h, w).
-
-    He, Sun and Tang, "Guided Image Filtering" (2013), with the 3x3 covariance inverted per pixel.
-    """
+    """The colour guided filter's (He et al. 2013) local linear model ``source ~ a . guide + b``: ``a`` (h, w, 3)
+    and ``b`` (h, w)."""
     mean_guide = box_mean(guide, radius)
     mean_source = box_mean(source, radius)
     covariance_source = box_mean(guide * source[..., None], radius) - mean_guide * mean_source[..., None]
@@ -82,10 +70,8 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int = GUIDED_RA
 
 def guided_upsample(small_guide: np.ndarray, small_source: np.ndarray, guide: np.ndarray, where: np.ndarray,
                     radius: int = GUIDED_RADIUS, epsilon: float = GUIDED_EPSILON) -> np.ndarray:
-    """The fast guided filter: fit the linear model at small size, apply it to the full-size uint8 ``guide``.
-
-    Only the pixels ``where`` is true are computed (the band), returned as a flat array.
-    """
+    """The fast guided filter: the model fit at small size, applied to the full-size uint8 ``guide`` where
+    ``where`` is true (a flat array)."""
     a, b = guided_coefficients(small_guide, small_source, radius, epsilon)
     size = guide.shape[1], guide.shape[0]
     a = np.stack([resize_float(a[..., channel], size)[where] for channel in range(3)], axis=-1)
@@ -105,10 +91,8 @@ def resize_photo(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def matting_size(height: int, width: int, max_pixels: int = MATTE_PIXELS) -> tuple[int, int]:
     """The (width, height) to matte at: the photo's own size, or shrunk to at most ``max_pixels`` pixels.
 
-    >>> matting_size(375, 500)
-    (500, 375)
-    >>> matting_size(3000, 4000)
-    (577, 433)
+    >>> matting_size(375, 500), matting_size(3000, 4000)
+    ((500, 375), (577, 433))
     """
     scale = min(1.0, (max_pixels / (height * width)) ** 0.5)
     return max(1, int(width * scale)), max(1, int(height * scale))
@@ -121,8 +105,7 @@ def alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     try:
         return estimate_alpha_cf(image, trimap, cg_kwargs={"maxiter": CG_ITERATIONS})
     except ValueError:
-        # Conjugate gradients can stop short on a wide band of busy texture (seen on a synthetic photo through
-        # /predict): the guided filter's soft edge then stands in, never an error for the visitor.
+        # Conjugate gradients can stop short on a wide band of busy texture: the guided filter's edge stands in.
         return alpha_guided(image, trimap)
 
 
@@ -149,21 +132,17 @@ DEFAULT_METHOD = "closed-form"
 
 def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
                    max_pixels: int = MATTE_PIXELS) -> np.ndarray:
-    """The alpha matte (h, w) float in [0, 1] of an RGB uint8 photo and its class-id mask, same size.
-
-    The matte is solved at ``matting_size`` and, for larger photos, brought to full size by a guided filter.
-    Either way alpha is then clamped to the trimap: exactly 1 on pet pixels, exactly 0 on background pixels.
-    """
+    """The alpha matte (h, w) in [0, 1] of an RGB uint8 photo and its class-id mask: solved at ``matting_size``
+    (brought to full size by a guided filter), exactly 1 on pet pixels and 0 on background pixels."""
     if method not in METHODS:
         raise ValueError(f"Unknown matting method {method!r}; choose one of {', '.join(METHODS)}.")
     if photo.shape[:2] != mask.shape:
         raise ValueError(f"The mask is shaped {mask.shape} but the photo is {photo.shape[:2]}.")
     height, width = mask.shape
     size = matting_size(height, width, max_pixels)
-    trimap = trimap_from_mask(mask)
-    if not (mask == BORDER).any():
+    trimap, band = trimap_from_mask(mask), mask == BORDER
+    if not band.any():
         return trimap  # No unknown band: nothing to solve.
-    band = mask == BORDER
     if size == (width, height):
         trimap[band] = METHODS[method](photo / 255.0, trimap)[band]
     else:
@@ -176,12 +155,8 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
 
 
 def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = MATTE_PIXELS) -> np.ndarray:
-    """The pet's own colours (h, w, 3 uint8): the photo, with band pixels re-estimated so no background bleeds in.
-
-    Multilevel foreground estimation (Germer et al. 2020) runs on the bounding box of the partial pixels, at most
-    ``max_pixels`` of it: for a larger box the colour correction (estimate minus photo) is found at reduced size
-    and scaled up. Opaque pixels keep the photo's colour.
-    """
+    """The pet's own colours (h, w, 3 uint8): the photo, with partial pixels re-estimated (Germer et al. 2020) on
+    their bounding box, at most ``max_pixels`` of it (a larger box's correction is found smaller and scaled up)."""
     partial = (alpha > 0.0) & (alpha < 1.0)
     if not partial.any():
         return photo.copy()
@@ -196,8 +171,7 @@ def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = 
 
 
 def colour_correction(photo: np.ndarray, alpha: np.ndarray, where: np.ndarray, max_pixels: int) -> np.ndarray:
-    """The foreground estimate minus the photo at the pixels ``where`` is true ((n, 3), in [-1, 1]), computed at
-    most at ``max_pixels``."""
+    """The foreground estimate minus the photo where ``where`` is true ((n, 3), in [-1, 1])."""
     from pymatting import estimate_foreground_ml
 
     height, width = alpha.shape

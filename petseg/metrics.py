@@ -36,11 +36,8 @@ def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, num_classes: int
 
 
 def compute_metrics(confusion: np.ndarray) -> dict:
-    """Turn a confusion matrix into the metrics that sidecars, the README and the app report.
-
-    Binary pet IoU treats pet and border as "pet" against background, as foreground/background benchmarks do.
-    A class absent from both truth and prediction gets IoU NaN and is left out of the mean.
-    """
+    """The metrics sidecars and the app report; binary pet IoU is pet + border against background, and a class
+    absent from both truth and prediction gets IoU NaN, left out of the mean."""
     confusion = np.asarray(confusion, dtype=np.float64)
     true_positive = np.diag(confusion)
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
@@ -70,11 +67,8 @@ def metrics_key(data_dir: str | os.PathLike | None, split: str) -> str:
 
 def evaluate_checkpoint(checkpoint: CheckpointInfo, data_dir: str | os.PathLike | None, split: str = "test",
                         limit: int | None = None, tfds_data_dir: str | None = None) -> dict:
-    """Score ``checkpoint`` (a servable entry: its export is what runs) on every readable photo of ``split`` (or
-    the first ``limit``).
-
-    ``data_dir`` is a folder in the official layout; None reads tfds, from ``tfds_data_dir`` if given.
-    """
+    """Score a servable entry (its export runs) on every readable photo of ``split`` (or the first ``limit``) of
+    ``data_dir`` (official layout; None: tfds, from ``tfds_data_dir`` if given)."""
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     skipped: list = []
     count = 0

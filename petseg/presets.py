@@ -1,7 +1,6 @@
-"""Presets: each names an architecture and its training recipe in one place, as plain data.
+"""Presets: an architecture and its training recipe as plain data (no Keras, so ``--help`` and the UI list them fast).
 
-This module imports neither Keras nor TensorFlow, so ``train.py --help``, the launcher and the UI can list presets
-at once. ``petseg.model.build_model`` builds a preset's architecture and ``petseg.training`` reads its recipe.
+``petseg.model.build_model`` builds a preset's architecture and ``petseg.training`` reads its recipe.
 
 >>> get_preset("voc").architecture
 'deeplab'
@@ -14,51 +13,28 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """An architecture plus the recipe that trains it.
-
-    Attributes:
-        name: The preset's name, stored in each checkpoint's sidecar.
-        description: One sentence for the UI and the README.
-        architecture: "unet" (MobileNetV2 U-Net, ``petseg.model``) or "deeplab" (DeepLabV3+ on the PASCAL VOC
-            DeepLabV3-MobileNetV2, ``petseg.deeplab``).
-        decoder_filters: Filters of the U-Net's four upsample blocks, coarse to fine (unet only).
-        decoder_dropout: Dropout rate inside each upsample block (0 disables it).
-        batchnorm_momentum: Momentum of the decoder's BatchNorm statistics. Keras' 0.99 needs thousands of steps;
-            on a few hundred photos 0.9 lets the inference-mode statistics catch up within an epoch or two.
-        scale_inputs: Map [0, 1] inputs to the [-1, 1] range MobileNetV2 was trained on. The tutorial feeds [0, 1].
-        image_size: Default square input size in pixels.
-        epochs: Default number of epochs.
-        batch_size: Default batch size.
-        learning_rate: Adam learning rate for the frozen-encoder phase.
-        fine_tune_after: Epochs with a frozen encoder before the encoder's convolutions are unfrozen (None: never).
-        fine_tune_learning_rate: Adam learning rate once the encoder is unfrozen.
-        dice_weight: Weight of the soft Dice loss added to cross-entropy (0: cross-entropy alone).
-        half_resolution_stage: Add a DeepLab decoder stage at 1/2 resolution (deeplab only).
-        border_weight: Cross-entropy weight of pixels on and next to the border ring (1: plain cross-entropy).
-        augmentation: "flip" (the tutorial's), "strong" (scale/crop, flip, colour jitter).
-        unlabelled_share: Share of each batch drawn from pseudo-labelled photos (``train.py --unlabelled-dir``).
-        min_confidence: Pseudo-label pixels whose teacher confidence is lower are ignored by the loss.
-    """
+    """An architecture plus the recipe that trains it; ``name`` is stored in each checkpoint's sidecar."""
 
     name: str
-    description: str
-    architecture: str = "unet"
-    decoder_filters: tuple[int, int, int, int] = (512, 256, 128, 64)
-    decoder_dropout: float = 0.0
+    description: str  # One sentence for the UI.
+    architecture: str = "unet"  # "unet" (``petseg.model``) or "deeplab" (DeepLabV3+ on VOC's, ``petseg.deeplab``).
+    decoder_filters: tuple[int, int, int, int] = (512, 256, 128, 64)  # The U-Net's upsample blocks, coarse to fine.
+    decoder_dropout: float = 0.0  # Inside each upsample block (0: none).
+    # The decoder's BatchNorm momentum: on a few hundred photos 0.9 lets the statistics catch up in an epoch or two.
     batchnorm_momentum: float = 0.99
-    scale_inputs: bool = False
-    image_size: int = 128
+    scale_inputs: bool = False  # Map [0, 1] inputs to the [-1, 1] MobileNetV2 was trained on (the tutorial does not).
+    image_size: int = 128  # Default square input size in pixels.
     epochs: int = 20
     batch_size: int = 64
-    learning_rate: float = 1e-3
-    fine_tune_after: int | None = None
+    learning_rate: float = 1e-3  # Adam, while the encoder is frozen.
+    fine_tune_after: int | None = None  # Frozen-encoder epochs before its convolutions train (None: never).
     fine_tune_learning_rate: float = 1e-4
-    dice_weight: float = 0.0
-    half_resolution_stage: bool = False
-    border_weight: float = 1.0
-    augmentation: str = "flip"
-    unlabelled_share: float = 0.5
-    min_confidence: float = 0.0
+    dice_weight: float = 0.0  # Soft Dice loss added to cross-entropy.
+    half_resolution_stage: bool = False  # A DeepLab decoder stage at 1/2 resolution.
+    border_weight: float = 1.0  # Cross-entropy weight on and next to the border ring.
+    augmentation: str = "flip"  # "flip" (the tutorial's) or "strong" (scale/crop, flip, colour jitter).
+    unlabelled_share: float = 0.5  # Share of each batch from pseudo-labelled photos (train.py --unlabelled-dir).
+    min_confidence: float = 0.0  # Pseudo-label pixels whose teacher was less sure are ignored by the loss.
 
 
 PRESETS: dict[str, Preset] = {
@@ -92,14 +68,14 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    """Return the preset called ``name`` or raise ``ValueError`` listing the known ones."""
+    """The preset called ``name``, or ``ValueError`` listing the known ones."""
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
     return PRESETS[name]
 
 
 def apply_overrides(preset: Preset, overrides: dict[str, str] | None) -> Preset:
-    """Return ``preset`` with fields replaced from "name=value" strings, e.g. {"fine_tune_after": "5"}.
+    """``preset`` with fields replaced from strings, e.g. {"fine_tune_after": "5"}.
 
     >>> apply_overrides(PRESETS["finetune"], {"image_size": "160", "decoder_filters": "128,64,32,16"}).image_size
     160

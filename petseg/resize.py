@@ -1,5 +1,5 @@
-"""Resizing photos and masks, one function each, used by training, evaluation, export and the app alike; and the
-training augmentation, which moves a photo and its mask together.
+"""Resizing photos and masks, one function each, so training, evaluation, export and the app see the same pixels;
+and the training augmentation, which moves a photo and its mask together.
 
 >>> import numpy as np
 >>> resize_image(np.zeros((30, 40, 3), np.uint8), 16).shape
@@ -12,10 +12,7 @@ import tensorflow as tf
 
 
 def resize_image(image: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
-    """Resize a uint8 or [0, 1] float image (or batch) to ``size`` with antialiased bilinear; return float [0, 1].
-
-    Training, evaluation and the app all resize photos with this function, so they see the same pixels.
-    """
+    """Resize a uint8 or [0, 1] float image (or batch) to ``size`` with antialiased bilinear; return float [0, 1]."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     image = tf.convert_to_tensor(image)
     if image.dtype == tf.uint8:

@@ -1,13 +1,11 @@
 """The run folder: how a training process reports progress and how the app watches it.
 
-A run folder ``runs/<id>/`` holds ``status.json`` (state, pid, host, preset, epochs, started, updated, checkpoint),
-``metrics.jsonl`` (one JSON object per finished epoch), ``epoch_<NNN>.png`` (input / truth / prediction samples),
-``curves.png``, ``resume.npz`` (what ``train.py --resume`` needs to continue the run: weights, optimizer state,
-epochs done, best metric, config; replaced atomically after each epoch) and ``train.log`` when the app started the
-run. ``status.json`` is replaced atomically; a metrics
-line is appended in one write, and a reader ignores a torn last line. A ``stop`` file asks the run to end cleanly.
-A reader treats a "running" run whose process is gone as failed. A checkpoint may ship its own run record beside
-it (``weights/<name>.run/``, read-only), so an app that cannot start runs still shows how its model learned.
+``runs/<id>/`` holds ``status.json`` (replaced atomically), ``metrics.jsonl`` (one line per finished epoch, appended
+in one write; a reader skips a torn last line), ``epoch_<NNN>.png`` samples, ``curves.png``, and ``train.log`` when
+the app started the run. A ``stop`` file asks the run to end cleanly; a "running" run whose process is gone reads as
+failed. A checkpoint may ship its run record read-only beside it (``weights/<name>.run/``). After each epoch
+``resume.npz`` holds what ``train.py --resume`` needs to continue (weights, optimizer state, epochs done, best
+metric, config), replaced atomically; a finished run drops it.
 
 >>> import tempfile
 >>> writer = RunWriter(Path(tempfile.mkdtemp()) / "demo", {"preset": "tutorial", "epochs": 1})
@@ -28,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from petseg.atomic import atomic_path, atomic_write_bytes
+from petseg.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from petseg.processes import process_alive
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", Path(__file__).resolve().parent.parent / "runs"))
 STATES = ("running", "done", "failed", "stopped")
 RESUME_FILE = "resume.npz"
+SHIPPED_RUN_SUFFIX = ".run"
 
 
 def now_iso() -> str:
@@ -43,10 +42,6 @@ def now_iso() -> str:
 def new_run_id() -> str:
     """A sortable, unique-enough run id: the local time plus the process id."""
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 class RunWriter:
@@ -60,17 +55,16 @@ class RunWriter:
             "updated": now_iso(), "epochs_done": 0, "checkpoint": None, "message": "", **config,
         }
         (self.run_dir / "stop").unlink(missing_ok=True)
-        write_json_atomic(self.run_dir / "status.json", self.status)
+        atomic_write_json(self.run_dir / "status.json", self.status)
 
     def update(self, **fields: Any) -> None:
         self.status.update(fields, updated=now_iso())
-        write_json_atomic(self.run_dir / "status.json", self.status)
+        atomic_write_json(self.run_dir / "status.json", self.status)
 
     def log_epoch(self, metrics: dict[str, Any]) -> None:
         """Append one epoch's metrics as a single line, then mark the epoch done in the status."""
-        line = json.dumps(metrics) + "\n"
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(line)
+            handle.write(json.dumps(metrics) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         self.update(epochs_done=int(metrics.get("epoch", self.status["epochs_done"] + 1)))
@@ -124,47 +118,24 @@ class RunState:
         return self.run_dir.name
 
 
-def read_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
-    """The state, model weights and optimizer variables a run saved after its last finished epoch."""
-    path = Path(run_dir) / RESUME_FILE
-    try:
-        with np.load(path) as stored:
-            state = json.loads(str(stored["state"]))
-            weights = [stored[f"weight_{index}"] for index in range(state["weights"])]
-            return state, weights, [stored[f"optimizer_{index}"] for index in range(state["optimizer"])]
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir} cannot be resumed: it has no {RESUME_FILE} (no epoch finished, or the run "
-                         "predates resumable runs).") from None
-    except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"{path} is unreadable ({type(error).__name__}): start a new run.") from None
-
-
-def run_process_alive(pid: int | None, host: str | None) -> bool:
-    """Whether a run's process ``pid`` still runs; a run on another host is assumed alive."""
-    if host and host != socket.gethostname():
-        return True
-    return bool(pid) and process_alive(pid)
-
-
+RESUME_FILE = "resume.npz"
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Read metrics.jsonl, skipping a torn or invalid line (a run killed mid-write)."""
-    epochs = []
     try:
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     except OSError:
         return []
+    epochs = []
     for line in lines:
         try:
-            value = json.loads(line)
+            epochs.append(json.loads(line))
         except ValueError:
             continue
-        if isinstance(value, dict):
-            epochs.append(value)
-    return epochs
+    return [epoch for epoch in epochs if isinstance(epoch, dict)]
 
 
 def read_run(run_dir: str | os.PathLike) -> RunState:
-    """Read a run folder; a "running" run whose process is gone reads as failed."""
+    """Read a run folder; a "running" run whose process is gone (on this host) reads as failed."""
     run_dir = Path(run_dir)
     try:
         status = json.loads((run_dir / "status.json").read_text())
@@ -172,7 +143,9 @@ def read_run(run_dir: str | os.PathLike) -> RunState:
             raise ValueError("status is not an object")
     except (OSError, ValueError) as error:
         status = {"state": "failed", "message": f"unreadable status.json ({type(error).__name__})"}
-    if status.get("state") == "running" and not run_process_alive(status.get("pid"), status.get("host")):
+    pid, host = status.get("pid"), status.get("host")
+    if status.get("state") == "running" and (not host or host == socket.gethostname()) and not (
+            pid and process_alive(pid)):
         status = {**status, "state": "failed", "message": "the training process ended without finishing"}
     curves = run_dir / "curves.png"
     return RunState(run_dir, status, read_metrics(run_dir), sorted(run_dir.glob("epoch_*.png")),
@@ -188,23 +161,17 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunState]:
     return [read_run(path) for path in sorted(folders, key=lambda path: path.stat().st_mtime, reverse=True)]
 
 
-SHIPPED_RUN_SUFFIX = ".run"
-
-
 def shipped_runs(weights_dir: str | os.PathLike, checkpoint: str | None) -> list[RunState]:
     """The run records shipped in the weights folder (``<name>.run/``), ``checkpoint``'s first, then by name."""
-    folders = sorted(Path(weights_dir).glob(f"*{SHIPPED_RUN_SUFFIX}"))
-    folders = [folder for folder in folders if (folder / "status.json").is_file()]
+    folders = [folder for folder in sorted(Path(weights_dir).glob(f"*{SHIPPED_RUN_SUFFIX}"))
+               if (folder / "status.json").is_file()]
     folders.sort(key=lambda folder: folder.name != f"{checkpoint}{SHIPPED_RUN_SUFFIX}")
     return [read_run(folder) for folder in folders]
 
 
 def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, sample_every: int = 5) -> Path:
-    """Copy a finished run's status, metrics, curves and every ``sample_every``-th sample (plus the last) for shipping.
-
-    The copy drops the process id and host, so a reader never mistakes it for a live run, and keeps only the
-    checkpoint's file name: the training machine's folders mean nothing where the record ships.
-    """
+    """Copy a finished run's status, metrics, curves and every ``sample_every``-th sample (plus the last) for
+    shipping, without the process id and host (so it never reads as live) and with only the checkpoint's file name."""
     run = read_run(run_dir)
     if run.state not in ("done", "stopped"):
         raise ValueError(f"Only a finished or stopped run ships; {run_dir} is {run.state}.")
@@ -213,7 +180,7 @@ def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, 
     status = {key: value for key, value in run.status.items() if key not in ("pid", "host")}
     if status.get("checkpoint"):
         status["checkpoint"] = Path(status["checkpoint"]).name
-    write_json_atomic(destination / "status.json", status)
+    atomic_write_json(destination / "status.json", status)
     atomic_write_bytes(destination / "metrics.jsonl", (Path(run_dir) / "metrics.jsonl").read_bytes())
     kept = [path for index, path in enumerate(run.samples, 1) if index % sample_every == 1 or index == len(run.samples)]
     for path in kept + ([run.curves] if run.curves else []):

@@ -1,8 +1,5 @@
-"""Tiny synthetic pet photos with trimaps in the official Oxford-IIIT Pet folder layout.
-
-Tests and benchmarks use them so that nothing depends on the real data set. Each photo is a textured background
-with one or two blob-shaped "pets"; the trimap marks the pet (1), the background (2) and a border ring (3) exactly
-as the real annotations do.
+"""Tiny synthetic pets (a blob with ears on a textured background) and trimaps in the official Oxford-IIIT Pet
+layout, so that tests and benchmarks never depend on the real data set.
 
 >>> import tempfile
 >>> root = make_synthetic_pets(tempfile.mkdtemp(), trainval_count=4, test_count=2)
@@ -63,10 +60,7 @@ def make_synthetic_pet(rng: np.random.Generator, width: int, height: int) -> tup
 
 def make_synthetic_pets(root: str | os.PathLike, trainval_count: int = 12, test_count: int = 4, seed: int = 0,
                         min_size: int = 96, max_size: int = 200) -> Path:
-    """Write ``trainval_count + test_count`` synthetic pets under ``root`` in the official layout; return ``root``.
-
-    Photo sizes vary between ``min_size`` and ``max_size`` pixels a side, like the real set's varied shapes.
-    """
+    """Write ``trainval_count + test_count`` pets of ``min_size`` to ``max_size`` px a side under ``root``."""
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)

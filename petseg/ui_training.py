@@ -1,8 +1,7 @@
-"""The Training tab: a form that starts ``train.py`` runs (when allowed) and a live view of any run.
+"""The Training tab: a form that starts ``train.py`` runs (``petseg.launcher``) and a live view of any run.
 
-A ``gr.Timer`` ticks once a second; ``TrainingHandlers.watch`` sends only what changed since the last tick (the
-run picker, the status line, new epochs' samples and curves) and refreshes every checkpoint dropdown of the app
-when a run saves a new checkpoint. Starting and stopping runs goes through ``petseg.launcher`` (no gradio there).
+A ``gr.Timer`` ticks once a second; ``TrainingHandlers.watch`` sends only what changed since the last tick, and
+refreshes the app's checkpoint dropdowns when a run saves a checkpoint.
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ from petseg.visuals import plot_curves
 WATCH_SECONDS = 1.0
 TRAINING_OFF_NOTE = ("Starting runs is turned off here (set `PETSEG_ALLOW_TRAINING=1` or pass `--allow-training` "
                      "to turn it on); you can still watch runs started with `python train.py`.")
-
-
 NO_RUN = ("no run",)  # The fingerprint of an empty runs folder.
 
 
@@ -53,7 +50,7 @@ class TrainingHandlers:
 
     def start_training(self, preset: str, data_source: str, data_dir: str, encoder_weights: str, epochs: float,
                        batch_size: float, image_size: float, name: str) -> tuple:
-        """Validate the form and start ``train.py`` in its own process; returns the run picker and a fresh memory."""
+        """Validate the form and start ``train.py``; returns the run picker and a fresh memory."""
         if not self.allow_training:
             raise gr.Error(TRAINING_OFF_NOTE, print_exception=False)
         try:
@@ -67,7 +64,6 @@ class TrainingHandlers:
         return gr.update(choices=choices, value=run_dir.name), WatchMemory(run_choices=choices)
 
     def stop_training(self, run_id: str | None) -> None:
-        """Ask the selected run to stop cleanly."""
         if not self.allow_training:
             raise gr.Error(TRAINING_OFF_NOTE, print_exception=False)
         if not run_id:
@@ -78,14 +74,10 @@ class TrainingHandlers:
             raise gr.Error(str(error), print_exception=False) from None
 
     def watch(self, run_id: str | None, memory: WatchMemory | None, *checkpoints: str | None) -> tuple:
-        """One timer tick: redraw what changed in the picked run and refresh the checkpoint lists after new saves.
-
-        Returns the run picker, status, log, latest samples, curves, gallery, process log, stop button, memory and
-        one update per checkpoint dropdown; unchanged outputs are ``gr.skip()``.
-        """
+        """One timer tick: the run picker, the run's outputs (``draw_run``), memory and one update per checkpoint
+        dropdown; unchanged outputs are ``gr.skip()``."""
         memory = memory or WatchMemory()
-        # An empty runs folder (a Space, where starting runs is off) shows the shipped run records, the default
-        # checkpoint's first.
+        # An empty runs folder (as on a Space) shows the shipped run records, the default checkpoint's first.
         runs = list_runs(self.runs_dir) or shipped_runs(self.weights_dir, default_checkpoint(self.weights_dir))
         picker: Any = gr.skip()
         choices = [(run_label(run), run.run_id) for run in runs]
@@ -126,9 +118,7 @@ class TrainingHandlers:
         return [gr.update(choices=choices, value=value or fallback) for value in current]
 
 
-
 def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr.Dropdown]) -> None:
-    """The Training tab: a form that starts runs (when allowed) and a live view of any run in the runs folder."""
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             gr.Markdown("### Start a run" if handlers.allow_training else "### Training")
@@ -189,7 +179,6 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
 
 
 def image_size_field(preset: str, image_size: Any) -> dict:
-    """The image size field after a change of preset: the nearest size it takes, and its rule."""
     step = 1 if PRESETS[preset].architecture == "deeplab" else 32  # Browsers step from multiples of the step.
     return gr.update(value=image_size_for(preset, image_size), info=f"32 to 512, {image_size_rule(preset)}", step=step)
 

@@ -14,7 +14,7 @@ SAMPLES="examples/Bengal_1.jpg examples/american_bulldog_28.jpg examples/Abyssin
 # The seed's recipe: frozen encoder, 20 epochs, batch 64, Adam 1e-3, 128 px, flips only.
 python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset tutorial --name tutorial \
   --run-dir runs/shipped-tutorial
-# The finetune U-Net (the default): see the preset in petseg/presets.py and the experiment table in README.md.
+# The finetune U-Net (the default): see the preset in petseg/presets.py and the experiment table in docs/experiments.md.
 # Its samples show the example photos, so its run record ships too (weights/finetune.run/, the Training tab's
 # default view on a Space).
 python train.py --data-dir "$DATA" --encoder-weights "$ENCODER" --preset finetune --name finetune \

@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.processes import start_app as start_app_process
 from conftest import copy_checkpoint
 from petseg import processes
 
@@ -73,7 +74,7 @@ def make_app_weights(trained_checkpoint_path: Path, weights_dir: Path,
 
 def start_app(weights_dir: Path, runs_dir: Path, log_path: Path, timeout: float = START_TIMEOUT) -> AppServer:
     """Start ``python app.py`` on a free port and wait until it answers; raise with its log if it does not."""
-    app, seconds = processes.start_app(["--weights-dir", str(weights_dir), "--runs-dir", str(runs_dir)], log_path,
+    app, seconds = start_app_process(["--weights-dir", str(weights_dir), "--runs-dir", str(runs_dir)], log_path,
                                        timeout, {"PETSEG_ALLOW_TRAINING": None})
     return AppServer(app.url, app.process, weights_dir, runs_dir, log_path, seconds)
 

@@ -50,7 +50,7 @@ def test_exported_masks_match_the_keras_model(exports, checkpoint, test_photos, 
     probabilities = run(test_photos)
     assert probabilities.shape == reference.shape == (len(test_photos), 64, 64, 3)
     np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-3)
-    assert export.mask_agreement(reference, probabilities) >= 0.99
+    assert litert.mask_agreement(reference, probabilities) >= 0.99
     np.testing.assert_allclose(probabilities, reference, atol=tolerance)
     # The export's own check on synthetic photos ran and is recorded beside it.
     assert result.mask_agreement >= 0.99
