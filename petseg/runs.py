@@ -118,7 +118,21 @@ class RunState:
         return self.run_dir.name
 
 
-RESUME_FILE = "resume.npz"
+def read_resume_state(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list[np.ndarray], list[np.ndarray]]:
+    """The state, model weights and optimizer variables a run saved after its last finished epoch."""
+    path = Path(run_dir) / RESUME_FILE
+    try:
+        with np.load(path) as stored:
+            state = json.loads(str(stored["state"]))
+            weights = [stored[f"weight_{index}"] for index in range(state["weights"])]
+            return state, weights, [stored[f"optimizer_{index}"] for index in range(state["optimizer"])]
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} cannot be resumed: it has no {RESUME_FILE} (no epoch finished, or the run "
+                         "predates resumable runs).") from None
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{path} is unreadable ({type(error).__name__}): start a new run.") from None
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Read metrics.jsonl, skipping a torn or invalid line (a run killed mid-write)."""
     try:
