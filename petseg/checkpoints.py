@@ -213,10 +213,14 @@ def file_sha256(path: Path) -> str:
     """The sha256 of a file, computed once per version of it (size and mtime)."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key not in _hashes:
+    digest = _hashes.get(key)
+    if digest is None:
         with open(path, "rb") as handle:
-            _hashes[key] = hashlib.file_digest(handle, "sha256").hexdigest()
-    return _hashes[key]
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        for stale in [cached for cached in _hashes if cached[0] == key[0]]:
+            _hashes.pop(stale, None)  # One version per file: a run rewriting its checkpoint adds none.
+        _hashes[key] = digest
+    return digest
 
 
 def rebuild_hint(path: Path) -> str:
