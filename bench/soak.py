@@ -12,8 +12,9 @@ Usage:
     nice -n 10 python bench/soak.py --requests 2000 --output bench/results/soak-2000.json
 
 Writes JSON (every sample), a Markdown table beside it and a PNG curve of RSS and cache size against requests
-(``--output``, default bench/results/soak.json, .md, .png and the server's .log). "Errors" are requests whose outcome is wrong: a good
-photo refused or a bad file accepted, timeouts included; bad files refused with a message are expected.
+(``--output``, default bench/results/soak.json, .md, .png and the server's .log); Ctrl-C or SIGTERM stops sending
+and writes what was measured. "Errors" are requests whose outcome is wrong: a good photo refused or a bad file
+accepted, timeouts included; bad files refused with a message are expected.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import concurrent.futures
 import datetime
 import json
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -116,6 +118,12 @@ class Soak:
         print(f"  {last['requests']:>5} requests  {last['seconds']:>7.0f} s  RSS {last['rss_mb']:>6.0f} MB  "
               f"cache {last['cache_mb']:>7.1f} MB  errors {last['errors']}", flush=True)
 
+    def stop(self, *_) -> None:
+        """Send no more requests (Ctrl-C or SIGTERM): the ones in flight finish and the results are written."""
+        print("Stopping: no more requests are sent; waiting for those in flight ...", flush=True)
+        with self.lock:
+            self.requests = self.next_index
+
     def take(self) -> int | None:
         with self.lock:
             if self.next_index >= self.requests:
@@ -193,6 +201,8 @@ def run_soak(app: processes.AppProcess, cache_dir: Path, inputs: Path, args: arg
                 time.monotonic() + args.timeout)
     with soak.lock:
         soak.sample()  # Before the first request: the warm app.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, soak.stop)
     print(f"Sending {args.requests} requests ({', '.join(sorted(set(kinds)))}) from {args.clients} clients; "
           f"checkpoints {checkpoints[:2]} ...", flush=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.clients) as pool:
@@ -235,6 +245,7 @@ def summarise(soak: Soak, app: processes.AppProcess, args: argparse.Namespace) -
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "requests": args.requests, "clients": args.clients, "done": soak.done, "kinds": soak.kinds,
+        "stopped_early": soak.done < args.requests,
         "errors": sum(soak.errors.values()), "error_messages": soak.errors,
         "server_tracebacks": log.count("Traceback (most recent call last)"),
         "wall_seconds": round(time.monotonic() - soak.started, 1),
@@ -309,12 +320,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds for all requests together; unsent ones count as errors (default: 7200)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON result; .md and .png beside")
     args = parser.parse_args(argv)
-    if not 10 <= args.requests <= MAX_REQUESTS:
-        parser.error(f"--requests must be between 10 and {MAX_REQUESTS}")
-    if not 1 <= args.clients <= 64:
-        parser.error("--clients must be between 1 and 64")
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
+    refusals = {f"--requests must be between 10 and {MAX_REQUESTS}": not 10 <= args.requests <= MAX_REQUESTS,
+                "--clients must be between 1 and 64": not 1 <= args.clients <= 64,
+                "--timeout must be positive": args.timeout <= 0}
+    for message in [message for message, refused in refusals.items() if refused][:1]:
+        parser.error(message)
     return args
 
 

@@ -68,13 +68,15 @@ def test_cache_folder_stays_under_its_limit_after_many_requests(served_app, tmp_
     assert all(os.path.exists(path) for path in recorded), "deleted files must leave gradio's record"
     # The app still answers, and its result files are there to download.
     result = client.predict(handle_file(str(tmp_path / "pet.png")), "tiny", api_name="/predict")
-    assert Path(result[3]).is_file() and Path(result[3]).is_relative_to(cache)
+    cutout = Path(result[3]["path"])  # Not downloaded: the file's record on the server.
+    assert cutout.is_file() and cutout.resolve().is_relative_to(cache.resolve())
 
 
-def test_old_files_go_and_examples_stay(served_app, tmp_path):
-    from petseg.ui import prune_cache
+def test_old_files_go_and_examples_stay(tmp_path, monkeypatch):
+    from petseg.ui import build_app, prune_cache
 
-    demo, cache = served_app
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    demo, cache = build_app(tmp_path / "no-weights", tmp_path / "runs", allow_training=False), tmp_path / "cache"
     old = cache / "0123abcd" / "old.png"
     old.parent.mkdir(parents=True)
     shutil.copy(Path(__file__).parent.parent / "examples" / "chelsea.jpg", old)
@@ -90,3 +92,21 @@ def test_a_bad_limit_is_refused():
 
     with pytest.raises(ValueError, match="must be positive"):
         launch_options(cache_limit_mb=0)
+
+
+def test_soak_reports_rss_growth_and_draws_its_curve(tmp_path):
+    from bench import soak
+
+    samples = [{"requests": count, "seconds": count, "rss_mb": 500.0 + (50.0 if count == 400 else 0.0),
+                "cache_mb": count / 10, "errors": 0} for count in range(0, 401, 8)]
+    result = {"requests": 400, "clients": 8, "done": 400, "kinds": {"predict": 400}, "errors": 0,
+              "server_tracebacks": 0, "wall_seconds": 400.0, "cache_limit_mb": 256, "cache_max_mb": 40.0,
+              "load_average": [1.0, 1.0, 1.0], "cpu_count": 2, "samples": samples,
+              "rss_growth_percent": [{"early": early, "late": late, "value": soak.rss_growth(samples, early, late)}
+                                     for early, late in soak.growth_pairs(400)]}
+    assert result["rss_growth_percent"] == [{"early": 40, "late": 400, "value": 10.0}]
+    assert "RSS after 400 is +10.0 % of after 40" in "\n".join(soak.table_lines(result))
+    soak.draw_curve(result, tmp_path / "soak.png")
+    assert Image.open(tmp_path / "soak.png").size == (700, 350)
+    with pytest.raises(SystemExit):
+        soak.parse_args(["--requests", str(soak.MAX_REQUESTS + 1)])
