@@ -206,21 +206,17 @@ def _check_archive_contents(path: Path) -> None:
         raise CheckpointError("corrupt file (not a Keras archive)") from error
 
 
-_hashes: dict[tuple, str] = {}
+_hashes: dict[str, tuple[tuple, str]] = {}  # Path: version, sha256; one version per file, however often rewritten.
 
 
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, computed once per version of it (size and mtime)."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    digest = _hashes.get(key)
-    if digest is None:
+    key, version = str(path.resolve()), (stat.st_mtime_ns, stat.st_size)
+    if _hashes.get(key, (None,))[0] != version:
         with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        for stale in [cached for cached in _hashes if cached[0] == key[0]]:
-            _hashes.pop(stale, None)  # One version per file: a run rewriting its checkpoint adds none.
-        _hashes[key] = digest
-    return digest
+            _hashes[key] = version, hashlib.file_digest(handle, "sha256").hexdigest()
+    return _hashes[key][1]
 
 
 def rebuild_hint(path: Path) -> str:
