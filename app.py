@@ -10,6 +10,7 @@ PETSEG_ALLOW_TRAINING=1 or --allow-training says otherwise.
 """
 
 import argparse
+import ctypes
 import os
 import sys
 import threading
@@ -22,6 +23,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 DEFAULT_PORT = 7860
 QUEUE_SIZE = 64  # Requests waiting beyond this are refused with "the queue is full".
 CONCURRENCY = 2  # Predictions running at once; each uses every CPU core already.
+ARENAS = 2  # glibc malloc arenas (M_ARENA_MAX); its default, 8 per core, lets each worker thread keep its own.
+MMAP_THRESHOLD = 1 << 20  # Bytes from which an allocation is its own mapping, returned to the system when freed.
+
+
+def bound_allocator() -> None:
+    """Keep glibc's malloc from holding freed memory across requests; a no-op off glibc or where the user set it.
+
+    Gradio runs each request in one of up to 40 worker threads, and by default glibc gives threads arenas of their
+    own (up to 8 per core) and raises its mmap threshold up to 32 MB as large arrays are freed, after which a
+    photo's arrays (a few MB to tens of MB) are carved from the arenas and their freed space is rarely returned:
+    the server's resident memory then grows with the requests. Two arenas and a fixed 1 MB threshold keep it flat
+    (docs/performance.md, "Memory and disk under a soak"); ``MALLOC_ARENA_MAX`` or ``MALLOC_MMAP_THRESHOLD_`` in
+    the environment take precedence.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # Not glibc (macOS, Windows, musl): its allocator behaves differently.
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        libc.mallopt(-8, ARENAS)  # M_ARENA_MAX
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD; setting it also stops glibc from raising it.
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--allow-training", action=argparse.BooleanOptionalAction, default=None,
                         help="allow starting training runs (default: $PETSEG_ALLOW_TRAINING, else on except on "
                              "a Space)")
+    parser.add_argument("--cache-limit-mb", type=float, default=os.environ.get("PETSEG_CACHE_LIMIT_MB"),
+                        help="disk for the uploads and results the app keeps, oldest deleted first; each is kept "
+                             "an hour at most (default: $PETSEG_CACHE_LIMIT_MB or 1024)")
     return parser.parse_args(argv)
 
 
@@ -59,6 +85,7 @@ def warm_up(weights_dir) -> str:
 def main(argv=None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
+    bound_allocator()
     from petseg.checkpoints import DEFAULT_WEIGHTS_DIR
     from petseg.matting import warm_up as warm_up_matting
     from petseg.runs import DEFAULT_RUNS_DIR
@@ -67,7 +94,7 @@ def main(argv=None) -> int:
     weights_dir = args.weights_dir or DEFAULT_WEIGHTS_DIR
     runs_dir = args.runs_dir or DEFAULT_RUNS_DIR
     try:
-        options = launch_options(runs_dir)
+        options = launch_options(runs_dir, args.cache_limit_mb)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -169,7 +169,7 @@ def _file_version(path: Path) -> tuple:
 
 
 _archive_problems: dict[tuple, str] = {}
-_hashes: dict[tuple, str] = {}
+_hashes: dict[str, tuple[tuple, str]] = {}  # Path: version, sha256; one version per file, however often rewritten.
 
 
 def check_archive(path: Path) -> None:
@@ -197,12 +197,12 @@ def _archive_problem(path: Path) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file, computed once per version of it."""
-    key = _file_version(path)
-    if key not in _hashes:
+    """The sha256 of a file, computed once per version of it (size and mtime)."""
+    key, *version = _file_version(path)
+    if _hashes.get(key, (None,))[0] != tuple(version):
         with open(path, "rb") as handle:
-            _hashes[key] = hashlib.file_digest(handle, "sha256").hexdigest()
-    return _hashes[key]
+            _hashes[key] = tuple(version), hashlib.file_digest(handle, "sha256").hexdigest()
+    return _hashes[key][1]
 
 
 def rebuild_hint(path: Path) -> str:

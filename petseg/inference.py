@@ -159,12 +159,14 @@ class Predictor:
         return resize_probabilities(probabilities, height, width)
 
 
-_predictors: dict[str, Predictor] = {}
+MAX_PREDICTORS = 4  # Checkpoints kept loaded (an interpreter each); the least recently used one goes first.
+_predictors: dict[str, Predictor] = {}  # In order of use, the most recent last.
 _predictors_lock = threading.Lock()
 
 
 def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> Predictor:
-    """The cached ``Predictor`` of a checkpoint name in the weights folder, or of anything with a ``.path``.
+    """The cached ``Predictor`` of a checkpoint name in the weights folder, or of anything with a ``.path``; the
+    ``MAX_PREDICTORS`` most recently used are kept.
 
     Each call checks the entry against its sidecar (cheap: hashes are kept per file version), so an export that
     drifted since it was loaded is refused, and a rebuilt one is loaded afresh. Raises ``CheckpointError``.
@@ -174,10 +176,13 @@ def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> P
     entry = servable_entry(checkpoint, weights_dir)
     key = str(entry.path)
     with _predictors_lock:
-        cached = _predictors.get(key)
+        cached = _predictors.pop(key, None)
         if cached is None or cached.checkpoint.sidecar["serving"] != entry.sidecar["serving"]:
-            _predictors[key] = Predictor(entry, read_export(entry))  # Replaces an older version's interpreter.
-        return _predictors[key]
+            cached = Predictor(entry, read_export(entry))  # Replaces an older version's interpreter.
+        _predictors[key] = cached
+        while len(_predictors) > MAX_PREDICTORS:
+            del _predictors[next(iter(_predictors))]
+        return cached
 
 
 def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None) -> np.ndarray:

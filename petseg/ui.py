@@ -13,16 +13,26 @@ readable ``gr.Error`` or ``gr.Warning``, never a traceback.
 Named endpoints: ``/predict`` (photo, checkpoint -> class map, confidence, photo and cutout, cutout file, areas,
 status; the class map and areas come first, the matted cutout a moment later), ``/compare`` and
 ``/list_checkpoints``.
+
+Disk stays bounded: every file the app hands out (uploads, and the results that ``OutputFolder`` writes inside
+gradio's cache folder, ``$GRADIO_TEMP_DIR``) is deleted once it is ``CACHE_MAX_AGE`` seconds old, or sooner, oldest
+first, while the files together take more than the cache limit (``prune_cache``, every few seconds); none is
+deleted within ``CACHE_MIN_AGE`` seconds of its writing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from petseg.checkpoints import DEFAULT_WEIGHTS_DIR
 from petseg.launcher import training_allowed
@@ -32,6 +42,12 @@ from petseg.ui_predict import PredictHandlers, build_compare_tab, build_predict_
 from petseg.ui_training import TrainingHandlers, build_training_tab
 
 MAX_FILE_SIZE = "20mb"
+CACHE_LIMIT_MB = 1024  # The files the app hands out take at most about this much disk.
+CACHE_MAX_AGE = 3600  # Seconds a result stays downloadable when the limit does not delete it sooner.
+CACHE_MIN_AGE = 120  # Seconds every file is kept: a queued request's upload, a fresh result not yet downloaded.
+CACHE_SWEEP_SECONDS = 5.0  # How often the cache is checked; a sweep deletes down to PRUNE_TO of the limit.
+PRUNE_TO = 0.8
+SESSIONS = 1000  # Visitors' sessions gradio keeps in memory (its default, 10,000, lets a busy day add up).
 THEME = gr.themes.Soft(primary_hue="orange", secondary_hue="blue", neutral_hue="slate",
                        # System fonts: the page loads nothing from the internet.
                        font=("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"),
@@ -64,7 +80,8 @@ def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.P
               allow_training: bool | None = None) -> gr.Blocks:
     """Build the app's Blocks; launch it with ``demo.queue().launch(**launch_options(runs_dir))``."""
     weights_dir = weights_dir or DEFAULT_WEIGHTS_DIR
-    outputs = OutputFolder()
+    # Results are written inside gradio's cache, which serves them as they are (no copy) and tracks them for pruning.
+    outputs = OutputFolder(tempfile.mkdtemp(prefix="petseg-outputs-", dir=ensure_folder(get_upload_folder())))
     predict = PredictHandlers(weights_dir, outputs)
     training = TrainingHandlers(weights_dir, runs_dir or DEFAULT_RUNS_DIR, training_allowed(allow_training), outputs)
     with gr.Blocks(title="PetSeg: pet photo segmentation") as demo:
@@ -80,8 +97,10 @@ def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.P
     return demo
 
 
-def launch_options(runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The ``launch()`` arguments that belong to the app: its look, the upload limit and the folders it may serve.
+def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: float | None = None
+                   ) -> dict[str, Any]:
+    """The ``launch()`` arguments that belong to the app: its look, the upload limit, the folders it may serve and
+    the cache's limit in MB (``prune_cache``; default ``CACHE_LIMIT_MB``).
 
     The run folder is served (its sample PNGs) only when it lies outside the working and temporary folders,
     which gradio allows already; the weights folder is never served. A run folder that holds the working, temporary
@@ -94,5 +113,79 @@ def launch_options(runs_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     if allowed_paths and held:
         raise ValueError(f"The runs folder {runs_dir} holds {held[0]}: the app would serve every file in it. "
                          "Choose a folder of its own, e.g. runs/.")
+    cache_limit_mb = CACHE_LIMIT_MB if cache_limit_mb is None else cache_limit_mb
+    if cache_limit_mb <= 0:
+        raise ValueError(f"The cache limit must be positive, not {cache_limit_mb} MB.")
     return {"theme": THEME, "css": CSS, "max_file_size": MAX_FILE_SIZE, "allowed_paths": allowed_paths,
-            "footer_links": ["api", "gradio", "settings"]}
+            "footer_links": ["api", "gradio", "settings"], "state_session_capacity": SESSIONS,
+            "app_kwargs": {"lifespan": cache_lifespan(int(cache_limit_mb * 2**20))}}
+
+
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def prune_cache(demo: gr.Blocks, limit_bytes: int, max_age: float = CACHE_MAX_AGE,
+                min_age: float = CACHE_MIN_AGE) -> int:
+    """Delete the files ``demo`` handed out that are older than ``max_age`` seconds, then the oldest ones while
+    they take more than ``limit_bytes`` (down to ``PRUNE_TO`` of it), but none younger than ``min_age``; return
+    the bytes left (over the limit only when more than the limit was written within ``min_age``).
+
+    The files are gradio's record of what each component and upload created (``temp_file_sets``, the record its
+    own ``delete_cache`` reads; that one walks the live sets from a worker thread, which fails when a request adds
+    a file meanwhile, and has no size limit). Deleted and vanished files leave the record too, so it does not grow
+    with the requests, and so do gradio's emptied folders. Example photos (``keep_in_cache``) are neither
+    deleted nor counted.
+    """
+    keep = set().union(*(getattr(block, "keep_in_cache", set()) for block in list(demo.blocks.values())))
+    file_sets, cache_root = list(demo.temp_file_sets), Path(get_upload_folder()).resolve()
+    files: dict[str, os.stat_result] = {}
+    for file_set in file_sets:
+        for path in file_set.copy() - keep:  # One atomic copy: requests add files while this runs.
+            try:
+                files[path] = os.lstat(path)
+            except FileNotFoundError:
+                file_set.discard(path)
+    now, total = time.time(), sum(stat.st_size for stat in files.values())
+    too_big = total > limit_bytes
+    for path, stat in sorted(files.items(), key=lambda item: item[1].st_ctime):  # Oldest first.
+        age = now - stat.st_ctime
+        if age <= min_age or (age <= max_age and not (too_big and total > limit_bytes * PRUNE_TO)):
+            break  # This file and every newer one stay.
+        with contextlib.suppress(OSError):  # Gone already (OutputFolder prunes too), or not ours to delete.
+            os.remove(path)
+        total -= stat.st_size
+        for file_set in file_sets:
+            file_set.discard(path)
+        folder = Path(path).parent
+        if folder.parent.resolve() == cache_root:  # Gradio's folder of one file; OutputFolder prunes its own.
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return total
+
+
+def cache_lifespan(limit_bytes: int):
+    """A FastAPI lifespan that runs ``prune_cache`` every ``CACHE_SWEEP_SECONDS`` while the app serves, and
+    deletes every file the app handed out when it stops."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        demo = app.get_blocks()
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(CACHE_SWEEP_SECONDS)
+                await anyio.to_thread.run_sync(prune_cache, demo, limit_bytes)
+
+        task = asyncio.create_task(sweep())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            prune_cache(demo, 0, max_age=-1, min_age=-1)
+
+    return lifespan
