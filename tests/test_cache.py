@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import copy_checkpoint
-from petseg import processes
+from bench.processes import free_port
 from petseg.synthetic import make_synthetic_pet
 
 LIMIT_MB = 0.1  # Far less than the requests below write, so the limit must delete files.
@@ -34,7 +34,7 @@ def served_app(tmp_path, trained_checkpoint, monkeypatch):
     copy_checkpoint(trained_checkpoint.checkpoint_path, weights_dir / "tiny.keras")
     demo = build_app(weights_dir, tmp_path / "runs", allow_training=False)
     demo.queue()
-    demo.launch(server_name="127.0.0.1", server_port=processes.free_port(), prevent_thread_lock=True, quiet=True,
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                 **launch_options(tmp_path / "runs", cache_limit_mb=LIMIT_MB))
     try:
         yield demo, tmp_path / "cache"
