@@ -151,10 +151,11 @@ class Predictor:
                 raise ValueError(f"the export does not take {model_input.shape}: {error}") from None
             return self.interpreter.get_tensor(self.output_index)[0]  # get_tensor returns a copy.
 
-    def predict(self, photo: np.ndarray) -> np.ndarray:
-        """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo."""
-        height, width = photo.shape[:2]
-        rows, columns = input_shape(height, width, self.image_size, self.any_size)
+    def predict(self, photo: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Class probabilities (height, width, 3) float32 for an RGB uint8 photo, at ``size`` (height, width) if
+        given, else at the photo's own size."""
+        height, width = size or photo.shape[:2]
+        rows, columns = input_shape(*photo.shape[:2], self.image_size, self.any_size)
         probabilities = smooth_probabilities(self.run(resize_photo(photo, rows, columns)))
         return resize_probabilities(probabilities, height, width)
 
@@ -180,8 +181,10 @@ def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> P
         return _predictors[key]
 
 
-def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo (maybe read-only).
+def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None,
+                          size: tuple[int, int] | None = None) -> np.ndarray:
+    """Class probabilities (height, width, 3) float32 at the photo's size, or at ``size`` (height, width), for an
+    RGB uint8 photo (maybe read-only): a shrunk photo's probabilities can go straight to the full photo's size.
 
     ``checkpoint`` is a name in the weights folder or a loaded checkpoint. Decode uploads with
     ``petseg.photos.load_photo`` first; it turns any supported file (grayscale, CMYK, ...) into such an array.
@@ -189,4 +192,4 @@ def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.P
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 photo of shape (height, width, 3), got {image.shape} {image.dtype}.")
-    return get_predictor(checkpoint, weights_dir).predict(image)
+    return get_predictor(checkpoint, weights_dir).predict(image, size)

@@ -25,7 +25,7 @@ from conftest import copy_checkpoint
 from tests.corpus import EXPECTED, bad_inputs
 
 # Outputs of PredictHandlers.predict, in order.
-CLASS_MAP, CONFIDENCE, SLIDER, CUTOUT_FILE, AREAS, STATUS = range(6)
+CLASS_MAP, CONFIDENCE, SLIDER, AREAS, STATUS = range(5)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_predict_handles_every_corpus_file(handlers, tmp_path):
             outputs = predict(handlers, str(path), "tiny")
             photo, layers = outputs[CLASS_MAP]
             assert image_size(photo) == expected[1::-1] and image_size(layers[0][0]) == expected[1::-1], name
-            with Image.open(outputs[CUTOUT_FILE]) as cutout:
+            with Image.open(handlers.cutout(str(path), "tiny")) as cutout:
                 assert cutout.mode == "RGBA" and cutout.size == expected[1::-1], name
 
 
@@ -103,10 +103,30 @@ def test_predict_shows_the_classes_before_the_matte(handlers, photo_path, model_
     assert len(model_calls) == 1
     # The first pictures go out without waiting for the matte; the cutout follows in the final value.
     assert first[CLASS_MAP] is not None and first[CONFIDENCE] is not None and first[AREAS] is not None
-    assert first[SLIDER] is None and first[CUTOUT_FILE] is None and "matting the cutout" in first[STATUS]
+    assert first[SLIDER] is None and "matting the cutout" in first[STATUS]
     assert final[CLASS_MAP] == first[CLASS_MAP] and "cutout matted in" in final[STATUS]
     photo, cutout = final[SLIDER]
-    assert cutout == final[CUTOUT_FILE] and photo == final[CLASS_MAP][0]
+    assert photo == final[CLASS_MAP][0] and Image.open(cutout).mode == "RGBA"
+
+
+def test_a_large_photo_is_shown_at_screen_size_and_cut_out_at_full_size_once(handlers, tmp_path, model_calls):
+    from petseg.synthetic import make_synthetic_pet
+
+    path = tmp_path / "phone.jpg"
+    make_synthetic_pet(np.random.default_rng(0), 2000, 1500)[0].save(path, quality=90)
+    outputs = predict(handlers, str(path), "tiny")
+    photo, layers = outputs[CLASS_MAP]
+    assert image_size(photo) == image_size(layers[0][0]) == image_size(outputs[CONFIDENCE]) == (1600, 1200)
+    assert Path(photo).suffix == Path(outputs[CONFIDENCE]).suffix == ".jpg"  # PNG only where alpha is needed.
+    assert image_size(outputs[SLIDER][1]) == (1600, 1200) and "(2000x1500 px)" in outputs[STATUS]
+    cutout = handlers.cutout(str(path), "tiny")
+    with Image.open(cutout) as image:
+        assert image.mode == "RGBA" and image.size == (2000, 1500)
+        # Cut along the class map's mask: the same pet share, at full size.
+        pet_share = np.mean(np.asarray(image)[..., 3] > 0)
+    assert pet_share == pytest.approx(outputs[AREAS]["pet"] + outputs[AREAS]["border"], abs=0.01)
+    calls = len(model_calls)
+    assert handlers.cutout(str(path), "tiny") == cutout and len(model_calls) == calls  # Made once.
 
 
 def test_predict_honours_exif_orientation(handlers, tmp_path):
@@ -121,11 +141,11 @@ def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
     for path in (photo, outputs[CONFIDENCE], *(path for path, _ in layers)):
         assert image_size(path) == (100, 75)
     # Each pixel is in exactly one class layer.
-    coverage = sum(np.asarray(Image.open(path))[..., 3] > 0 for path, _ in layers)
+    coverage = sum(np.asarray(Image.open(path).convert("RGBA"))[..., 3] > 0 for path, _ in layers)
     assert np.all(coverage == 1)
     assert sum(outputs[AREAS].values()) == pytest.approx(1.0)
     assert "**Rex at home.png** (100x75 px) with **tiny**" in outputs[STATUS]
-    cutout = Path(outputs[CUTOUT_FILE])
+    cutout = Path(handlers.cutout({"path": str(photo_path), "orig_name": "Rex at home.png"}, "tiny"))
     assert cutout.name == "Rex_at_home-cutout.png"
     with Image.open(cutout) as image:
         assert image.mode == "RGBA" and image.size == (100, 75)
@@ -133,7 +153,8 @@ def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
 
 def test_empty_input_clears_the_outputs(handlers):
     (outputs,) = handlers.predict(None, "tiny")
-    assert outputs[CLASS_MAP] is None and outputs[CUTOUT_FILE] is None and "Upload a photo" in outputs[STATUS]
+    assert outputs[CLASS_MAP] is None and "Upload a photo" in outputs[STATUS]
+    assert handlers.cutout(None, "tiny") is None
 
 
 def test_pasted_data_url_is_decoded(handlers, photo_path):
@@ -293,8 +314,8 @@ def test_handlers_send_every_image_as_a_file_of_its_own(handlers, photo_path):
     compared = handlers.compare(str(photo_path), "tiny", "tiny")
 
     def files(outputs: tuple) -> list[str]:
-        (photo, layers), confidence, slider, cutout = outputs[:4]
-        return [photo, *(path for path, _ in layers), confidence, *slider, cutout]
+        (photo, layers), confidence, slider = outputs[:3]
+        return [photo, *(path for path, _ in layers), confidence, *slider]
 
     for value in (*files(first), *compared):
         assert not isinstance(value, (np.ndarray, Image.Image)), type(value)
