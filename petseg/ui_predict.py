@@ -1,4 +1,4 @@
-"""The Predict and Compare tabs: a photo through one or two checkpoints, shown with gradio's own components.
+"""The Predict, Compare and Batch tabs: a photo through one or two checkpoints, or many photos through one.
 
 ``gr.AnnotatedImage`` shows the classes over the photo (legend and hover highlight drawn by gradio) and
 ``gr.ImageSlider`` puts the photo against its matted cutout. ``PredictHandlers.predict`` is a generator: the class
@@ -21,6 +21,7 @@ import gradio as gr
 from gradio.components.annotated_image import AnnotatedImageData, Annotation
 from gradio.data_classes import FileData
 
+from petseg.batch import MAX_PHOTOS, BatchError, cut_out_batch
 from petseg.checkpoints import CheckpointError, default_checkpoint, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE
 from petseg.photos import PhotoError
@@ -32,6 +33,8 @@ EXAMPLES_DIR = ROOT / "examples"
 IMAGE_HEIGHT = 340
 COLOR_MAP = {name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in zip(CLASS_NAMES, PALETTE)}
 NO_PHOTO_MESSAGE = "Upload a photo, paste one, or pick an example."
+NO_BATCH_MESSAGE = (f"Drop up to {MAX_PHOTOS} photos, or a .zip of photos, then press **Cut out every photo**: you "
+                    "get one .zip of full-resolution transparent PNGs and a CSV of each photo's class shares.")
 NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: train one in the Training tab or with "
                          "`python train.py`, then pick it here.")
 
@@ -84,7 +87,7 @@ def readable_errors() -> Iterator[None]:
     """Turn the layer below's ``PhotoError`` and ``CheckpointError`` into a readable ``gr.Error``."""
     try:
         yield
-    except (PhotoError, CheckpointError) as error:
+    except (PhotoError, CheckpointError, BatchError) as error:
         raise gr.Error(str(error), print_exception=False) from None
 
 
@@ -140,6 +143,22 @@ class PredictHandlers:
         except gr.Error as error:
             gr.Warning(error.message)
             yield None, None, None, None, error.message
+
+    def batch(self, files: list[str] | None, checkpoint: str | None, progress: gr.Progress = gr.Progress()
+              ) -> tuple:
+        """Cut out many photos (files or .zip files): returns the gallery, the .zip of cutouts, the CSV and status."""
+        if not files:
+            return None, None, None, NO_BATCH_MESSAGE
+        name = self.require_checkpoint(checkpoint)
+
+        def report(done: int, total: int, photo: str) -> None:
+            progress((done, total), desc=f"Cutting out {photo}" if photo else "Writing the .zip", unit="photos")
+
+        with readable_errors():
+            result = cut_out_batch(self.segmenter, files, name, report)
+        status = f"Cut out **{result.photos - result.failed}** of {result.photos} photos with **{name}**"
+        failed = f"; {result.failed} could not be used (their errors are in the CSV)." if result.failed else "."
+        return result.gallery, result.zip_path, result.csv_path, status + failed
 
     def describe_checkpoint(self, checkpoint: str | None) -> str:
         """The card under the checkpoint dropdown; an unavailable checkpoint also raises a warning with its reason."""
@@ -275,3 +294,24 @@ def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdo
         trigger(handlers.compare, [photo, first, second], outputs, api_visibility="private", preprocess=False,
                 concurrency_id="model", trigger_mode="always_last")
     return first, second
+
+
+def build_batch_tab(handlers: PredictHandlers) -> gr.Dropdown:
+    """The Batch tab: many photos in, a gallery of cutouts, a .zip of them and a CSV out; returns its dropdown."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            files = gr.File(label="Pet photos, or a .zip of photos", file_count="multiple", type="filepath",
+                            elem_id="batch-files")
+            checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint",
+                                             default_checkpoint(handlers.weights_dir))
+            button = gr.Button("Cut out every photo", variant="primary", elem_id="batch-start")
+        with gr.Column(scale=2):
+            status = gr.Markdown(NO_BATCH_MESSAGE, elem_id="batch-status")
+            gallery = gr.Gallery(label="Cutouts", columns=4, height=IMAGE_HEIGHT, object_fit="contain",
+                                 elem_id="batch-gallery")
+            with gr.Row():
+                archive = gr.File(label="All cutouts: full-resolution transparent PNGs (.zip)", elem_id="batch-zip")
+                table = gr.File(label="Class shares per photo (CSV)", elem_id="batch-csv")
+    button.click(handlers.batch, [files, checkpoint], [gallery, archive, table, status], api_name="batch",
+                 concurrency_id="model")
+    return checkpoint

@@ -191,6 +191,41 @@ def test_compare_reports_agreement(handlers, photo_path):
     assert first_map[1][0][0] != second_map[1][0][0], "the two checkpoints' layers share a file"
 
 
+def test_batch_cuts_out_photos_and_zips_and_keeps_bad_files_as_rows(handlers, photo_path, tmp_path):
+    import csv
+    import zipfile
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a photo")
+    bundle = tmp_path / "more.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.write(photo_path, "folder/My cat.png")  # The same name as the first photo: renamed.
+    gallery, zip_path, csv_path, status = handlers.batch([str(photo_path), str(bad), str(bundle)], "tiny")
+    assert len(gallery) == 2 and "**2** of 3 photos" in status and "1 could not be used" in status
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.namelist() == ["My cat.png", "My cat-2.png"]
+        with archive.open("My cat.png") as member, Image.open(member) as cutout:
+            assert cutout.mode == "RGBA" and cutout.size == (100, 75)
+    with open(csv_path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["file"] for row in rows] == ["My cat.png", "notes.txt", "My cat.png"]
+    assert "not an image" in rows[1]["error"] and rows[1]["cutout"] == ""
+    shares = [float(rows[0][f"{name} %"]) for name in CLASS_NAMES]
+    assert sum(shares) == pytest.approx(100.0, abs=0.05)
+
+
+def test_batch_limits_give_readable_errors(handlers, photo_path, monkeypatch):
+    import petseg.batch
+
+    assert handlers.batch(None, "tiny")[-1].startswith("Drop up to")
+    monkeypatch.setattr(petseg.batch, "MAX_PHOTOS", 2)
+    with pytest.raises(gr.Error, match="at most 2 photos; this one has 3"):
+        handlers.batch([str(photo_path)] * 3, "tiny")
+    monkeypatch.setattr(petseg.batch, "MAX_TOTAL_BYTES", 10)
+    with pytest.raises(gr.Error, match="at most 0 MB of photos"):
+        handlers.batch([str(photo_path)], "tiny")
+
+
 def test_list_checkpoints_endpoint(handlers):
     listed = {entry["name"]: entry for entry in handlers.list_checkpoints()}
     assert listed["tiny"]["available"] and not listed["broken"]["available"]
@@ -347,7 +382,7 @@ def test_app_refuses_a_runs_folder_that_would_serve_every_file(capsys):
 def test_build_app_names_its_endpoints(weights_dir, tmp_path):
     demo = build_app(weights_dir, tmp_path / "runs", allow_training=False)
     api_names = {function.api_name for function in demo.fns.values()}
-    assert {"predict", "compare", "list_checkpoints"} <= api_names
+    assert {"predict", "cutout", "batch", "compare", "list_checkpoints"} <= api_names
     start = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "start-training")
     assert start.parent.visible is False  # Training is off: the start controls are hidden.
     assert not list(Path(petseg.segmentation.__file__).parent.glob("*.pyi")), "gradio wrote a stub into petseg/"
