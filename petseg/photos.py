@@ -1,16 +1,13 @@
 """Decode user uploads into upright RGB photos, safely.
 
-`load_photo` is the one entry point: it accepts a path, raw bytes, a PIL image or a numpy array
-and returns a C-contiguous ``uint8`` array shaped ``(height, width, 3)``. Anything it cannot use
-raises `PhotoError`, whose message is a short sentence that can be shown to a user as is.
+`load_photo` is the one entry point (`decode_photo` when a screen-sized photo will do): it accepts a path, raw
+bytes, a PIL image or a numpy array and returns a C-contiguous ``uint8`` array shaped ``(height, width, 3)``.
+Anything it cannot use raises `PhotoError`, whose message is a short sentence that can be shown to a user as is.
 
 >>> import numpy as np
->>> from petseg.photos import describe_photo, load_photo
 >>> photo = load_photo(np.zeros((375, 500), dtype=np.uint8))
 >>> photo.shape, photo.dtype
 ((375, 500, 3), dtype('uint8'))
->>> describe_photo(photo)
-'500x375 px'
 """
 
 from __future__ import annotations
@@ -112,19 +109,6 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
     raise PhotoError(f"Cannot read a photo from a {type(source).__name__}.")
 
 
-
-
-def describe_photo(array: np.ndarray) -> str:
-    """Return the size of an image array as ``"<width>x<height> px"``.
-
-    >>> import numpy as np
-    >>> describe_photo(np.zeros((375, 500, 3), dtype=np.uint8))
-    '500x375 px'
-    """
-    if not isinstance(array, np.ndarray) or array.ndim < 2:
-        raise ValueError(f"Expected an image array with at least 2 dimensions, got {type(array).__name__}.")
-    height, width = array.shape[:2]
-    return f"{width}x{height} px"
 
 
 def _decode_file(path: Path, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:

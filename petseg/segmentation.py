@@ -133,14 +133,10 @@ def photo_digest(upload: PhotoSource) -> str:
     """A SHA-256 of an upload's bytes (a file's content, not its name), to recognise the same photo again."""
     if isinstance(upload, (str, os.PathLike)):
         try:
-            return hashlib.sha256(Path(upload).read_bytes()).hexdigest()
+            upload = Path(upload).read_bytes()
         except OSError:
             return f"unreadable:{upload}"  # load_photo will explain.
-    if isinstance(upload, np.ndarray):
-        return hashlib.sha256(np.ascontiguousarray(upload).tobytes() + repr(upload.shape).encode()).hexdigest()
-    if isinstance(upload, Image.Image):
-        return hashlib.sha256(upload.tobytes() + repr(upload.size).encode()).hexdigest()
-    return hashlib.sha256(bytes(upload)).hexdigest()
+    return hashlib.sha256(upload if isinstance(upload, (bytes, bytearray)) else np.asarray(upload).tobytes()).hexdigest()
 
 
 def class_layers(mask: np.ndarray) -> list[tuple[Image.Image, str]]:
