@@ -56,6 +56,8 @@ class Pictures:
     size: str  # The photo's full size, "<width>x<height> px".
     seconds: float  # Model time, decoding excluded.
     name: str | None  # The upload's name, for file names.
+    key: tuple  # The photo's content and the checkpoint: what a full-resolution cutout is remembered by.
+    full_size: bool  # Whether the photo is shown at its own size.
 
 
 @dataclasses.dataclass
@@ -83,25 +85,31 @@ class Segmenter:
         """
         photo, (width, height) = decode_photo(upload, max_side=SCREEN_SIDE)
         probabilities, seconds = self._predict(photo, checkpoint)
+        key = self._cutout_key(upload, checkpoint, name)
         mask = probabilities.argmax(axis=-1).astype(np.uint8)
         photo_file = self.outputs.write(photo, name, "photo.jpg")
         layers = [(self.outputs.write(layer, name, f"{label}.png"), label) for layer, label in class_layers(mask)]
         return Pictures(photo=photo, mask=mask, class_map=(photo_file, layers),
                         confidence=self.outputs.write(confidence_map(probabilities), name, "confidence.jpg"),
-                        areas=class_areas(mask), size=f"{width}x{height} px", seconds=seconds, name=name)
+                        areas=class_areas(mask), size=f"{width}x{height} px", seconds=seconds, name=name, key=key,
+                        full_size=photo.shape[:2] == (height, width))
 
     def screen_cutout(self, pictures: Pictures) -> tuple[str, float]:
-        """The matted cutout of ``pictures``' photo at screen size (a PNG) and its seconds."""
+        """The matted cutout of ``pictures``' photo at screen size (a PNG) and its seconds; for a photo shown at
+        its own size it is the full-resolution cutout too."""
         started = time.perf_counter()
-        cutout = matting.cutout(pictures.photo, pictures.mask)
-        return self.outputs.write(cutout, pictures.name, "cutout.png"), time.perf_counter() - started
+        path = self.outputs.write(matting.cutout(pictures.photo, pictures.mask), pictures.name, "cutout.png")
+        seconds = time.perf_counter() - started
+        if pictures.full_size:
+            self._remember(pictures.key, Cutout(path, pictures.areas, seconds))
+        return path, seconds
 
     def full_cutout(self, upload: PhotoSource, checkpoint: str, name: str | None = None) -> Cutout:
         """The matted cutout at the photo's full resolution, made once per photo and checkpoint.
 
         Its mask is the class map's: the model sees the same screen-sized photo, its probabilities go to full size.
         """
-        key = (photo_digest(upload), checkpoint, repr(get_predictor(checkpoint, self.weights_dir).checkpoint.sidecar))
+        key = self._cutout_key(upload, checkpoint, name)
         with self._cutouts_lock:
             known = self._cutouts.get(key)
         if known is not None and Path(known.path).is_file():
@@ -114,11 +122,20 @@ class Segmenter:
         cutout = matting.cutout(photo, mask)
         result = Cutout(self.outputs.write(cutout, name, "cutout.png"), class_areas(mask),
                         time.perf_counter() - started)
+        self._remember(key, result)
+        return result
+
+    def _cutout_key(self, upload: PhotoSource, checkpoint: str, name: str | None) -> tuple:
+        """What a cutout is remembered by: the photo's bytes and name, the checkpoint's name and current sidecar."""
+        sidecar = get_predictor(checkpoint, self.weights_dir).checkpoint.sidecar
+        return photo_digest(upload), name, checkpoint, repr(sidecar)
+
+    def _remember(self, key: tuple, cutout: Cutout) -> None:
+        """Keep ``cutout`` for ``key``, forgetting the oldest beyond ``KEEP_CUTOUTS``."""
         with self._cutouts_lock:
-            self._cutouts[key] = result
+            self._cutouts[key] = cutout
             while len(self._cutouts) > KEEP_CUTOUTS:
                 self._cutouts.popitem(last=False)
-        return result
 
     def _predict(self, photo: np.ndarray, checkpoint: str, size: tuple[int, int] | None = None
                  ) -> tuple[np.ndarray, float]:
@@ -136,7 +153,8 @@ def photo_digest(upload: PhotoSource) -> str:
             upload = Path(upload).read_bytes()
         except OSError:
             return f"unreadable:{upload}"  # load_photo will explain.
-    return hashlib.sha256(upload if isinstance(upload, (bytes, bytearray)) else np.asarray(upload).tobytes()).hexdigest()
+    data = upload if isinstance(upload, (bytes, bytearray)) else np.asarray(upload).tobytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 def class_layers(mask: np.ndarray) -> list[tuple[Image.Image, str]]:

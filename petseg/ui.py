@@ -2,9 +2,9 @@
 
 This module builds the page (header, theme, tabs) and the ``launch()`` options. The tabs live beside it:
 ``petseg.ui_predict`` (Predict, Compare and Batch: one photo through one or two checkpoints, or many photos) and
-``petseg.ui_training`` (start and watch training runs). These three are the only modules that import gradio; they turn the results and
-errors of ``petseg.segmentation`` and ``petseg.launcher`` into what the page shows. Every user mistake becomes a
-readable ``gr.Error`` or ``gr.Warning``, never a traceback.
+``petseg.ui_training`` (start and watch training runs). These three are the only modules that import gradio; they
+turn the results and errors of ``petseg.segmentation`` and ``petseg.launcher`` into what the page shows. Every
+user mistake becomes a readable ``gr.Error`` or ``gr.Warning``, never a traceback.
 
     from petseg.ui import build_app, launch_options
     demo = build_app()

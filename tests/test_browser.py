@@ -3,7 +3,8 @@
 One test walks the whole story a user would: upload a 12-megapixel phone photo, see the class map and the confidence
 at screen size, then the matted cutout in the photo | cutout slider and the full-resolution cutout's download, hover
 a class in the legend, switch checkpoints, cut out three photos in the Batch tab, train two epochs on synthetic data
-while watching them arrive, and find the new checkpoint in the dropdown. With PETSEG_UPDATE_SCREENSHOTS=1 it refreshes docs/screenshots/ on the way. Skipped without Chromium or Playwright.
+while watching them arrive, and find the new checkpoint in the dropdown. With PETSEG_UPDATE_SCREENSHOTS=1 it
+refreshes docs/screenshots/ on the way. Skipped without Chromium or Playwright.
 """
 
 from __future__ import annotations

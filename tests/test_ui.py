@@ -107,6 +107,8 @@ def test_predict_shows_the_classes_before_the_matte(handlers, photo_path, model_
     assert final[CLASS_MAP] == first[CLASS_MAP] and "cutout matted in" in final[STATUS]
     photo, cutout = final[SLIDER]
     assert photo == final[CLASS_MAP][0] and Image.open(cutout).mode == "RGBA"
+    # Shown at its own size, the slider's cutout is the full-resolution one: not matted again.
+    assert handlers.cutout(str(photo_path), "tiny") == cutout and len(model_calls) == 1
 
 
 def test_a_large_photo_is_shown_at_screen_size_and_cut_out_at_full_size_once(handlers, tmp_path, model_calls):
