@@ -8,10 +8,13 @@ Parts:
    entry at full size and of closed-form at reduced size (``--reduced`` pixels, guided-filter upsampling), beside
    the old cutout (alpha = pet + half border probability). Median seconds of ``--repeats`` runs each, alpha
    estimation only. ``--picture`` writes the side-by-side picture (each cutout over a plain colour).
-2. The app's cutout (``segmentation.matted_cutout``: matte, foreground colours) p50 for a 500x375 photo and a
-   12-megapixel one (chelsea.jpg scaled to 4000x3000).
+2. The cutout (``matting.cutout``: matte, foreground colours) p50 at full size for a 500x375 photo and a
+   12-megapixel one (the middle of examples/Bengal_1.jpg scaled to each, saved as JPEG quality 92).
 3. Time to the first picture: ``PredictHandlers.predict`` from the call to its first yield (class map,
-   confidence, areas written) and to its last (cutout written), same photos.
+   confidence, areas written), to its last (screen-sized cutout written) and to the full-resolution cutout
+   (``PredictHandlers.cutout``, which the page asks for next), same photos.
+4. The same photos through the ``/predict`` API endpoint (gradio_client against the app built in this process,
+   files uploaded and downloaded), and the ``/cutout`` call after it.
 """
 
 from __future__ import annotations
@@ -99,41 +102,80 @@ def draw_picture(cells: list[list[tuple[str, np.ndarray]]], path: Path, width: i
 
 
 def cutout_times(photos: dict[str, np.ndarray], checkpoint: str, weights_dir: Path, repeats: int) -> dict:
-    """p50 seconds of the app's cutout (matte and colours) per photo."""
-    from petseg.segmentation import matted_cutout
-
+    """p50 seconds of the app's cutout (``matting.cutout``: matte and colours) per photo, at its full size."""
     results = {}
     for name, photo in photos.items():
         _, mask = predicted(photo, checkpoint, weights_dir)
-        results[name] = timed(lambda: matted_cutout(photo, mask), repeats)[0]
+        results[name] = timed(lambda: matting.cutout(photo, mask), repeats)[0]
         print(f"cutout p50 {name}: {results[name] * 1000:.0f} ms", flush=True)
     return results
 
 
 def first_picture_times(photos: dict[str, np.ndarray], checkpoint: str, weights_dir: Path, repeats: int) -> dict:
-    """Median seconds from ``predict`` to its first yield and to its last, per photo (saved as PNG first)."""
+    """Median seconds from ``predict`` to its first yield (class map), to its last (screen-sized cutout) and to
+    the full-resolution cutout after it (``cutout``, from a fresh cache each run), per photo saved as a JPEG."""
     from petseg.segmentation import OutputFolder
     from petseg.ui_predict import PredictHandlers
 
     folder = Path(tempfile.mkdtemp(prefix="petseg-bench-matting-"))
-    handlers = PredictHandlers(weights_dir, OutputFolder(folder / "outputs"))
     results = {}
-    for name, photo in photos.items():
-        path = folder / f"{name}.jpg"
-        Image.fromarray(photo).save(path, quality=92)
-        firsts, lasts = [], []
+    for name, path in save_photos(photos, folder).items():
+        runs = []
         for _ in range(repeats):
+            handlers = PredictHandlers(weights_dir, OutputFolder(folder / "outputs"))
             started = time.perf_counter()
             steps = handlers.predict(str(path), checkpoint)
             next(steps)
-            firsts.append(time.perf_counter() - started)
+            run = [time.perf_counter() - started]
             for _ in steps:
                 pass
-            lasts.append(time.perf_counter() - started)
-        results[name] = (statistics.median(firsts), statistics.median(lasts))
-        print(f"first picture {name}: {results[name][0] * 1000:.0f} ms, cutout {results[name][1] * 1000:.0f} ms",
-              flush=True)
+            run.append(time.perf_counter() - started)
+            handlers.cutout(str(path), checkpoint)
+            runs.append(run + [time.perf_counter() - started])
+        results[name] = [statistics.median(column) for column in zip(*runs)]
+        print(f"handler {name}: first picture {results[name][0] * 1000:.0f} ms, screen cutout "
+              f"{results[name][1] * 1000:.0f} ms, full-resolution cutout {results[name][2] * 1000:.0f} ms", flush=True)
     return results
+
+
+def api_times(photos: dict[str, np.ndarray], checkpoint: str, weights_dir: Path, repeats: int) -> dict:
+    """Median seconds of a ``/predict`` call through gradio_client (files uploaded and downloaded) against the
+    app built in this process, per photo saved as a JPEG, and of the ``/cutout`` call the page makes after it."""
+    from gradio_client import Client, handle_file
+
+    from petseg.ui import build_app
+
+    folder = Path(tempfile.mkdtemp(prefix="petseg-bench-api-"))
+    demo = build_app(weights_dir, folder / "runs", allow_training=False)
+    demo.queue().launch(prevent_thread_lock=True, quiet=True)
+    client = Client(demo.local_url, verbose=False, download_files=str(folder / "downloads"))
+    results = {}
+    try:
+        for name, path in save_photos(photos, folder).items():
+            client.predict(handle_file(str(path)), checkpoint, api_name="/predict")  # Not counted: uploads once.
+            runs = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                client.predict(handle_file(str(path)), checkpoint, api_name="/predict")
+                runs.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            # Made here, once: an API client's /predict does not chain /cutout as the page does.
+            client.predict(handle_file(str(path)), checkpoint, api_name="/cutout")
+            results[name] = (statistics.median(runs), time.perf_counter() - started)
+            print(f"/predict {name}: {results[name][0] * 1000:.0f} ms, then /cutout {results[name][1] * 1000:.0f} ms",
+                  flush=True)
+    finally:
+        demo.close()
+    return results
+
+
+def save_photos(photos: dict[str, np.ndarray], folder: Path) -> dict[str, Path]:
+    """Each photo as a JPEG (quality 92, like a phone's) in ``folder``."""
+    paths = {}
+    for name, photo in photos.items():
+        paths[name] = folder / f"{name.replace(' ', '_')}.jpg"
+        Image.fromarray(photo).save(paths[name], quality=92)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reduced", type=int, default=60_000, help="pixels of the reduced-size closed-form run")
     parser.add_argument("--picture", help="write the side-by-side picture here (PNG)")
-    parser.add_argument("--only", default="methods,cutout,first", help="comma-separated parts")
+    parser.add_argument("--only", default="methods,cutout,first,api", help="comma-separated parts")
     args = parser.parse_args(argv)
     from petseg.checkpoints import default_checkpoint
     from petseg.photos import load_photo
@@ -152,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint or default_checkpoint(weights_dir)
     print(f"matting warm-up (pymatting import, numba cache): {matting.warm_up():.1f} s", flush=True)
     examples = {path.stem: load_photo(str(path)) for path in sorted((ROOT / "examples").glob("*.jpg"))}
-    chelsea = examples["chelsea"]
-    sizes = {"500x375": examples["cartoon_cat"],
-             "12 MP": np.asarray(Image.fromarray(chelsea).resize((4000, 3000), Image.BICUBIC))}
+    # The Bengal cat's landscape middle (600x450), at the data set's usual size and at a phone's 12 megapixels.
+    bengal = Image.fromarray(examples["Bengal_1"][200:650])
+    sizes = {"500x375": np.asarray(bengal.resize((500, 375), Image.BICUBIC)),
+             "12 MP": np.asarray(bengal.resize((4032, 3024), Image.BICUBIC))}
     parts = set(args.only.split(","))
     if "methods" in parts:
         rows, cells = compare_methods(examples, checkpoint, weights_dir, args.repeats, args.reduced)
@@ -166,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         cutout_times(sizes, checkpoint, weights_dir, args.repeats)
     if "first" in parts:
         first_picture_times(sizes, checkpoint, weights_dir, args.repeats)
+    if "api" in parts:
+        api_times(sizes, checkpoint, weights_dir, args.repeats)
     return 0
 
 

@@ -6,7 +6,7 @@ sidecar) in one interpreter per checkpoint, loaded once. A U-Net's export takes 
 its aspect ratio: shorter side at the model's size, longer side in proportion (``input_shape``), which on the
 validation split beat squashing it to a square (README's experiment table); a new input shape only reallocates
 the interpreter's tensors (about 2 ms), never converts or traces. DeepLab's export is fixed at its square size.
-Around it, Pillow resizes the photo in with antialiased bilinear
+Around it, Pillow resizes the photo in with antialiased bilinear, one channel per call
 (the resize training and evaluation use, ``petseg.resize.resize_image``, to float rounding) and the probabilities,
 not the argmax, smoothed at the model's resolution (``smooth_probabilities``), back to the photo's size with
 bilinear (antialiased when the photo is smaller than the model's input). Neither TensorFlow nor Keras is imported
@@ -36,41 +36,39 @@ MAX_ASPECT = 3.0  # The longest input side, in shorter sides.
 
 
 def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a float32 (rows, columns) array with Pillow's antialiased bilinear ("F" images keep floats)."""
+    """Resize a uint8 or float32 (rows, columns) array to float32 with Pillow's antialiased bilinear ("F" images
+    keep floats; Pillow resizes both axes in one call)."""
     if planes.shape == (height, width):
-        return planes
-    return np.asarray(Image.fromarray(planes).resize((width, height), Image.Resampling.BILINEAR))
+        return planes.astype(np.float32, copy=False)
+    image = Image.fromarray(np.ascontiguousarray(planes))
+    return np.asarray((image if image.mode == "F" else image.convert("F")).resize((width, height),
+                                                                                 Image.Resampling.BILINEAR))
+
+
+def resize_channels(image: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """A (height, width, channels) uint8 or float32 array resized to float32 (rows, columns, channels), one Pillow
+    call per channel: no transposes, and no float copy of a uint8 photo."""
+    resized = np.empty((rows, columns, image.shape[2]), np.float32)
+    for channel in range(image.shape[2]):
+        resized[..., channel] = resize_planes(image[..., channel], columns, rows)
+    return resized
 
 
 def resize_photo(photo: np.ndarray, rows: int, columns: int) -> np.ndarray:
     """An RGB uint8 photo as the model's float32 (rows, columns, 3) input in [0, 1]: antialiased bilinear.
 
-    Rows first, with the channels side by side in one float image, then columns with each channel's rows one under
-    another: two Pillow calls, each resizing one axis only.
-
     >>> model_input = resize_photo(np.full((3, 5, 3), 255, np.uint8), 4, 6)
     >>> model_input.shape, model_input.dtype, float(model_input.min())
     ((4, 6, 3), dtype('float32'), 1.0)
     """
-    height, width, channels = photo.shape
-    resized_rows = resize_planes(photo.reshape(height, width * channels).astype(np.float32), width * channels, rows)
-    planes = np.ascontiguousarray(resized_rows.reshape(rows, width, channels).transpose(0, 2, 1))
-    resized = resize_planes(planes.reshape(rows * channels, width), columns, rows * channels)
-    model_input = np.ascontiguousarray(resized.reshape(rows, channels, columns).transpose(0, 2, 1))
-    return np.clip(model_input * np.float32(1 / 255), 0.0, 1.0)
+    model_input = resize_channels(photo, rows, columns)
+    model_input *= np.float32(1 / 255)
+    return np.clip(model_input, 0.0, 1.0, out=model_input)
 
 
 def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-class probabilities (rows, columns, classes) to (height, width, classes): columns, then rows, bilinear.
-
-    The result may be read-only (Pillow's buffer, not copied again): nothing in the request path writes to it.
-    """
-    rows, columns, classes = probabilities.shape
-    planes = np.ascontiguousarray(probabilities.transpose(0, 2, 1)).reshape(rows * classes, columns)
-    planes = resize_planes(planes, width, rows * classes)
-    resized = np.ascontiguousarray(planes.reshape(rows, classes, width).transpose(0, 2, 1))
-    resized = resize_planes(resized.reshape(rows, width * classes), width * classes, height)
-    return resized.reshape(height, width, classes)
+    """Per-class probabilities (rows, columns, classes) to (height, width, classes) with bilinear."""
+    return resize_channels(probabilities, height, width)
 
 
 def smooth_probabilities(probabilities: np.ndarray) -> np.ndarray:
@@ -151,10 +149,11 @@ class Predictor:
                 raise ValueError(f"the export does not take {model_input.shape}: {error}") from None
             return self.interpreter.get_tensor(self.output_index)[0]  # get_tensor returns a copy.
 
-    def predict(self, photo: np.ndarray) -> np.ndarray:
-        """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo."""
-        height, width = photo.shape[:2]
-        rows, columns = input_shape(height, width, self.image_size, self.any_size)
+    def predict(self, photo: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Class probabilities (height, width, 3) float32 for an RGB uint8 photo, at ``size`` (height, width) if
+        given, else at the photo's own size."""
+        height, width = size or photo.shape[:2]
+        rows, columns = input_shape(*photo.shape[:2], self.image_size, self.any_size)
         probabilities = smooth_probabilities(self.run(resize_photo(photo, rows, columns)))
         return resize_probabilities(probabilities, height, width)
 
@@ -185,8 +184,10 @@ def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> P
         return cached
 
 
-def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """Class probabilities (height, width, 3) float32 at the photo's size for an RGB uint8 photo (maybe read-only).
+def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.PathLike | None = None,
+                          size: tuple[int, int] | None = None) -> np.ndarray:
+    """Class probabilities (height, width, 3) float32 at the photo's size, or at ``size`` (height, width), for an
+    RGB uint8 photo (maybe read-only): a shrunk photo's probabilities can go straight to the full photo's size.
 
     ``checkpoint`` is a name in the weights folder or a loaded checkpoint. Decode uploads with
     ``petseg.photos.load_photo`` first; it turns any supported file (grayscale, CMYK, ...) into such an array.
@@ -194,4 +195,4 @@ def predict_probabilities(image: np.ndarray, checkpoint, weights_dir: str | os.P
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 photo of shape (height, width, 3), got {image.shape} {image.dtype}.")
-    return get_predictor(checkpoint, weights_dir).predict(image)
+    return get_predictor(checkpoint, weights_dir).predict(image, size)

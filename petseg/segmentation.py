@@ -1,9 +1,11 @@
-"""One photo through one checkpoint, ready to show: the pictures and numbers the app's Predict and Compare tabs need.
+"""One photo through one checkpoint, ready to show: the files and numbers the app's Predict, Compare and Batch tabs
+need, made by ``Segmenter`` in one call per step.
 
-Nothing here imports gradio: ``petseg.ui_predict`` turns these results into components, and tests call them
-directly. Photos are decoded by ``petseg.photos.load_photo`` and predicted by
-``petseg.inference.predict_probabilities``; the cutout is matted by ``petseg.matting``; this module only arranges
-their results with ``petseg.visuals``.
+Nothing here imports gradio: ``petseg.ui_predict`` hands these files to components, and tests call them directly.
+The page gets screen-sized pictures (at most ``SCREEN_SIDE`` pixels on the longer side: the photo decoded at that
+size by ``petseg.photos.decode_photo``, the model's probabilities brought back to it); only the downloadable
+cutout is made at the photo's full resolution, once per photo and checkpoint. Photos are predicted by
+``petseg.inference.predict_probabilities`` and matted by ``petseg.matting``.
 
 >>> import numpy as np
 >>> [name for _, name in class_layers(np.array([[0, 1], [1, 2]], np.uint8))]
@@ -12,7 +14,9 @@ their results with ``petseg.visuals``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import hashlib
 import os
 import shutil
 import tempfile
@@ -27,56 +31,143 @@ from petseg import matting
 from petseg.checkpoints import CheckpointInfo, epochs_trained, headline_metrics, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE, PET
 from petseg.inference import get_predictor, predict_probabilities
+from petseg.photos import PhotoSource, decode_photo, load_photo
 from petseg.visuals import class_areas, confidence_map
 
-# The output folder keeps this many recent images (a /predict call writes four); older ones are deleted.
+# The output folder keeps this many recent images (a /predict call writes six); older ones are deleted.
 KEEP_OUTPUTS = 256
 # How strongly each class colour covers the photo in the class map (gradio shows the layers at 85 % opacity).
 LAYER_OPACITY = 0.6
+# Pictures the page shows are at most this many pixels on their longer side.
+SCREEN_SIDE = 1600
+# Full-resolution cutouts remembered per photo and checkpoint (their files are the output folder's).
+KEEP_CUTOUTS = 32
 
 
 @dataclasses.dataclass
-class SegmentationResult:
-    """What the model says about one photo: the first pictures the Predict tab shows, before the cutout."""
+class Pictures:
+    """What the model says about one photo, at screen size: the first pictures the Predict tab shows, as files."""
 
-    photo: np.ndarray  # (height, width, 3) uint8, upright.
-    mask: np.ndarray  # (height, width) uint8 class ids.
-    confidence: np.ndarray  # (height, width, 3) uint8, bright where the model is sure.
+    photo: np.ndarray  # (height, width, 3) uint8, upright, at most SCREEN_SIDE on the longer side.
+    mask: np.ndarray  # (height, width) uint8 class ids at the same size.
+    class_map: tuple[str, list[tuple[str, str]]]  # The photo's JPEG and a (layer PNG, class name) per class.
+    confidence: str  # A JPEG, bright where the model is sure.
     areas: dict[str, float]  # Percent of pixels per class name.
+    size: str  # The photo's full size, "<width>x<height> px".
     seconds: float  # Model time, decoding excluded.
+    name: str | None  # The upload's name, for file names.
+    key: tuple  # The photo's content and the checkpoint: what a full-resolution cutout is remembered by.
+    full_size: bool  # Whether the photo is shown at its own size.
 
 
-def segment(photo: np.ndarray, checkpoint: str, weights_dir: str | os.PathLike | None = None) -> SegmentationResult:
-    """Predict ``photo`` (an upright RGB uint8 array from ``load_photo``) with ``checkpoint`` at its own size.
+@dataclasses.dataclass
+class Cutout:
+    """The pet cut out of one photo at full resolution: a transparent PNG and the class shares it was cut along."""
 
-    Raises ``petseg.checkpoints.CheckpointError`` when the checkpoint cannot be loaded.
-    """
-    get_predictor(checkpoint, weights_dir)  # Loads and runs the export on first use: the time below is the photo's.
-    started = time.perf_counter()
-    probabilities = predict_probabilities(photo, checkpoint, weights_dir)
-    seconds = time.perf_counter() - started
-    mask = probabilities.argmax(axis=-1).astype(np.uint8)
-    return SegmentationResult(photo=photo, mask=mask, confidence=confidence_map(probabilities),
-                              areas=class_areas(mask), seconds=seconds)
+    path: str
+    areas: dict[str, float]  # Percent of pixels per class name, at full size.
+    seconds: float  # Matting time.
 
 
-def matted_cutout(photo: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-    """The pet cut out of ``photo`` along ``mask`` with a real alpha matte (``petseg.matting``), and its seconds."""
-    started = time.perf_counter()
-    cutout = matting.cutout(photo, mask)
-    return cutout, time.perf_counter() - started
+class Segmenter:
+    """Photos through checkpoints, written as files into an ``OutputFolder``; one method per step of a request."""
+
+    def __init__(self, weights_dir: str | os.PathLike | None = None, outputs: OutputFolder | None = None):
+        self.weights_dir = weights_dir
+        self.outputs = outputs or OutputFolder()
+        self._cutouts: collections.OrderedDict[tuple, Cutout] = collections.OrderedDict()
+        self._cutouts_lock = threading.Lock()
+
+    def pictures(self, upload: PhotoSource, checkpoint: str, name: str | None = None) -> Pictures:
+        """Decode ``upload`` at screen size, predict it and write the class map and confidence.
+
+        Raises ``PhotoError`` for a photo that cannot be used and ``CheckpointError`` for an unusable checkpoint.
+        """
+        photo, (width, height) = decode_photo(upload, max_side=SCREEN_SIDE)
+        probabilities, seconds = self._predict(photo, checkpoint)
+        key = self._cutout_key(upload, checkpoint, name)
+        mask = probabilities.argmax(axis=-1).astype(np.uint8)
+        photo_file = self.outputs.write(photo, name, "photo.jpg")
+        layers = [(self.outputs.write(layer, name, f"{label}.png"), label) for layer, label in class_layers(mask)]
+        return Pictures(photo=photo, mask=mask, class_map=(photo_file, layers),
+                        confidence=self.outputs.write(confidence_map(probabilities), name, "confidence.jpg"),
+                        areas=class_areas(mask), size=f"{width}x{height} px", seconds=seconds, name=name, key=key,
+                        full_size=photo.shape[:2] == (height, width))
+
+    def screen_cutout(self, pictures: Pictures) -> tuple[str, float]:
+        """The matted cutout of ``pictures``' photo at screen size (a PNG) and its seconds; for a photo shown at
+        its own size it is the full-resolution cutout too."""
+        started = time.perf_counter()
+        path = self.outputs.write(matting.cutout(pictures.photo, pictures.mask), pictures.name, "cutout.png")
+        seconds = time.perf_counter() - started
+        if pictures.full_size:
+            self._remember(pictures.key, Cutout(path, pictures.areas, seconds))
+        return path, seconds
+
+    def full_cutout(self, upload: PhotoSource, checkpoint: str, name: str | None = None) -> Cutout:
+        """The matted cutout at the photo's full resolution, made once per photo and checkpoint.
+
+        Its mask is the class map's: the model sees the same screen-sized photo, its probabilities go to full size.
+        """
+        key = self._cutout_key(upload, checkpoint, name)
+        with self._cutouts_lock:
+            known = self._cutouts.get(key)
+        if known is not None and Path(known.path).is_file():
+            return known
+        photo = load_photo(upload)
+        screen_photo, _ = decode_photo(upload, max_side=SCREEN_SIDE)
+        probabilities, _ = self._predict(screen_photo, checkpoint, size=photo.shape[:2])
+        mask = probabilities.argmax(axis=-1).astype(np.uint8)
+        started = time.perf_counter()
+        cutout = matting.cutout(photo, mask)
+        result = Cutout(self.outputs.write(cutout, name, "cutout.png"), class_areas(mask),
+                        time.perf_counter() - started)
+        self._remember(key, result)
+        return result
+
+    def _cutout_key(self, upload: PhotoSource, checkpoint: str, name: str | None) -> tuple:
+        """What a cutout is remembered by: the photo's bytes and name, the checkpoint's name and current sidecar."""
+        sidecar = get_predictor(checkpoint, self.weights_dir).checkpoint.sidecar
+        return photo_digest(upload), name, checkpoint, repr(sidecar)
+
+    def _remember(self, key: tuple, cutout: Cutout) -> None:
+        """Keep ``cutout`` for ``key``, forgetting the oldest beyond ``KEEP_CUTOUTS``."""
+        with self._cutouts_lock:
+            self._cutouts[key] = cutout
+            while len(self._cutouts) > KEEP_CUTOUTS:
+                self._cutouts.popitem(last=False)
+
+    def _predict(self, photo: np.ndarray, checkpoint: str, size: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray, float]:
+        """The checkpoint's probabilities for ``photo`` (at ``size``, default the photo's) and the model's seconds."""
+        get_predictor(checkpoint, self.weights_dir)  # Loads and runs the export on first use: not the photo's time.
+        started = time.perf_counter()
+        probabilities = predict_probabilities(photo, checkpoint, self.weights_dir, size)
+        return probabilities, time.perf_counter() - started
 
 
-def class_layers(mask: np.ndarray) -> list[tuple[np.ndarray, str]]:
-    """One RGBA picture per class, its colour where the mask has that class and clear elsewhere, with its name.
+def photo_digest(upload: PhotoSource) -> str:
+    """A SHA-256 of an upload's bytes (a file's content, not its name), to recognise the same photo again."""
+    if isinstance(upload, (str, os.PathLike)):
+        try:
+            upload = Path(upload).read_bytes()
+        except OSError:
+            return f"unreadable:{upload}"  # load_photo will explain.
+    data = upload if isinstance(upload, (bytes, bytearray)) else np.asarray(upload).tobytes()
+    return hashlib.sha256(data).hexdigest()
 
-    ``gr.AnnotatedImage`` stacks these over the photo, draws the legend and highlights a class on hover.
+
+def class_layers(mask: np.ndarray) -> list[tuple[Image.Image, str]]:
+    """One picture per class, its colour where the mask has that class and clear elsewhere, with its name.
+
+    ``gr.AnnotatedImage`` stacks these over the photo, draws the legend and highlights a class on hover. Each is a
+    two-colour palette image with a transparent entry: a PNG of it encodes about ten times faster than RGBA.
     """
     layers = []
     for class_id, (name, colour) in enumerate(zip(CLASS_NAMES, PALETTE)):
-        layer = np.zeros((*mask.shape, 4), np.uint8)
-        layer[..., :3] = colour
-        layer[..., 3] = np.where(mask == class_id, round(255 * LAYER_OPACITY), 0)
+        layer = Image.fromarray((mask == class_id).astype(np.uint8))
+        layer.putpalette([0, 0, 0, *colour])  # Entry 0 clear, entry 1 the class colour: a "P" image.
+        layer.info["transparency"] = bytes([0, round(255 * LAYER_OPACITY)])
         layers.append((layer, name))
     return layers
 
@@ -125,7 +216,7 @@ class OutputFolder:
         self.keep = keep
         self._prune_lock = threading.Lock()
 
-    def write(self, image: np.ndarray, photo_name: str | None, suffix: str) -> str:
+    def write(self, image: np.ndarray | Image.Image, photo_name: str | None, suffix: str) -> str:
         """Write ``image`` as ``<photo stem>-<suffix>`` (e.g. ``mask.png``, ``overlay.jpg``) in a new folder.
 
         The extension picks the format: PNG at the fastest zlib level (about five times faster than the default
@@ -141,8 +232,9 @@ class OutputFolder:
             raise ValueError(f"Cannot write an image called {suffix!r}: name a .png, .jpg or .jpeg file.")
         self._prune()
         path = Path(tempfile.mkdtemp(dir=self.root)) / f"{safe_stem(photo_name)}-{suffix}"
+        picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
         options = {"compress_level": 1} if image_format == "PNG" else {}
-        Image.fromarray(image).save(path, format=image_format, **options)
+        picture.save(path, format=image_format, **options)
         return str(path)
 
     def _prune(self) -> None:

@@ -1,18 +1,19 @@
-"""The PetSeg web app: Predict, Compare and Training tabs in one gradio Blocks, with named API endpoints.
+"""The PetSeg web app: Predict, Compare, Batch and Training tabs in one gradio Blocks, with named API endpoints.
 
 This module builds the page (header, theme, tabs) and the ``launch()`` options. The tabs live beside it:
-``petseg.ui_predict`` (Predict and Compare: one photo through one or two checkpoints) and ``petseg.ui_training``
-(start and watch training runs). These three are the only modules that import gradio; they turn the results and
-errors of ``petseg.segmentation`` and ``petseg.launcher`` into what the page shows. Every user mistake becomes a
-readable ``gr.Error`` or ``gr.Warning``, never a traceback.
+``petseg.ui_predict`` (Predict, Compare and Batch: one photo through one or two checkpoints, or many photos) and
+``petseg.ui_training`` (start and watch training runs). These three are the only modules that import gradio; they
+turn the results and errors of ``petseg.segmentation`` and ``petseg.launcher`` into what the page shows. Every
+user mistake becomes a readable ``gr.Error`` or ``gr.Warning``, never a traceback.
 
     from petseg.ui import build_app, launch_options
     demo = build_app()
     demo.queue().launch(**launch_options())
 
-Named endpoints: ``/predict`` (photo, checkpoint -> class map, confidence, photo and cutout, cutout file, areas,
-status; the class map and areas come first, the matted cutout a moment later), ``/compare`` and
-``/list_checkpoints``.
+Named endpoints: ``/predict`` (photo, checkpoint -> class map, confidence, photo and cutout, areas, status, all
+screen-sized; the class map and areas come first, the matted cutout a moment later), ``/cutout`` (photo,
+checkpoint -> the full-resolution transparent PNG), ``/batch`` (photos or .zip files, checkpoint -> gallery, .zip of
+cutouts, CSV of class shares, status), ``/compare`` and ``/list_checkpoints``.
 
 Disk stays bounded: every file the app hands out (uploads, and the results that ``OutputFolder`` writes inside
 gradio's cache folder, ``$GRADIO_TEMP_DIR``) is deleted once it is ``CACHE_MAX_AGE`` seconds old, or sooner, oldest
@@ -38,7 +39,7 @@ from petseg.checkpoints import DEFAULT_WEIGHTS_DIR
 from petseg.launcher import training_allowed
 from petseg.runs import DEFAULT_RUNS_DIR
 from petseg.segmentation import OutputFolder
-from petseg.ui_predict import PredictHandlers, build_compare_tab, build_predict_tab
+from petseg.ui_predict import PredictHandlers, build_batch_tab, build_compare_tab, build_predict_tab
 from petseg.ui_training import TrainingHandlers, build_training_tab
 
 MAX_FILE_SIZE = "20mb"
@@ -58,7 +59,8 @@ CSS = """
 #training-log textarea, #process-log textarea { font-family: var(--font-mono); font-size: 0.85em; }
 /* A checkerboard behind the cutout (the slider's second image) shows which pixels are transparent; gradio sets
    that image's background inline, hence !important. */
-#cutout img.fixed { background: repeating-conic-gradient(#e5e7eb 0% 25%, #ffffff 0% 50%) 50% / 16px 16px !important; }
+#cutout img.fixed, #batch-gallery img {
+  background: repeating-conic-gradient(#e5e7eb 0% 25%, #ffffff 0% 50%) 50% / 16px 16px !important; }
 """
 # A paw print in the pet colour, drawn inline: emoji fonts are missing on many servers.
 PAW_ICON = (
@@ -91,8 +93,10 @@ def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.P
                 predict_checkpoint = build_predict_tab(predict)
             with gr.Tab("Compare", id="compare"):
                 compare_checkpoints = build_compare_tab(predict)
+            with gr.Tab("Batch", id="batch"):
+                batch_checkpoint = build_batch_tab(predict)
             with gr.Tab("Training", id="training"):
-                build_training_tab(training, [predict_checkpoint, *compare_checkpoints])
+                build_training_tab(training, [predict_checkpoint, *compare_checkpoints, batch_checkpoint])
         gr.api(predict.list_checkpoints, api_name="list_checkpoints")
     return demo
 

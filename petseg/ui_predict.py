@@ -1,4 +1,4 @@
-"""The Predict and Compare tabs: a photo through one or two checkpoints, shown with gradio's own components.
+"""The Predict, Compare and Batch tabs: a photo through one or two checkpoints, or many photos through one.
 
 ``gr.AnnotatedImage`` shows the classes over the photo (legend and hover highlight drawn by gradio) and
 ``gr.ImageSlider`` puts the photo against its matted cutout. ``PredictHandlers.predict`` is a generator: the class
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +21,20 @@ import gradio as gr
 from gradio.components.annotated_image import AnnotatedImageData, Annotation
 from gradio.data_classes import FileData
 
+from petseg.batch import MAX_PHOTOS, BatchError, cut_out_batch
 from petseg.checkpoints import CheckpointError, default_checkpoint, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE
-from petseg.photos import PhotoError, describe_photo, load_photo
-from petseg.segmentation import (OutputFolder, SegmentationResult, area_fractions, checkpoint_choices,
-                                 checkpoint_markdown, class_layers, find_checkpoint, mask_agreement, matted_cutout,
-                                 pet_area_change, segment)
+from petseg.photos import PhotoError
+from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
+                                 find_checkpoint, mask_agreement, pet_area_change)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "examples"
 IMAGE_HEIGHT = 340
 COLOR_MAP = {name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in zip(CLASS_NAMES, PALETTE)}
 NO_PHOTO_MESSAGE = "Upload a photo, paste one, or pick an example."
+NO_BATCH_MESSAGE = (f"Drop up to {MAX_PHOTOS} photos, or a .zip of photos, then press **Cut out every photo**: you "
+                    "get one .zip of full-resolution transparent PNGs and a CSV of each photo's class shares.")
 NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: train one in the Training tab or with "
                          "`python train.py`, then pick it here.")
 
@@ -79,46 +82,59 @@ def photo_name(value: Any) -> str | None:
     return Path(value).name if isinstance(value, (str, os.PathLike)) else None
 
 
-def read_photo(photo: str | bytes) -> Any:
-    """Decode an upload with ``load_photo``, turning its ``PhotoError`` into a readable ``gr.Error``."""
+@contextlib.contextmanager
+def readable_errors() -> Iterator[None]:
+    """Turn the layer below's ``PhotoError`` and ``CheckpointError`` into a readable ``gr.Error``."""
     try:
-        return load_photo(photo)
-    except PhotoError as error:
+        yield
+    except (PhotoError, CheckpointError, BatchError) as error:
         raise gr.Error(str(error), print_exception=False) from None
 
 
 class PredictHandlers:
-    """The Predict and Compare tabs' event handlers, as plain methods that tests can call without a browser."""
+    """The Predict, Compare and Batch tabs' event handlers, as plain methods that tests can call without a browser."""
 
     def __init__(self, weights_dir: str | os.PathLike, outputs: OutputFolder | None = None):
         self.weights_dir = Path(weights_dir)
         # Every image goes out as a file of its own (see OutputFolder), never as an array.
-        self.outputs = outputs or OutputFolder()
+        self.segmenter = Segmenter(self.weights_dir, outputs)
 
     def predict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
         """Segment one photo: yields class map, confidence, areas and status first, then all that plus the cutout.
 
-        Each value is (class map, confidence, photo | cutout slider, cutout file, areas, status); ``photo`` is the
-        image input's raw value (see ``uploaded_photo``), a path, or None.
+        Each value is (class map, confidence, photo | cutout slider, areas, status), every picture screen-sized;
+        ``photo`` is the image input's raw value (see ``uploaded_photo``), a path, or None. The full-resolution
+        cutout is ``cutout``'s, which the page asks for next.
         """
-        if uploaded_photo(photo) is None:
-            yield None, None, None, None, None, NO_PHOTO_MESSAGE
+        upload = uploaded_photo(photo)
+        if upload is None:
+            yield None, None, None, None, NO_PHOTO_MESSAGE
             return
-        image = read_photo(uploaded_photo(photo))
         name = self.require_checkpoint(checkpoint)
-        result = self.segment(image, name)
-        stem = photo_name(photo)
-        status = (f"Segmented **{stem or 'the photo'}** ({describe_photo(image)}) with **{name}** "
-                  f"in {result.seconds:.2f} s")
-        photo_path = self.outputs.write(image, stem, "photo.jpg")
-        class_map = self.class_map(photo_path, result, stem)
-        confidence = self.outputs.write(result.confidence, stem, "confidence.jpg")
-        areas = area_fractions(result.areas)
-        yield class_map, confidence, None, None, areas, status + "; matting the cutout..."
-        cutout, seconds = matted_cutout(image, result.mask)
-        cutout_path = self.outputs.write(cutout, stem, "cutout.png")
-        yield (class_map, confidence, (photo_path, cutout_path), cutout_path, areas,
+        with readable_errors():
+            pictures = self.segmenter.pictures(upload, name, photo_name(photo))
+        status = (f"Segmented **{pictures.name or 'the photo'}** ({pictures.size}) with **{name}** "
+                  f"in {pictures.seconds:.2f} s")
+        areas = area_fractions(pictures.areas)
+        yield pictures.class_map, pictures.confidence, None, areas, status + "; matting the cutout..."
+        cutout, seconds = self.segmenter.screen_cutout(pictures)
+        yield (pictures.class_map, pictures.confidence, (pictures.class_map[0], cutout), areas,
                status + f"; cutout matted in {seconds:.2f} s.")
+
+    def cutout(self, photo: Any, checkpoint: str | None) -> str | None:
+        """The cutout at the photo's full resolution (a transparent PNG), made once per photo and checkpoint."""
+        upload = uploaded_photo(photo)
+        if upload is None:
+            return None
+        with readable_errors():
+            return self.segmenter.full_cutout(upload, self.require_checkpoint(checkpoint), photo_name(photo)).path
+
+    def recutout(self, photo: Any, checkpoint: str | None) -> str | None:
+        """Like ``cutout`` after ``repredict``, which has warned about an unusable checkpoint already."""
+        try:
+            return self.cutout(photo, checkpoint)
+        except gr.Error:
+            return None
 
     def repredict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
         """Like ``predict`` after a checkpoint switch, but an unusable checkpoint clears the results with a warning."""
@@ -126,20 +142,23 @@ class PredictHandlers:
             yield from self.predict(photo, checkpoint)
         except gr.Error as error:
             gr.Warning(error.message)
-            yield None, None, None, None, None, error.message
+            yield None, None, None, None, error.message
 
-    def segment(self, image: Any, checkpoint: str) -> SegmentationResult:
-        """``segmentation.segment`` with an unusable checkpoint turned into a readable ``gr.Error``."""
-        try:
-            return segment(image, checkpoint, self.weights_dir)
-        except CheckpointError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+    def batch(self, files: list[str] | None, checkpoint: str | None, progress: gr.Progress = gr.Progress()
+              ) -> tuple:
+        """Cut out many photos (files or .zip files): returns the gallery, the .zip of cutouts, the CSV and status."""
+        if not files:
+            return None, None, None, NO_BATCH_MESSAGE
+        name = self.require_checkpoint(checkpoint)
 
-    def class_map(self, photo_path: str, result: SegmentationResult, stem: str | None,
-                  prefix: str = "") -> tuple[str, list[tuple[str, str]]]:
-        """The class map's value: the photo and one layer file per class (see ``class_map_from_files``)."""
-        return photo_path, [(self.outputs.write(layer, stem, f"{prefix}{name}.png"), name)
-                            for layer, name in class_layers(result.mask)]
+        def report(done: int, total: int, photo: str) -> None:
+            progress((done, total), desc=f"Cutting out {photo}" if photo else "Writing the .zip", unit="photos")
+
+        with readable_errors():
+            result = cut_out_batch(self.segmenter, files, name, report)
+        status = f"Cut out **{result.photos - result.failed}** of {result.photos} photos with **{name}**"
+        failed = f"; {result.failed} could not be used (their errors are in the CSV)." if result.failed else "."
+        return result.gallery, result.zip_path, result.csv_path, status + failed
 
     def describe_checkpoint(self, checkpoint: str | None) -> str:
         """The card under the checkpoint dropdown; an unavailable checkpoint also raises a warning with its reason."""
@@ -165,20 +184,18 @@ class PredictHandlers:
         """Segment one photo with two checkpoints; returns the verdict, then card and class map for each."""
         if uploaded_photo(photo) is None:
             return "Upload a photo or pick an example to compare the two checkpoints on it.", *[None] * 4
-        image = read_photo(uploaded_photo(photo))
         names = [self.require_checkpoint(checkpoint) for checkpoint in (first, second)]
-        results = [self.segment(image, name) for name in names]
+        with readable_errors():
+            results = [self.segmenter.pictures(uploaded_photo(photo), name, photo_name(photo)) for name in names]
         first_mask, second_mask = results[0].mask, results[1].mask
-        verdict = (f"On this {describe_photo(image)} photo, **{names[0]}** and **{names[1]}** agree on "
+        verdict = (f"On this {results[0].size} photo, **{names[0]}** and **{names[1]}** agree on "
                    f"**{mask_agreement(first_mask, second_mask):.1f} %** of the pixels; the pet area changes by "
                    f"{pet_area_change(first_mask, second_mask):+.1f} points from the first to the second.")
-        stem = photo_name(photo)
-        photo_path = self.outputs.write(image, stem, "photo.jpg")
         outputs = [verdict]
-        for index, (name, result) in enumerate(zip(names, results)):
+        for name, result in zip(names, results):
             areas = ", ".join(f"{label} {result.areas[label]:.1f} %" for label in CLASS_NAMES)
             outputs.append(checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.")
-            outputs.append(self.class_map(photo_path, result, stem, prefix=f"{index + 1}-"))
+            outputs.append(result.class_map)
         return tuple(outputs)
 
     def list_checkpoints(self) -> list[dict]:
@@ -235,14 +252,20 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
         confidence = gr.Image(label="Confidence: bright = sure", format="jpeg", interactive=False,
                               height=IMAGE_HEIGHT - 60, elem_id="confidence")
         areas = gr.Label(label="Share of the photo per class", num_top_classes=len(CLASS_NAMES))
-        download = gr.File(label="Download the cutout (transparent PNG)", interactive=False, elem_id="cutout-file")
+        download = gr.File(label="Download the cutout (transparent PNG, full resolution)", interactive=False,
+                           elem_id="cutout-file")
 
-    outputs = [class_map, confidence, slider, download, areas, status]
+    outputs = [class_map, confidence, slider, areas, status]
+    # The full-resolution cutout follows each prediction as an event of its own, /cutout for API clients.
+    cutout = {"fn": handlers.cutout, "inputs": [photo, checkpoint], "outputs": download, "preprocess": False,
+              "concurrency_id": "model"}
+    photo.change(lambda: None, None, download, api_visibility="private", queue=False)
     photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict", preprocess=False,
-                 concurrency_id="model", trigger_mode="always_last")
+                 concurrency_id="model", trigger_mode="always_last").success(**cutout, api_name="cutout")
     checkpoint.change(handlers.describe_checkpoint, checkpoint, checkpoint_info, api_visibility="private").then(
+        lambda: None, None, download, api_visibility="private", queue=False).then(
         handlers.repredict, [photo, checkpoint], outputs, api_visibility="private", preprocess=False,
-        concurrency_id="model")
+        concurrency_id="model").then(**{**cutout, "fn": handlers.recutout}, api_visibility="private")
     return checkpoint
 
 
@@ -271,3 +294,24 @@ def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdo
         trigger(handlers.compare, [photo, first, second], outputs, api_visibility="private", preprocess=False,
                 concurrency_id="model", trigger_mode="always_last")
     return first, second
+
+
+def build_batch_tab(handlers: PredictHandlers) -> gr.Dropdown:
+    """The Batch tab: many photos in, a gallery of cutouts, a .zip of them and a CSV out; returns its dropdown."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            files = gr.File(label="Pet photos, or a .zip of photos", file_count="multiple", type="filepath",
+                            elem_id="batch-files")
+            checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint",
+                                             default_checkpoint(handlers.weights_dir))
+            button = gr.Button("Cut out every photo", variant="primary", elem_id="batch-start")
+        with gr.Column(scale=2):
+            status = gr.Markdown(NO_BATCH_MESSAGE, elem_id="batch-status")
+            gallery = gr.Gallery(label="Cutouts", columns=4, height=IMAGE_HEIGHT, object_fit="contain",
+                                 elem_id="batch-gallery")
+            with gr.Row():
+                archive = gr.File(label="All cutouts: full-resolution transparent PNGs (.zip)", elem_id="batch-zip")
+                table = gr.File(label="Class shares per photo (CSV)", elem_id="batch-csv")
+    button.click(handlers.batch, [files, checkpoint], [gallery, archive, table, status], api_name="batch",
+                 concurrency_id="model")
+    return checkpoint

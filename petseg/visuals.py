@@ -73,9 +73,10 @@ def confidence_map(probabilities: np.ndarray, colormap: str = "magma") -> np.nda
 
     probabilities = _check_probabilities(probabilities)
     lowest = 1.0 / NUM_CLASSES
-    confidence = (probabilities.max(axis=-1) - lowest) / (1.0 - lowest)
-    colours = colormaps[colormap](np.clip(confidence, 0.0, 1.0), bytes=True)
-    return np.ascontiguousarray(colours[..., :3])
+    confidence = (probabilities.max(axis=-1) - lowest) * (255.0 / (1.0 - lowest))
+    # The colormap's 256 colours, looked up by index: much faster than colouring every float.
+    colours = colormaps[colormap](np.arange(256), bytes=True)[:, :3]
+    return colours[np.rint(np.clip(confidence, 0.0, 255.0)).astype(np.uint8)]
 
 
 def class_areas(mask: np.ndarray) -> dict[str, float]:

@@ -1,8 +1,10 @@
 """The app in a real browser: Debian's Chromium driven by Playwright against ``python app.py``.
 
-One test walks the whole story a user would: upload a photo, see the class map and the confidence at the photo's
-size, then the matted cutout in the photo | cutout slider, hover a class in the legend, switch checkpoints, train two epochs on synthetic data while watching them arrive, and find the new checkpoint in the
-dropdown. With PETSEG_UPDATE_SCREENSHOTS=1 it refreshes docs/screenshots/ on the way. Skipped without Chromium or Playwright.
+One test walks the whole story a user would: upload a 12-megapixel phone photo, see the class map and the confidence
+at screen size, then the matted cutout in the photo | cutout slider and the full-resolution cutout's download, hover
+a class in the legend, switch checkpoints, cut out three photos in the Batch tab, train two epochs on synthetic data
+while watching them arrive, and find the new checkpoint in the dropdown. With PETSEG_UPDATE_SCREENSHOTS=1 it
+refreshes docs/screenshots/ on the way. Skipped without Chromium or Playwright.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from petseg.checkpoints import default_checkpoint
 from tests.app_server import SECOND_CHECKPOINT
@@ -20,8 +23,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-PHOTO = Path(__file__).resolve().parent.parent / "examples" / "chelsea.jpg"
-PHOTO_SIZE = [451, 300]
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PHOTO_SIZE = [1200, 1600]  # A 3024x4032 phone photo, as the page shows it.
 TRAINED_NAME = "browser-run"
 
 # Bounded waits, in milliseconds; generous, as the other test worker may be training on the same cores.
@@ -85,9 +88,13 @@ def test_predict_switch_and_train(page, app_server, tmp_path):
     screenshots = SCREENSHOTS if os.environ.get("PETSEG_UPDATE_SCREENSHOTS") == "1" else tmp_path
     screenshots.mkdir(parents=True, exist_ok=True)
 
-    # Upload: the class map and confidence appear at the photo's own size, from the default checkpoint (the shipped
-    # one when the project has one, so the screenshot shows a real mask), then the cutout joins the slider.
-    page.locator("#photo input[type=file]").set_input_files(str(PHOTO))
+    # Upload a phone-sized photo (an example scaled to 3024x4032): the class map and confidence appear at screen
+    # size, from the default checkpoint (the shipped one when the project has one, so the screenshot shows a real
+    # mask), then the cutout joins the slider.
+    photo = tmp_path / "Abyssinian_94.jpg"
+    with Image.open(EXAMPLES / "Abyssinian_94.jpg") as example:
+        example.resize((3024, 4032), Image.Resampling.BICUBIC).save(photo, quality=90)
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
     default = default_checkpoint(app_server.weights_dir)
     expect(page.locator("#predict-status")).to_contain_text(f"with {default} in", timeout=PREDICT_TIMEOUT)
     for selector in ("#classes", "#confidence"):
@@ -104,7 +111,7 @@ def test_predict_switch_and_train(page, app_server, tmp_path):
     # The cutout's side shows a checkerboard through its transparent pixels (gradio's own background is plain).
     backdrop = page.eval_on_selector("#cutout img.fixed", "image => getComputedStyle(image).backgroundImage")
     assert "conic-gradient" in backdrop, backdrop
-    expect(page.locator("#cutout-file")).to_contain_text("chelsea-cutout")
+    expect(page.locator("#cutout-file")).to_contain_text("Abyssinian_94-cutout", timeout=PREDICT_TIMEOUT)
     page.screenshot(path=str(screenshots / "predict.png"), full_page=True)
 
     # Hovering a class in the legend shows that class alone.
@@ -122,6 +129,19 @@ def test_predict_switch_and_train(page, app_server, tmp_path):
     page.wait_for_function("src => document.querySelector('#classes img.mask').src !== src", arg=first_map,
                            timeout=PREDICT_TIMEOUT)
     wait_for_image(page, "#classes", PHOTO_SIZE)
+
+    # Batch: three example photos in, a gallery of their cutouts and a .zip of them out.
+    page.get_by_role("tab", name="Batch").click()
+    batch = [str(EXAMPLES / name) for name in ("Bengal_1.jpg", "american_bulldog_28.jpg", "american_bulldog_214.jpg")]
+    page.locator("#batch-files input[type=file]").set_input_files(batch)
+    page.locator("#batch-start").click()
+    expect(page.locator("#batch-status")).to_contain_text("of 3 photos", timeout=PREDICT_TIMEOUT)
+    expect(page.locator("#batch-gallery img")).to_have_count(3)
+    expect(page.locator("#batch-zip")).to_contain_text("cutouts.zip")
+    expect(page.locator("#batch-zip a[download]").first).to_be_visible()  # The download link (its size, "4.2 MB").
+    page.wait_for_function("() => [...document.querySelectorAll('#batch-gallery img')].every("
+                           "image => image.complete && image.naturalWidth > 0)", timeout=PREDICT_TIMEOUT)
+    page.screenshot(path=str(screenshots / "batch.png"), full_page=True)
 
     # Training: two epochs on synthetic data stream in, then the checkpoint joins the dropdown.
     page.get_by_role("tab", name="Training").click()

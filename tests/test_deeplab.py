@@ -124,7 +124,7 @@ def test_one_epoch_of_the_voc_preset_on_synthetic_pets(synthetic_data, tmp_path)
     result = train(TrainConfig(data_dir=str(synthetic_data), preset="voc", epochs=1, batch_size=4, image_size=33,
                                encoder_weights="none", output_dir=str(tmp_path / "weights"),
                                run_dir=str(tmp_path / "run"), name="tiny-voc", overrides={"border_weight": "3"},
-                               sample_photos=[str(ROOT / "examples" / "chelsea.jpg")], verbose=0))
+                               sample_photos=[str(ROOT / "examples" / "Abyssinian_94.jpg")], verbose=0))
     assert (tmp_path / "run" / "epoch_001.png").is_file()
     assert result.state == "done" and read_sidecar(result.checkpoint_path)["preset"] == "voc"
     checkpoint = load_checkpoint_file(result.checkpoint_path)

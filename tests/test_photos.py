@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from petseg.photos import MAX_PIXELS, MIN_SIDE, PhotoError, describe_photo, load_photo
+from petseg.photos import MAX_PIXELS, MIN_SIDE, PhotoError, decode_photo, load_photo
 from tests.corpus import EXIF_BLOCK, EXPECTED, bad_inputs
 
 IGNORE_BOMB_WARNING = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -248,10 +248,16 @@ def test_invalid_max_pixels_is_a_programming_error() -> None:
         load_photo(np.zeros((10, 10), dtype=np.uint8), max_pixels=0)
 
 
-def test_describe_photo() -> None:
-    assert describe_photo(np.zeros((375, 500, 3), dtype=np.uint8)) == "500x375 px"
-    with pytest.raises(ValueError):
-        describe_photo(np.zeros(5))
+def test_a_large_jpeg_is_decoded_at_reduced_size_for_the_screen(tmp_path: Path) -> None:
+    path = tmp_path / "wide.jpg"
+    # Stored 3400 wide and 300 high, EXIF-rotated: upright it is 300 wide and 3400 high.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (3400, 300), (200, 30, 30)).save(path, exif=exif)
+    photo, size = decode_photo(str(path), max_side=1600)
+    assert size == (300, 3400) and photo.shape == (1600, 141, 3)
+    assert close_to(photo[800, 70], (200, 30, 30))
+    np.testing.assert_array_equal(decode_photo(str(path))[0], load_photo(str(path)))
 
 
 def test_import_is_light() -> None:

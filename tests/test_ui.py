@@ -25,7 +25,7 @@ from conftest import copy_checkpoint
 from tests.corpus import EXPECTED, bad_inputs
 
 # Outputs of PredictHandlers.predict, in order.
-CLASS_MAP, CONFIDENCE, SLIDER, CUTOUT_FILE, AREAS, STATUS = range(6)
+CLASS_MAP, CONFIDENCE, SLIDER, AREAS, STATUS = range(5)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_predict_handles_every_corpus_file(handlers, tmp_path):
             outputs = predict(handlers, str(path), "tiny")
             photo, layers = outputs[CLASS_MAP]
             assert image_size(photo) == expected[1::-1] and image_size(layers[0][0]) == expected[1::-1], name
-            with Image.open(outputs[CUTOUT_FILE]) as cutout:
+            with Image.open(handlers.cutout(str(path), "tiny")) as cutout:
                 assert cutout.mode == "RGBA" and cutout.size == expected[1::-1], name
 
 
@@ -103,10 +103,33 @@ def test_predict_shows_the_classes_before_the_matte(handlers, photo_path, model_
     assert len(model_calls) == 1
     # The first pictures go out without waiting for the matte; the cutout follows in the final value.
     assert first[CLASS_MAP] is not None and first[CONFIDENCE] is not None and first[AREAS] is not None
-    assert first[SLIDER] is None and first[CUTOUT_FILE] is None and "matting the cutout" in first[STATUS]
+    assert first[SLIDER] is None and "matting the cutout" in first[STATUS]
     assert final[CLASS_MAP] == first[CLASS_MAP] and "cutout matted in" in final[STATUS]
     photo, cutout = final[SLIDER]
-    assert cutout == final[CUTOUT_FILE] and photo == final[CLASS_MAP][0]
+    assert photo == final[CLASS_MAP][0] and Image.open(cutout).mode == "RGBA"
+    # Shown at its own size, the slider's cutout is the full-resolution one: not matted again.
+    assert handlers.cutout(str(photo_path), "tiny") == cutout and len(model_calls) == 1
+
+
+def test_a_large_photo_is_shown_at_screen_size_and_cut_out_at_full_size_once(handlers, tmp_path, model_calls):
+    from petseg.synthetic import make_synthetic_pet
+
+    path = tmp_path / "phone.jpg"
+    make_synthetic_pet(np.random.default_rng(0), 2000, 1500)[0].save(path, quality=90)
+    outputs = predict(handlers, str(path), "tiny")
+    photo, layers = outputs[CLASS_MAP]
+    assert image_size(photo) == image_size(layers[0][0]) == image_size(outputs[CONFIDENCE]) == (1600, 1200)
+    assert Path(photo).suffix == Path(outputs[CONFIDENCE]).suffix == ".jpg"  # PNG only where alpha is needed.
+    assert image_size(outputs[SLIDER][1]) == (1600, 1200) and "(2000x1500 px)" in outputs[STATUS]
+    cutout = handlers.cutout(str(path), "tiny")
+    with Image.open(cutout) as image:
+        assert image.mode == "RGBA" and image.size == (2000, 1500)
+        # Cut along the class map's mask: opaque on its pet, clear on its background, matted in its border band.
+        alpha = np.asarray(image)[..., 3]
+    pet, border = outputs[AREAS]["pet"], outputs[AREAS]["border"]
+    assert np.mean(alpha == 255) >= pet - 0.01 and np.mean(alpha > 0) <= pet + border + 0.01
+    calls = len(model_calls)
+    assert handlers.cutout(str(path), "tiny") == cutout and len(model_calls) == calls  # Made once.
 
 
 def test_predict_honours_exif_orientation(handlers, tmp_path):
@@ -121,11 +144,11 @@ def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
     for path in (photo, outputs[CONFIDENCE], *(path for path, _ in layers)):
         assert image_size(path) == (100, 75)
     # Each pixel is in exactly one class layer.
-    coverage = sum(np.asarray(Image.open(path))[..., 3] > 0 for path, _ in layers)
+    coverage = sum(np.asarray(Image.open(path).convert("RGBA"))[..., 3] > 0 for path, _ in layers)
     assert np.all(coverage == 1)
     assert sum(outputs[AREAS].values()) == pytest.approx(1.0)
     assert "**Rex at home.png** (100x75 px) with **tiny**" in outputs[STATUS]
-    cutout = Path(outputs[CUTOUT_FILE])
+    cutout = Path(handlers.cutout({"path": str(photo_path), "orig_name": "Rex at home.png"}, "tiny"))
     assert cutout.name == "Rex_at_home-cutout.png"
     with Image.open(cutout) as image:
         assert image.mode == "RGBA" and image.size == (100, 75)
@@ -133,7 +156,8 @@ def test_predict_outputs_keep_the_original_resolution(handlers, photo_path):
 
 def test_empty_input_clears_the_outputs(handlers):
     (outputs,) = handlers.predict(None, "tiny")
-    assert outputs[CLASS_MAP] is None and outputs[CUTOUT_FILE] is None and "Upload a photo" in outputs[STATUS]
+    assert outputs[CLASS_MAP] is None and "Upload a photo" in outputs[STATUS]
+    assert handlers.cutout(None, "tiny") is None
 
 
 def test_pasted_data_url_is_decoded(handlers, photo_path):
@@ -168,6 +192,41 @@ def test_compare_reports_agreement(handlers, photo_path):
     verdict, first_card, first_map, second_card, second_map = handlers.compare(str(photo_path), "tiny", "tiny")
     assert "agree on **100.0 %**" in verdict and image_size(first_map[0]) == (100, 75)
     assert first_map[1][0][0] != second_map[1][0][0], "the two checkpoints' layers share a file"
+
+
+def test_batch_cuts_out_photos_and_zips_and_keeps_bad_files_as_rows(handlers, photo_path, tmp_path):
+    import csv
+    import zipfile
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a photo")
+    bundle = tmp_path / "more.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        archive.write(photo_path, "folder/My cat.png")  # The same name as the first photo: renamed.
+    gallery, zip_path, csv_path, status = handlers.batch([str(photo_path), str(bad), str(bundle)], "tiny")
+    assert len(gallery) == 2 and "**2** of 3 photos" in status and "1 could not be used" in status
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.namelist() == ["My cat.png", "My cat-2.png"]
+        with archive.open("My cat.png") as member, Image.open(member) as cutout:
+            assert cutout.mode == "RGBA" and cutout.size == (100, 75)
+    with open(csv_path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["file"] for row in rows] == ["My cat.png", "notes.txt", "My cat.png"]
+    assert "not an image" in rows[1]["error"] and rows[1]["cutout"] == ""
+    shares = [float(rows[0][f"{name} %"]) for name in CLASS_NAMES]
+    assert sum(shares) == pytest.approx(100.0, abs=0.05)
+
+
+def test_batch_limits_give_readable_errors(handlers, photo_path, monkeypatch):
+    import petseg.batch
+
+    assert handlers.batch(None, "tiny")[-1].startswith("Drop up to")
+    monkeypatch.setattr(petseg.batch, "MAX_PHOTOS", 2)
+    with pytest.raises(gr.Error, match="at most 2 photos; this one has 3"):
+        handlers.batch([str(photo_path)] * 3, "tiny")
+    monkeypatch.setattr(petseg.batch, "MAX_TOTAL_BYTES", 10)
+    with pytest.raises(gr.Error, match="at most 0 MB of photos"):
+        handlers.batch([str(photo_path)], "tiny")
 
 
 def test_list_checkpoints_endpoint(handlers):
@@ -293,8 +352,8 @@ def test_handlers_send_every_image_as_a_file_of_its_own(handlers, photo_path):
     compared = handlers.compare(str(photo_path), "tiny", "tiny")
 
     def files(outputs: tuple) -> list[str]:
-        (photo, layers), confidence, slider, cutout = outputs[:4]
-        return [photo, *(path for path, _ in layers), confidence, *slider, cutout]
+        (photo, layers), confidence, slider = outputs[:3]
+        return [photo, *(path for path, _ in layers), confidence, *slider]
 
     for value in (*files(first), *compared):
         assert not isinstance(value, (np.ndarray, Image.Image)), type(value)
@@ -326,7 +385,7 @@ def test_app_refuses_a_runs_folder_that_would_serve_every_file(capsys):
 def test_build_app_names_its_endpoints(weights_dir, tmp_path):
     demo = build_app(weights_dir, tmp_path / "runs", allow_training=False)
     api_names = {function.api_name for function in demo.fns.values()}
-    assert {"predict", "compare", "list_checkpoints"} <= api_names
+    assert {"predict", "cutout", "batch", "compare", "list_checkpoints"} <= api_names
     start = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "start-training")
     assert start.parent.visible is False  # Training is off: the start controls are hidden.
     assert not list(Path(petseg.segmentation.__file__).parent.glob("*.pyi")), "gradio wrote a stub into petseg/"
