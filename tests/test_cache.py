@@ -79,7 +79,7 @@ def test_old_files_go_and_examples_stay(tmp_path, monkeypatch):
     demo, cache = build_app(tmp_path / "no-weights", tmp_path / "runs", allow_training=False), tmp_path / "cache"
     old = cache / "0123abcd" / "old.png"
     old.parent.mkdir(parents=True)
-    shutil.copy(Path(__file__).parent.parent / "examples" / "chelsea.jpg", old)
+    shutil.copy(Path(__file__).parent.parent / "examples" / "Bengal_1.jpg", old)
     demo.upload_file_set.add(str(old))
     examples = set().union(*(getattr(block, "keep_in_cache", set()) for block in demo.blocks.values()))
     prune_cache(demo, 2**40, max_age=-1, min_age=-1)  # Every file is too old, however large the limit.
