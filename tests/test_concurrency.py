@@ -30,11 +30,10 @@ HTTP_OPTIONS = {"timeout": 120.0}
 
 def output_files(result: tuple) -> list[tuple[str, str]]:
     """The files of one /predict answer and the image mode each must decode to: the class map's photo and
-    layers, the confidence map, the slider's photo and cutout, and the cutout download."""
-    class_map, confidence, (photo, cutout), cutout_file = result[:4]
-    layers = [(layer["image"], "RGBA") for layer in class_map["annotations"]]
-    return [(class_map["image"], "RGB"), *layers, (confidence, "RGB"), (photo, "RGB"), (cutout, "RGBA"),
-            (cutout_file, "RGBA")]
+    layers (palette PNGs with a clear entry), the confidence map, and the slider's photo and cutout."""
+    class_map, confidence, (photo, cutout) = result[:3]
+    layers = [(layer["image"], "P") for layer in class_map["annotations"]]
+    return [(class_map["image"], "RGB"), *layers, (confidence, "RGB"), (photo, "RGB"), (cutout, "RGBA")]
 
 
 def make_photo(path: Path, width: int, height: int, seed: int) -> Path:
