@@ -28,8 +28,6 @@ import numpy as np
 import tensorflow as tf
 
 import petseg
-from petseg.photos import load_photo
-from petseg.resize import resize_image
 from petseg.callbacks import FITTING, STOP_SIGNALLED, TENSORBOARD_FOLDER, EpochReporter, raise_if_signalled
 from petseg.checkpoints import read_sidecar, servable_entry, store_metrics, write_sidecar
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
@@ -37,7 +35,9 @@ from petseg.data import IGNORE, DataError, TrainingData, make_training_data
 from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
+from petseg.photos import load_photo
 from petseg.presets import Preset, apply_overrides, get_preset
+from petseg.resize import resize_image
 from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, read_resume_state
 
 
