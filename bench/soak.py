@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # So that ``python bench/soak.py`` finds petseg and bench.
 
 from bench.load_test import LoadTestError  # noqa: E402 (after the path above)
-from petseg import processes  # noqa: E402
+from bench import processes  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "soak.json"
 MAX_REQUESTS = 5000  # A ceiling on --requests, so a typo cannot start an endless run.
