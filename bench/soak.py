@@ -194,7 +194,9 @@ def run_soak(app: processes.AppProcess, cache_dir: Path, inputs: Path, args: arg
     import gradio_client
 
     good, bad = make_inputs(inputs)
-    clients = [gradio_client.Client(app.url, verbose=False, download_files=False) for _ in range(args.clients)]
+    # httpx's default of 5 s per upload or poll is shorter than a browser waits on a busy server.
+    clients = [gradio_client.Client(app.url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+               for _ in range(args.clients)]
     kinds, checkpoints = request_kinds(clients[0])
     sample_every = max(1, args.requests // 50)
     soak = Soak(app.url, app.process.pid, cache_dir, good, bad, args.requests, sample_every,
