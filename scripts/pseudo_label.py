@@ -10,7 +10,10 @@ of person pixels.
 
 ``--hold-out N`` keeps N photos where people cover over 3% of the pixels (a seeded draw) out of trainval.txt,
 listing them in ``people.txt`` instead, so that ``scripts/people_check.py`` can measure how often a model paints
-people as pet on photos no model trained on.
+people as pet on photos no model trained on. ``--people-copies N`` also writes ``OUTPUT/people/``, a folder in the same
+layout that links every other photo with people (over 1% of the pixels, the pet at least 5%) N times, to pass as
+one more ``--unlabelled-dir`` so that batches show people more often. Sphynx photos stay out of it: the DeepLab takes
+these hairless cats for people, and their labels call the cat background.
 
 Usage:
     python scripts/pseudo_label.py ../shared/data/oxford-iiit-pet-unlabelled/images /tmp/pseudo-oxford \
@@ -91,6 +94,24 @@ def write_lists(output: Path, rows: list[dict], hold_out: int) -> set[str]:
     return held_out
 
 
+def write_people_folder(output: Path, rows: list[dict], held_out: set[str], copies: int) -> int:
+    """Link each trainval photo with people ``copies`` times into ``output/people``; return how many photos."""
+    people = [row["name"] for row in rows if row["person_share"] > 0.01 and row["pet_share"] >= 0.05
+              and row["name"] not in held_out and not row["name"].startswith("Sphynx")]
+    folder = output / "people"
+    names = [f"{name}_p{copy}" for name in people for copy in range(copies)]
+    for name in names:
+        original = name.rsplit("_p", 1)[0]
+        for kind, suffix in (("images", ".jpg"), ("annotations/trimaps", ".png"), ("annotations/confidence", ".png")):
+            (folder / kind).mkdir(parents=True, exist_ok=True)
+            link = folder / kind / f"{name}{suffix}"
+            if not link.exists():
+                os.symlink((output / kind / f"{original}{suffix}").resolve(), link)
+    (folder / "annotations" / "trainval.txt").write_text("".join(f"{name} 1 1 1\n" for name in names))
+    (folder / "annotations" / "test.txt").write_text("")
+    return len(people)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("photo_dir", help="folder of unlabelled .jpg photos")
@@ -99,6 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--weights-dir", default="weights", help="where the teacher checkpoints are")
     parser.add_argument("--voc", help="the VOC DeepLab .tflite that marks people as background (default: none)")
     parser.add_argument("--hold-out", type=int, default=0, help="photos with the most people kept out of trainval")
+    parser.add_argument("--people-copies", type=int, default=0, help="also write OUTPUT/people (see above)")
     parser.add_argument("--limit", type=int, help="label only the first N photos (sorted by name)")
     args = parser.parse_args(argv)
     from petseg.inference import get_predictor
@@ -141,6 +163,9 @@ def main(argv=None) -> int:
         if (index + 1) % 200 == 0:
             print(f"{index + 1}/{len(paths)} photos, {time.perf_counter() - started:.0f} s", flush=True)
     held_out = write_lists(output, rows, args.hold_out)
+    if args.people_copies:
+        print(f"{write_people_folder(output, rows, held_out, args.people_copies)} photos with people linked "
+              f"{args.people_copies} times into {output / 'people'}")
     confidences = [row["confidence"] for row in rows]
     print(f"{len(rows)} of {len(paths)} photos labelled in {time.perf_counter() - started:.0f} s, {len(held_out)} held "
           f"out; mean confidence {np.mean(confidences):.3f}, 10th percentile {np.percentile(confidences, 10):.3f}; "

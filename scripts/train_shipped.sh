@@ -26,13 +26,17 @@ python -c "from petseg.runs import copy_run_record; copy_run_record('runs/shippe
 python train.py --data-dir "$DATA" --encoder-weights "$VOC" --preset voc --name voc --run-dir runs/shipped-voc \
   --sample-photos $SAMPLES
 python -c "from petseg.runs import copy_run_record; copy_run_record('runs/shipped-voc', 'weights/voc.run')"
-# student (the default): finetune continued on the labelled photos plus 8,190 unlabelled ones (6,697 Oxford photos
-# of other breeds, 1,495 other pet photos) labelled by the finetune + voc ensemble, with people marked background by
-# the VOC DeepLab. 63 photos with people are held out for scripts/people_check.py.
+# student (the default): finetune continued on the labelled photos plus 8,153 unlabelled ones (6,657 Oxford photos
+# of other breeds, 1,496 other pet photos) labelled by the finetune + voc ensemble, with people marked background by
+# the VOC DeepLab; the 238 photos with people among them are linked 6 more times (people/), so batches show people
+# more often. 62 photos with people are held out for scripts/people_check.py.
 for set in oxford-iiit-pet-unlabelled unlabelled-pets; do
-  python scripts/pseudo_label.py "$UNLABELLED/$set/images" "runs/pseudo-$set" --voc "$VOC" --hold-out 40
+  python scripts/pseudo_label.py "$UNLABELLED/$set/images" "runs/pseudo-$set" --voc "$VOC" --hold-out 40 \
+    --people-copies 6
 done
 python train.py --data-dir "$DATA" --preset finetune --init-checkpoint weights/finetune.keras \
-  --unlabelled-dir runs/pseudo-oxford-iiit-pet-unlabelled runs/pseudo-unlabelled-pets --set fine_tune_after=0 --set fine_tune_learning_rate=1e-4 --epochs 20 \
+  --unlabelled-dir runs/pseudo-oxford-iiit-pet-unlabelled runs/pseudo-unlabelled-pets \
+  runs/pseudo-oxford-iiit-pet-unlabelled/people runs/pseudo-unlabelled-pets/people \
+  --set fine_tune_after=0 --set fine_tune_learning_rate=1e-4 --epochs 20 \
   --batch-size 16 --keep-last --name student --run-dir runs/shipped-student --sample-photos $SAMPLES
 python -c "from petseg.runs import copy_run_record; copy_run_record('runs/shipped-student', 'weights/student.run')"
