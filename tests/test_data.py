@@ -185,3 +185,24 @@ def test_tfds_source_on_mock_data():
         assert example.image.ndim == 3 and example.image.shape[-1] == 3
         assert example.mask.shape == example.image.shape[:2]
         assert set(np.unique(example.mask)) <= {0, 1, 2}
+
+
+def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from pseudo_label import write_people_folder
+
+    folder = pseudo_labelled_folder(tmp_path / "pseudo", count=4)
+    names = data.read_split_names(folder, "trainval")
+    rows = [{"name": names[0], "person_share": 0.2, "pet_share": 0.3},  # People and a pet: linked 3 times.
+            {"name": names[1], "person_share": 0.0, "pet_share": 0.3},  # No people.
+            {"name": names[2], "person_share": 0.2, "pet_share": 0.3},  # Held out for people_check.py.
+            {"name": names[3], "person_share": 0.5, "pet_share": 0.01}]  # A pet label too small to trust.
+    assert write_people_folder(folder, rows, held_out={names[2]}, copies=3) == 1
+    people = data.load_resized(folder / "people", "trainval", 64, min_confidence=0.0)
+    original = data.load_resized(folder, "trainval", 64, min_confidence=0.0)
+    assert people.names == [f"{names[0]}_p{copy}" for copy in range(3)]
+    assert all((image == original.images[0]).all() for image in people.images)
+    assert all((mask == original.masks[0]).all() for mask in people.masks)
