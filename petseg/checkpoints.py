@@ -12,6 +12,7 @@ unavailable with the reason, never served and never a crash. Reads stay inside t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ SIDECAR_SUFFIX = ".json"
 EXPORT_SUFFIX = ".tflite"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REQUIRED_SIDECAR_KEYS = ("preset", "image_size", "classes")
+REBUILD_HINT = "rebuild it with: python -m petseg.export --checkpoint {} --format serving"
 
 
 class CheckpointError(ValueError):
@@ -62,10 +64,8 @@ class CheckpointInfo:
             return f"{self.name}: unavailable ({self.reason})"
         details = [str(self.sidecar.get("preset", "?")), epochs_trained(self.sidecar),
                    f"{self.sidecar.get('image_size', '?')} px"]
-        test_metrics = headline_metrics(self.sidecar)
-        if test_metrics:
-            split, metrics = test_metrics
-            details.append(f"mIoU {metrics['mean_iou']:.3f} on {split}")
+        if headline := headline_metrics(self.sidecar):
+            details.append(f"mIoU {headline[1]['mean_iou']:.3f} on {headline[0]}")
         return f"{self.name}: " + ", ".join(details)
 
 
@@ -84,8 +84,7 @@ class LoadedCheckpoint:
 
 
 def epochs_trained(sidecar: dict) -> str:
-    """How long a checkpoint trained: "40 epochs", or "best at epoch 31 of 40" (``epochs``: the epoch saved,
-    ``epochs_done``: every epoch that ran).
+    """How long a checkpoint trained (``epochs``: the epoch saved, ``epochs_done``: every epoch that ran).
 
     >>> epochs_trained({"epochs": 31, "epochs_done": 40}), epochs_trained({"epochs": 20, "epochs_done": 20})
     ('best at epoch 31 of 40', '20 epochs')
@@ -151,8 +150,7 @@ def check_checkpoint_file(path: Path, with_export: bool = False) -> dict[str, An
     if not _resolves_inside(path.with_suffix(SIDECAR_SUFFIX), path.resolve().parent):
         raise CheckpointError("its sidecar points outside the weights folder")
     sidecar = read_sidecar(path)
-    missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]
-    if missing:
+    if missing := [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]:
         raise CheckpointError(f"sidecar lacks {', '.join(missing)}")
     if list(sidecar["classes"]) != list(CLASS_NAMES):
         raise CheckpointError(f"incompatible classes {sidecar['classes']} (this app uses {list(CLASS_NAMES)})")
@@ -168,20 +166,14 @@ def _file_version(path: Path) -> tuple:
     return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
-_archive_problems: dict[tuple, str] = {}
-_hashes: dict[str, tuple[tuple, str]] = {}  # Path: version, sha256; one version per file, however often rewritten.
-
-
 def check_archive(path: Path) -> None:
     """CRC-check the archive and parse its model description, once per version of the file."""
-    key = _file_version(path)
-    if key not in _archive_problems:
-        _archive_problems[key] = _archive_problem(path)
-    if _archive_problems[key]:
-        raise CheckpointError(_archive_problems[key])
+    if problem := _archive_problem(*_file_version(path)):
+        raise CheckpointError(problem)
 
 
-def _archive_problem(path: Path) -> str:
+@functools.lru_cache(maxsize=1024)
+def _archive_problem(path: str, *version) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             if archive.testzip() is not None or "config.json" not in archive.namelist():
@@ -198,15 +190,13 @@ def _archive_problem(path: Path) -> str:
 
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, computed once per version of it (size and mtime)."""
-    key, *version = _file_version(path)
-    if _hashes.get(key, (None,))[0] != tuple(version):
-        with open(path, "rb") as handle:
-            _hashes[key] = tuple(version), hashlib.file_digest(handle, "sha256").hexdigest()
-    return _hashes[key][1]
+    return _sha256(*_file_version(path))
 
 
-def rebuild_hint(path: Path) -> str:
-    return f"rebuild it with: python -m petseg.export --checkpoint {path.stem} --format serving"
+@functools.lru_cache(maxsize=1024)
+def _sha256(path: str, *version) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def check_export(path: Path, sidecar: dict[str, Any]) -> None:
@@ -214,17 +204,17 @@ def check_export(path: Path, sidecar: dict[str, Any]) -> None:
     export_path = path.with_suffix(EXPORT_SUFFIX)
     serving = sidecar.get("serving")
     if not isinstance(serving, dict) or not {"sha256", "keras_sha256"} <= serving.keys():
-        raise CheckpointError(f"its sidecar records no LiteRT export; {rebuild_hint(path)}")
+        raise CheckpointError(f"its sidecar records no LiteRT export; {REBUILD_HINT.format(path.stem)}")
     if file_sha256(path) != serving["keras_sha256"]:
         raise CheckpointError(f"{path.name} changed after its LiteRT export was made (its sha256 is not the one "
-                              f"in its sidecar); {rebuild_hint(path)}")
+                              f"in its sidecar); {REBUILD_HINT.format(path.stem)}")
     if not export_path.is_file():
-        raise CheckpointError(f"its LiteRT export {export_path.name} is missing; {rebuild_hint(path)}")
+        raise CheckpointError(f"its LiteRT export {export_path.name} is missing; {REBUILD_HINT.format(path.stem)}")
     if not _resolves_inside(export_path, path.resolve().parent):
         raise CheckpointError("its LiteRT export points outside the weights folder")
     if file_sha256(export_path) != serving["sha256"]:
         raise CheckpointError(f"corrupt export ({export_path.name} is not the file its sidecar records: replaced "
-                              f"or damaged); {rebuild_hint(path)}")
+                              f"or damaged); {REBUILD_HINT.format(path.stem)}")
 
 
 def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> CheckpointInfo:
@@ -236,11 +226,10 @@ def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> C
 
 def read_export(entry: CheckpointInfo) -> bytes:
     """The bytes of a servable entry's export, checked against the sha256 in its sidecar as they are read."""
-    export_path = entry.path.with_suffix(EXPORT_SUFFIX)
-    flatbuffer = export_path.read_bytes()
+    flatbuffer = entry.path.with_suffix(EXPORT_SUFFIX).read_bytes()
     if hashlib.sha256(flatbuffer).hexdigest() != entry.sidecar["serving"]["sha256"]:
-        raise CheckpointError(f"Checkpoint {entry.name} is unavailable: corrupt export ({export_path.name} changed "
-                              "while it was read).")
+        raise CheckpointError(f"Checkpoint {entry.name} is unavailable: corrupt export ({entry.name}{EXPORT_SUFFIX} "
+                              "changed while it was read).")
     return flatbuffer
 
 
@@ -250,20 +239,16 @@ def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[Check
     if not weights_dir.is_dir():
         return []
     checkpoints = []
-    for path in sorted(weights_dir.glob(f"*{CHECKPOINT_SUFFIX}")):
-        name = path.stem
-        if name.startswith("."):
-            continue  # A temporary file of a write in progress.
+    for path in sorted(weights_dir.glob(f"[!.]*{CHECKPOINT_SUFFIX}")):  # ".*": a write in progress.
         try:
-            checkpoint_path(name, weights_dir)
-            sidecar = check_checkpoint_file(path, with_export=True)
-            checkpoints.append(CheckpointInfo(name, path, sidecar, True))
+            checkpoint_path(path.stem, weights_dir)
+            checkpoints.append(CheckpointInfo(path.stem, path, check_checkpoint_file(path, with_export=True), True))
         except CheckpointError as error:
-            checkpoints.append(CheckpointInfo(name, path, {}, False, str(error)))
+            checkpoints.append(CheckpointInfo(path.stem, path, {}, False, str(error)))
 
     def rank(info: CheckpointInfo) -> tuple:
         headline = headline_metrics(info.sidecar)
-        return (not info.available, -(headline[1]["mean_iou"] if headline else -1.0), info.name)
+        return not info.available, -headline[1]["mean_iou"] if headline else 1.0, info.name
 
     return sorted(checkpoints, key=rank)
 

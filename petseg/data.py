@@ -1,8 +1,7 @@
 """Data: Oxford-IIIT Pet from tfds or from a local folder in the official layout, as ``tf.data`` pipelines.
 
-Both sources yield the same examples: a uint8 RGB photo and a uint8 mask of class ids (trimap value minus one,
-see ``petseg.classes``). Training decodes every photo once, resizes it once, and keeps the resized arrays in
-memory; each epoch then only augments, batches and prefetches.
+Both sources yield a uint8 RGB photo and a uint8 mask of class ids (``petseg.classes``). Training decodes and
+resizes every photo once and keeps the arrays in memory; each epoch then only augments, batches and prefetches.
 
 >>> from petseg.synthetic import make_synthetic_pets
 >>> import tempfile
@@ -34,9 +33,7 @@ from petseg.photos import load_labelled_photo
 from petseg.resize import augment, cache_size_for, resize_image, resize_mask
 
 AUTOTUNE = tf.data.AUTOTUNE
-SPLITS = ("trainval", "test")
-# The tfds builder calls the official trainval list "train".
-TFDS_SPLITS = {"trainval": "train", "test": "test"}
+TFDS_SPLITS = {"trainval": "train", "test": "test"}  # The official splits, as the tfds builder names them.
 # Where the tfds builder (4.9) downloads the images and trimaps from, and how long to wait for it to answer.
 TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
 HOST_TIMEOUT_SECONDS = 10.0
@@ -67,7 +64,7 @@ class ResizedExamples:
     masks: np.ndarray  # (count, size, size, 1) uint8
     skipped: list[tuple[str, str]]  # (name, reason) for each example that could not be read
 
-    def take(self, indices: np.ndarray) -> "ResizedExamples":
+    def take(self, indices: np.ndarray) -> ResizedExamples:
         return ResizedExamples([self.names[i] for i in indices], self.images[indices], self.masks[indices], [])
 
 
@@ -98,10 +95,23 @@ def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
 
 
 # Sources: each yields ``Example`` objects at the photo's original size.
+def check_split(split: str) -> None:
+    if split not in TFDS_SPLITS:
+        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(TFDS_SPLITS)}.")
+
+
+def read_name_list(path: str | os.PathLike) -> list[str]:
+    """The first word of each line of a split list (``annotations/test.txt``'s format), less blank and "#" lines."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    except OSError as error:
+        raise DataError(f"Cannot read the list {path}: {error.strerror}.") from None
+    return [line.split()[0] for line in lines if line and not line.startswith("#")]
+
+
 def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     """Read the photo names of ``split`` ("trainval" or "test") from ``annotations/<split>.txt``."""
-    if split not in SPLITS:
-        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    check_split(split)
     root = Path(data_dir)
     list_path = root / "annotations" / f"{split}.txt"
     if not root.is_dir():
@@ -110,22 +120,15 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     if not list_path.is_file():
         raise DataError(f"{list_path} is missing: a data folder needs images/*.jpg, annotations/trimaps/*.png, "
                         "annotations/trainval.txt and annotations/test.txt (the official Oxford-IIIT Pet layout).")
-    names = []
-    for line in list_path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(line.split()[0])
-    return names
+    return read_name_list(list_path)
 
 
 def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: float | None = None) -> Example:
     """Read one photo and its trimap from an official-layout folder; raises ``OSError``/``ValueError`` if unreadable.
 
-    The photo is decoded as the app decodes uploads (``petseg.photos``: by content, since the real set hides a GIF
-    and an RGBA PNG behind .jpg names; EXIF orientation applied; transparency on white), and the trimap is turned
-    as the photo was, since it was drawn on the stored pixels. With ``min_confidence`` the folder holds
-    pseudo-labels (``scripts/pseudo_label.py``): pixels whose ``annotations/confidence/`` value is lower become
-    ``IGNORE``.
+    The photo decodes as the app decodes uploads (``petseg.photos``) and the trimap turns with it. With
+    ``min_confidence`` the folder holds pseudo-labels (``scripts/pseudo_label.py``): pixels whose
+    ``annotations/confidence/`` value is lower become ``IGNORE``.
     """
     root = Path(data_dir)
     image, trimap = load_labelled_photo(root / "images" / f"{name}.jpg",
@@ -153,14 +156,6 @@ def read_or_skip(read, item, skipped: list | None) -> Example | None:
         return None
 
 
-def iterate_folder_split(data_dir: str | os.PathLike, split: str, skipped: list | None = None) -> Iterator[Example]:
-    """Yield every readable example of ``split``; unreadable ones are logged and appended to ``skipped``."""
-    for name in read_split_names(data_dir, split):
-        example = read_or_skip(functools.partial(read_folder_example, data_dir), name, skipped)
-        if example is not None:
-            yield example
-
-
 def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
     """Load Oxford-IIIT Pet from tfds (downloads about 800 MB on first use) as a dataset of feature dicts.
 
@@ -169,8 +164,7 @@ def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool
     """
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
 
-    if split not in SPLITS:
-        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    check_split(split)
     arguments = {"split": TFDS_SPLITS[split], "data_dir": tfds_data_dir, "shuffle_files": False}
     try:
         return tfds.load("oxford_iiit_pet", download=False, **arguments)
@@ -193,8 +187,7 @@ def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_
 
     def connect() -> None:
         try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            outcome.append(None)
+            outcome.append(socket.create_connection((host, 443), timeout=timeout).close())
         except OSError as error:
             outcome.append(error)
 
@@ -230,11 +223,13 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: li
 
 def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list | None = None,
                   tfds_data_dir: str | None = None) -> Iterator[Example]:
-    """Yield the examples of ``split`` from a local folder, or from tfds when ``data_dir`` is None."""
+    """Yield the readable examples of ``split`` from a local folder, or from tfds when ``data_dir`` is None;
+    unreadable ones are logged and appended to ``skipped``."""
     if data_dir is None:
         return iterate_tfds_split(split, tfds_data_dir, skipped)
-    read_split_names(data_dir, split)  # Fail early and clearly on a bad folder.
-    return iterate_folder_split(data_dir, split, skipped)
+    read = functools.partial(read_folder_example, data_dir)  # Names are read now: a bad folder fails at once.
+    examples = (read_or_skip(read, name, skipped) for name in read_split_names(data_dir, split))
+    return (example for example in examples if example is not None)
 
 
 def describe_source(data_dir: str | os.PathLike | None) -> str:
@@ -245,11 +240,8 @@ def describe_source(data_dir: str | os.PathLike | None) -> str:
 # Decode once, resize once.
 @functools.lru_cache(maxsize=None)
 def compiled_resize(size: int):
-    """One compiled function per square ``size`` that resizes a photo and its mask in a single call.
-
-    Compiled, the pair costs one call instead of a dozen eager ops, which also lets ``load_resized``'s threads
-    run in parallel; and it resizes in graph mode, as the app's compiled request path does.
-    """
+    """One compiled function per square ``size`` that resizes a photo and its mask in one call (not a dozen eager
+    ops, so ``load_resized``'s threads run in parallel), in graph mode as the app's request path resizes."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None, 1], tf.uint8)])
     def resize_pair(image, mask):
@@ -266,11 +258,8 @@ def resize_example(example: Example, size: int) -> tuple[np.ndarray, np.ndarray]
 
 def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds_data_dir: str | None = None,
                  workers: int = 4, min_confidence: float | None = None) -> ResizedExamples:
-    """Decode every example of ``split`` once and resize it to ``size``, decoding and resizing in a thread pool.
-
-    Pillow and TensorFlow release the GIL while they decode and resize, so the threads run in parallel. With
-    ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_folder_example``).
-    """
+    """Decode every example of ``split`` once and resize it to ``size`` in a thread pool (Pillow and TensorFlow
+    release the GIL). With ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_folder_example``)."""
     skipped: list[tuple[str, str]] = []
     if data_dir is None:  # tfds decodes its records itself; the pool only resizes.
         items, read = iterate_tfds_split(split, tfds_data_dir, skipped), (lambda example: example)
@@ -304,10 +293,8 @@ def zip_with_results(items: Iterator, function, pool: concurrent.futures.Executo
 
 
 def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarray:
-    """Pick ``ceil(fraction * count)`` (at least one) validation examples by a seeded hash of their names.
-
-    The choice depends only on the names and the seed, not on their order, so it is the same for every source.
-    """
+    """Pick ``ceil(fraction * count)`` (at least one) validation examples by a seeded hash of their names: the same
+    choice for every source and order."""
     if not 0 < fraction < 1:
         raise ValueError(f"validation fraction must be between 0 and 1, got {fraction}.")
     if len(names) < 2:

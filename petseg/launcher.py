@@ -1,8 +1,7 @@
 """Start, stop and describe training runs for the app (no gradio here): validated requests, readable progress.
 
-A run is ``python train.py ... --run-dir runs/<id>`` in a process of its own (output in ``runs/<id>/train.log``),
-so it never blocks the web server. Watching only reads the run folder (``petseg.runs``), so a run started from a
-terminal is watched the same way.
+A run is ``python train.py ... --run-dir runs/<id>`` in a process of its own (output in ``runs/<id>/train.log``).
+Watching only reads the run folder (``petseg.runs``), so a run started from a terminal is watched the same way.
 
 >>> training_allowed(None, {"SPACE_ID": "someone/petseg"})
 False
@@ -15,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import os
 import subprocess
 import sys
@@ -54,10 +54,8 @@ def training_allowed(allow_training: bool | None = None, environ: Mapping[str, s
         return bool(allow_training)
     environ = os.environ if environ is None else environ
     flag = environ.get("PETSEG_ALLOW_TRAINING", "").strip().lower()
-    if flag in ("1", "true", "yes", "on"):
-        return True
-    if flag in ("0", "false", "no", "off"):
-        return False
+    if flag in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return flag in ("1", "true", "yes", "on")
     return not environ.get("SPACE_ID")
 
 
@@ -84,21 +82,25 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
     epochs = whole_number(epochs, "Epochs", *EPOCH_LIMITS)
     batch_size = whole_number(batch_size, "Batch size", *BATCH_SIZE_LIMITS)
     image_size = whole_number(image_size, "Image size", *IMAGE_SIZE_LIMITS)
-    if image_size != image_size_for(preset, image_size):
+    if image_size != (nearest := image_size_for(preset, image_size)):
         raise TrainingRequestError(f"Image size must be {image_size_rule(preset)} for the {preset} preset, got "
-                                   f"{image_size}; the nearest it takes is {image_size_for(preset, image_size)}.")
+                                   f"{image_size}; the nearest it takes is {nearest}.")
     if data_source not in DATA_SOURCES:
         raise TrainingRequestError(f"Unknown data source {data_source!r}; choose one of: {', '.join(DATA_SOURCES)}.")
-    folder = check_data_folder(data_dir) if data_source == "folder" else None
     # Synthetic runs never download: their encoder starts from random weights.
-    weights = "none" if data_source == "synthetic" else check_encoder_weights(encoder_weights)
-    return TrainingRequest(preset, epochs, batch_size, image_size, data_source, folder, weights,
+    return TrainingRequest(preset, epochs, batch_size, image_size, data_source,
+                           check_data_folder(data_dir) if data_source == "folder" else None,
+                           "none" if data_source == "synthetic" else check_encoder_weights(encoder_weights),
                            check_new_checkpoint_name(name, weights_dir))
 
 
 def image_size_rule(preset: str) -> str:
     """The image sizes a preset takes, in words: 8k+1 for DeepLab (its resizes align corners), else multiples of 32."""
-    return "8k+1" if PRESETS[preset].architecture == "deeplab" else f"a multiple of {IMAGE_SIZE_STEP}"
+    return "8k+1" if is_deeplab(preset) else f"a multiple of {IMAGE_SIZE_STEP}"
+
+
+def is_deeplab(preset: str) -> bool:
+    return preset in PRESETS and PRESETS[preset].architecture == "deeplab"
 
 
 def image_size_for(preset: str, image_size: Any) -> Any:
@@ -112,23 +114,19 @@ def image_size_for(preset: str, image_size: Any) -> Any:
     except (TypeError, ValueError):
         return image_size
     low, high = IMAGE_SIZE_LIMITS
-    if preset in PRESETS and PRESETS[preset].architecture == "deeplab":
+    if is_deeplab(preset):
         return int(min(max(8 * round((size - 1) / 8) + 1, low + 1), high - 7))
     return int(min(max(IMAGE_SIZE_STEP * round(size / IMAGE_SIZE_STEP), low), high))
 
 
 def whole_number(value: Any, label: str, low: int, high: int) -> int:
-    """``value`` as an int between ``low`` and ``high``, or a ``TrainingRequestError`` naming the field.
-
-    >>> whole_number(4.0, "Epochs", 1, 200)
-    4
-    """
+    """``value`` as an int between ``low`` and ``high``, or a ``TrainingRequestError`` naming the field."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise TrainingRequestError(f"{label} is empty; enter a whole number from {low} to {high}.")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        number = float("nan")  # Not a whole number either.
+        number = 0.5  # Not a whole number either.
     if not number.is_integer() or not low <= number <= high:
         shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
         raise TrainingRequestError(f"{label} must be a whole number from {low} to {high}, got {shown}.")
@@ -142,9 +140,8 @@ def check_data_folder(data_dir: str | None) -> str:
     folder = Path(str(data_dir).strip()).expanduser()
     if not folder.is_dir():
         raise TrainingRequestError(f"No folder at {folder}.")
-    missing = [part for part in ("images", "annotations/trainval.txt", "annotations/trimaps")
-               if not (folder / part).exists()]
-    if missing:
+    if missing := [part for part in ("images", "annotations/trainval.txt", "annotations/trimaps")
+                   if not (folder / part).exists()]:
         raise TrainingRequestError(f"{folder} is not in the official Oxford-IIIT Pet layout: it lacks "
                                    f"{', '.join(missing)}.")
     return str(folder.resolve())
@@ -164,8 +161,7 @@ def check_encoder_weights(encoder_weights: str | None) -> str:
 
 def check_new_checkpoint_name(name: str | None, weights_dir: str | os.PathLike | None) -> str | None:
     """A valid checkpoint name that is not taken yet, or None for the default name."""
-    name = (name or "").strip()
-    if not name:
+    if not (name := (name or "").strip()):
         return None
     try:
         path = checkpoint_path(name, weights_dir)
@@ -179,13 +175,10 @@ def check_new_checkpoint_name(name: str | None, weights_dir: str | os.PathLike |
 def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
                      name: str) -> list[str]:
     """The ``python train.py`` command line for ``request``."""
-    command = [sys.executable, str(TRAIN_SCRIPT), "--preset", request.preset, "--epochs", str(request.epochs),
-               "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
-               "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir),
-               "--output-dir", str(weights_dir), "--name", name]
-    if data_dir:
-        command += ["--data-dir", str(data_dir)]
-    return command
+    return [sys.executable, str(TRAIN_SCRIPT), "--preset", request.preset, "--epochs", str(request.epochs),
+            "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
+            "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir), "--output-dir", str(weights_dir),
+            "--name", name, *(["--data-dir", str(data_dir)] if data_dir else [])]
 
 
 class TrainingLauncher:
@@ -209,19 +202,20 @@ class TrainingLauncher:
         from petseg.synthetic import make_synthetic_pets
 
         with self._lock:
-            active = self.active_run()
-            if active:
+            if active := self.active_run():
                 raise TrainingRequestError(f"Run {active} is still training; stop it or wait for it to finish.")
-            run_id = self._unused_run_id()
-            run_dir = self.runs_dir / run_id
-            run_dir.mkdir(parents=True)
+            run_id = base = new_run_id()
+            for suffix in itertools.count(2):  # Two runs started within a second get folders of their own.
+                if not (self.runs_dir / run_id).exists():
+                    break
+                run_id = f"{base}-{suffix}"
+            run_dir, data_dir = self.runs_dir / run_id, request.data_dir
             name = request.name or f"{request.preset}-{run_id}"
-            data_dir = request.data_dir
+            run_dir.mkdir(parents=True)
             if request.data_source == "synthetic":
                 data_dir = str(make_synthetic_pets(run_dir / "synthetic-data", SYNTHETIC_TRAINVAL, SYNTHETIC_TEST))
             command = training_command(request, data_dir, run_dir, self.weights_dir, name)
-            process = start_process(command, run_dir / "train.log")
-            self._processes[run_id] = process
+            process = self._processes[run_id] = start_process(command, run_dir / "train.log")
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
             if not (run_dir / "status.json").exists():
                 RunWriter(run_dir, {"pid": process.pid, "preset": request.preset, "epochs": request.epochs,
@@ -254,13 +248,6 @@ class TrainingLauncher:
         if not (run_dir / "status.json").is_file():
             raise TrainingRequestError(f"Unknown run {run_id!r}: it has no status.json.")
         return run_dir
-
-    def _unused_run_id(self) -> str:
-        run_id = new_run_id()
-        candidate, suffix = run_id, 2
-        while (self.runs_dir / candidate).exists():
-            candidate, suffix = f"{run_id}-{suffix}", suffix + 1
-        return candidate
 
 
 def run_label(run: RunState) -> str:
@@ -319,15 +306,13 @@ def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
 
 def log_tail(run_dir: Path, max_lines: int = 60, max_bytes: int = 32_768) -> str:
     """The last lines of the run's ``train.log`` (empty for runs started from a terminal), progress bars redrawn."""
-    path = Path(run_dir) / "train.log"
     try:
-        with open(path, "rb") as handle:
-            handle.seek(max(path.stat().st_size - max_bytes, 0))
+        with open(Path(run_dir) / "train.log", "rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - max_bytes, 0))
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
-    return "\n".join(lines[-max_lines:])
+    return "\n".join([line.rsplit("\r", 1)[-1] for line in text.splitlines()][-max_lines:])
 
 
 def run_fingerprint(run: RunState) -> tuple:
@@ -341,9 +326,9 @@ def checkpoints_fingerprint(weights_dir: str | os.PathLike) -> tuple:
     """What changes whenever a checkpoint or sidecar is written, renamed or removed."""
     entries = []
     for path in Path(weights_dir).glob("[!.]*"):
-        if path.suffix in (CHECKPOINT_SUFFIX, ".json"):
-            with contextlib.suppress(OSError):
-                entries.append((path.name, path.stat().st_mtime_ns, path.stat().st_size))
+        with contextlib.suppress(OSError):
+            if path.suffix in (CHECKPOINT_SUFFIX, ".json"):
+                entries.append((path.name, (stat := path.stat()).st_mtime_ns, stat.st_size))
     return tuple(sorted(entries))
 
 
