@@ -1,7 +1,6 @@
 """The Keras callback of a training run: each epoch it writes the run folder (metrics line, sample PNG, TensorBoard,
 and the resume state: weights, optimizer variables, so the schedule's position, epochs done, best metric and
-config), keeps the best checkpoint, and ends the run cleanly on a stop request or a signal.
-"""
+config), keeps the best checkpoint, and ends the run cleanly on a stop request or a signal."""
 
 from __future__ import annotations
 
@@ -27,11 +26,10 @@ STOP_SIGNALLED = threading.Event()
 
 
 def stop_on_signal(signum, frame) -> None:
-    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the end of the current batch.
+    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the next batch end.
 
-    Raising inside TensorFlow's tracing can crash the run (SystemError), so while fitting it only sets a flag that
-    ``EpochReporter`` raises at the next batch end. Outside a fit it raises at once and keeps the flag: Python drops
-    an interrupt raised inside a ``__del__``, and the flag raises it again at the next check.
+    Raising inside TensorFlow's tracing can crash the run, so while fitting it only sets the flag ``EpochReporter``
+    checks. Elsewhere it raises at once and keeps the flag, as Python drops an interrupt raised inside a ``__del__``.
     """
     STOP_SIGNALLED.set()
     if not FITTING.is_set():

@@ -3,10 +3,6 @@
 ``save_checkpoint`` writes the model (float16 weights, no optimizer state), its checked export, then the sidecar
 with both files' sha256. Files that no longer match it, and corrupt or incompatible files, make the entry
 unavailable with the reason, never served and never a crash. Reads stay inside the weights folder; writes are atomic.
-
->>> import tempfile
->>> list_checkpoints(tempfile.mkdtemp())
-[]
 """
 
 from __future__ import annotations
@@ -53,13 +49,8 @@ class CheckpointInfo:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def describe(self) -> str:
-        """One line for dropdowns and logs; here for the shipped ``finetune`` checkpoint (its sidecar, abridged).
-
-        >>> sidecar = {"preset": "finetune", "image_size": 160, "epochs": 31, "epochs_done": 40,
-        ...            "metrics": {"oxford-iiit-pet-subset/test": {"mean_iou": 0.77127}}}
-        >>> CheckpointInfo("finetune", Path("finetune.keras"), sidecar, available=True).describe()
-        'finetune: finetune, best at epoch 31 of 40, 160 px, mIoU 0.771 on oxford-iiit-pet-subset/test'
-        """
+        """One line for dropdowns and logs, e.g. "finetune: finetune, best at epoch 31 of 40, 160 px, mIoU 0.771 on
+        oxford-iiit-pet-subset/test"."""
         if not self.available:
             return f"{self.name}: unavailable ({self.reason})"
         details = [str(self.sidecar.get("preset", "?")), epochs_trained(self.sidecar),
@@ -84,11 +75,8 @@ class LoadedCheckpoint:
 
 
 def epochs_trained(sidecar: dict) -> str:
-    """How long a checkpoint trained (``epochs``: the epoch saved, ``epochs_done``: every epoch that ran).
-
-    >>> epochs_trained({"epochs": 31, "epochs_done": 40}), epochs_trained({"epochs": 20, "epochs_done": 20})
-    ('best at epoch 31 of 40', '20 epochs')
-    """
+    """How long a checkpoint trained, e.g. "best at epoch 31 of 40" (``epochs``: the epoch saved, ``epochs_done``:
+    every epoch that ran)."""
     best, done = sidecar.get("epochs", "?"), sidecar.get("epochs_done")
     if isinstance(best, int) and isinstance(done, int) and done > best:
         return f"best at epoch {best} of {done}"

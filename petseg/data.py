@@ -1,12 +1,11 @@
 """Data: Oxford-IIIT Pet from tfds or from a local folder in the official layout, as ``tf.data`` pipelines.
 
-Both sources yield a uint8 RGB photo and a uint8 mask of class ids (``petseg.classes``). Training decodes and
-resizes every photo once and keeps the arrays in memory; each epoch then only augments, batches and prefetches.
+Both sources yield a uint8 RGB photo and a uint8 mask of class ids. Training decodes and resizes every photo once;
+each epoch then only augments, batches and prefetches the arrays kept in memory.
 
 >>> from petseg.synthetic import make_synthetic_pets
 >>> import tempfile
->>> root = make_synthetic_pets(tempfile.mkdtemp(), trainval_count=6, test_count=2)
->>> data = make_training_data(root, image_size=64, batch_size=2)
+>>> data = make_training_data(make_synthetic_pets(tempfile.mkdtemp(), 6, 2), image_size=64, batch_size=2)
 >>> data.counts["train"], data.counts["validation"]
 (5, 1)
 """
@@ -83,9 +82,8 @@ class TrainingData:
 
 # Shared transforms.
 def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
-    """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2.
-
-    Any other value (tfds' mock data draws 0..255) becomes border, the "uncertain" class, so masks stay valid.
+    """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2; any other value (tfds' mock
+    data draws 0..255) becomes border, so masks stay valid.
 
     >>> trimap_to_classes(np.array([[1, 2, 3], [0, 4, 255]], np.uint8)).tolist()
     [[0, 1, 2], [2, 2, 2]]
@@ -124,10 +122,9 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
 
 
 def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: float | None = None) -> Example:
-    """Read one photo and its trimap from an official-layout folder; raises ``OSError``/``ValueError`` if unreadable.
+    """Read one photo (decoded as the app decodes uploads) and its trimap; ``OSError``/``ValueError`` if unreadable.
 
-    The photo decodes as the app decodes uploads (``petseg.photos``) and the trimap turns with it. With
-    ``min_confidence`` the folder holds pseudo-labels (``scripts/pseudo_label.py``): pixels whose
+    With ``min_confidence`` the folder holds pseudo-labels (``scripts/pseudo_label.py``): pixels whose
     ``annotations/confidence/`` value is lower become ``IGNORE``.
     """
     root = Path(data_dir)
@@ -157,11 +154,8 @@ def read_or_skip(read, item, skipped: list | None) -> Example | None:
 
 
 def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
-    """Load Oxford-IIIT Pet from tfds (downloads about 800 MB on first use) as a dataset of feature dicts.
-
-    Data already prepared in ``tfds_data_dir`` is used without the network. Before a download, the download host
-    must answer within seconds: offline, tfds would retry for minutes before failing.
-    """
+    """Load Oxford-IIIT Pet from tfds as feature dicts: prepared data in ``tfds_data_dir`` without the network,
+    else a download (about 800 MB) once its host answers (offline, tfds would retry for minutes)."""
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
 
     check_split(split)
@@ -240,8 +234,7 @@ def describe_source(data_dir: str | os.PathLike | None) -> str:
 # Decode once, resize once.
 @functools.lru_cache(maxsize=None)
 def compiled_resize(size: int):
-    """One compiled function per square ``size`` that resizes a photo and its mask in one call (not a dozen eager
-    ops, so ``load_resized``'s threads run in parallel), in graph mode as the app's request path resizes."""
+    """One compiled function per ``size`` that resizes a photo and its mask in one call, as the app resizes."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None, 1], tf.uint8)])
     def resize_pair(image, mask):
@@ -293,8 +286,7 @@ def zip_with_results(items: Iterator, function, pool: concurrent.futures.Executo
 
 
 def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarray:
-    """Pick ``ceil(fraction * count)`` (at least one) validation examples by a seeded hash of their names: the same
-    choice for every source and order."""
+    """Pick ``ceil(fraction * count)`` (at least one) validation examples by a seeded hash of their names."""
     if not 0 < fraction < 1:
         raise ValueError(f"validation fraction must be between 0 and 1, got {fraction}.")
     if len(names) < 2:
@@ -310,12 +302,10 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
                        sample_count: int = 3, tfds_data_dir: str | None = None,
                        validation_names: list[str] | None = None, unlabelled_dirs: list[str] | None = None,
                        min_confidence: float = 0.0, unlabelled_share: float = 0.5) -> TrainingData:
-    """Build the train and validation pipelines from the trainval split; the test split is never touched here.
+    """Build the train and validation pipelines from the trainval split (a seeded fraction, or ``validation_names``).
 
-    Validation is a seeded ``validation_fraction`` of trainval, or the trainval photos in ``validation_names``.
-    ``unlabelled_dirs`` hold photos labelled by a teacher (``scripts/pseudo_label.py``): they join training only,
-    as ``unlabelled_share`` of every batch, with pixels under ``min_confidence`` ignored; an epoch is one pass over
-    the labelled photos, each drawing the next unlabelled ones.
+    ``unlabelled_dirs`` hold pseudo-labelled photos (``scripts/pseudo_label.py``) that make up ``unlabelled_share``
+    of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos.
     """
     cache_size = cache_size_for(image_size, augmentation)
     examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)

@@ -104,11 +104,7 @@ def is_deeplab(preset: str) -> bool:
 
 
 def image_size_for(preset: str, image_size: Any) -> Any:
-    """The image size nearest ``image_size`` that ``preset`` takes; a value that is not a number comes back as is.
-
-    >>> image_size_for("voc", 128), image_size_for("tutorial", 129), image_size_for("finetune", 160)
-    (129, 128, 160)
-    """
+    """The image size nearest ``image_size`` that ``preset`` takes; a value that is not a number comes back as is."""
     try:
         size = float(image_size)
     except (TypeError, ValueError):

@@ -78,8 +78,8 @@ class TrainResult:
 def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
     """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes.
 
-    ``border_weight`` above 1 weighs the cross-entropy of pixels on the border ring and within 2 pixels of it by
-    that much: the ring is a few pixels wide, so a contour off by one pixel costs it most of its IoU.
+    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring: a contour off by one pixel
+    costs the thin ring most of its IoU.
     """
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     if dice_weight == 0 and border_weight == 1:
@@ -266,12 +266,9 @@ def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_pe
         # Decaying to a tenth lets the fine-tuning settle at the end.
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight),
-        metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE,
-                                                   name="mean_iou")],
-    )
+    mean_iou = keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy", mean_iou],
+                  loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight))
     raise_if_signalled()
 
 
@@ -323,8 +320,8 @@ def start_from_checkpoint(model: keras.Model, path: str, preset: str, image_size
 
 def load_sample_photos(paths: list[str], image_size: int, data_dir: str | None = None
                        ) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """Photos as float [0, 1] arrays at the model's input size, resized as training resizes them, and their true
-    masks where the data folder holds a trimap of the same name (None elsewhere)."""
+    """Photos at the model's input size in [0, 1], resized as training resizes, with their true masks where
+    the data folder has their trimap (else None)."""
     images, masks = [], []
     for path in map(Path, paths):
         trimap = Path(data_dir or "") / "annotations" / "trimaps" / f"{path.stem}.png"
