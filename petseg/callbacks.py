@@ -45,10 +45,9 @@ def raise_if_signalled() -> None:
 class EpochReporter(keras.callbacks.Callback):
     """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
 
-    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict,
-                 config: dict | None = None):
+    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict, config: dict):
         super().__init__()
-        self.config = config  # Saved with each epoch's resume state; None saves none.
+        self.config = config  # The run's ``TrainConfig``, saved with each epoch's resume state.
         self.writer, self.data, self.checkpoint_path, self.sidecar = writer, data, checkpoint_path, sidecar
         self.history: list[dict] = []
         self.best_mean_iou, self.epoch_started, self.stopped = -1.0, 0.0, False
@@ -81,7 +80,7 @@ class EpochReporter(keras.callbacks.Callback):
         mean_iou = record.get("val_mean_iou", -1.0)
         self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
         improved, self.best_mean_iou = mean_iou > self.best_mean_iou, max(mean_iou, self.best_mean_iou)
-        if improved or self.config and self.config.get("keep_last"):
+        if improved or self.config["keep_last"]:
             record["saved_checkpoint"] = True
             self.sidecar.update(epochs=epoch + 1, **({"best_epoch": epoch + 1} if improved else {}),
                                 metrics={"validation": {"mean_iou": mean_iou,
@@ -90,10 +89,9 @@ class EpochReporter(keras.callbacks.Callback):
             self.writer.update(checkpoint=str(self.checkpoint_path))
         self.history.append(record)
         self.writer.log_epoch(record)
-        if self.config is not None:
-            self.writer.save_resume_state(
-                {"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
-                self.model.get_weights(), [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
+        self.writer.save_resume_state({"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
+                                      self.model.get_weights(),
+                                      [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
         print(json.dumps({"metrics": record}), flush=True)
 
     def resume(self, state: dict, history: list[dict]) -> None:

@@ -306,13 +306,10 @@ def write_sidecar(path: str | os.PathLike, sidecar: dict) -> None:
 def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
     """Save ``model`` as a registry entry: ``path`` (a .keras file), its LiteRT export (made from the stored float16
     weights and checked first), then its sidecar. An entry torn by a crash between the writes fails its sha256."""
-    path = Path(path)
-    if path.suffix != CHECKPOINT_SUFFIX:
-        raise ValueError(f"checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
     from petseg.litert import make_export
     from petseg.model import model_with_dtype
 
-    stored = model_with_dtype(model, "float16")
+    path, stored = Path(path), model_with_dtype(model, "float16")
     try:
         flatbuffer, serving = make_export(stored, sidecar)
     except ValueError as error:
@@ -329,8 +326,7 @@ def write_export(path: Path, sidecar: dict, flatbuffer: bytes, serving: dict[str
     atomic_write_bytes(export_path, flatbuffer)
     record = {"file": export_path.name, "sha256": hashlib.sha256(flatbuffer).hexdigest(),
               "size_bytes": len(flatbuffer), "keras_sha256": file_sha256(path), **serving}
-    sidecar = {**sidecar, "serving": record}
-    write_sidecar(path, sidecar)
+    write_sidecar(path, sidecar := {**sidecar, "serving": record})
     return sidecar
 
 

@@ -169,10 +169,9 @@ def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool
     try:
         return tfds.load("oxford_iiit_pet", download=True, **arguments)
     except Exception as error:  # tfds raises many types for a failed download; all mean the same to a user.
-        raise DataError(
-            f"Could not load oxford_iiit_pet from tfds ({type(error).__name__}: {error}). tfds needs internet on "
-            "first use; offline, pass --data-dir with a folder in the official Oxford-IIIT Pet layout."
-        ) from error
+        raise DataError(f"Could not load oxford_iiit_pet from tfds ({type(error).__name__}: {error}). tfds needs "
+                        "internet on first use; offline, pass --data-dir with a folder in the official Oxford-IIIT "
+                        "Pet layout.") from error
 
 
 def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_TIMEOUT_SECONDS) -> None:
@@ -265,24 +264,17 @@ def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds
         return None if example is None else (example.name, *resize_example(example, size))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        prepared = [result for _, result in zip_with_results(items, prepare, pool) if result is not None]
+        pending, prepared = [], []
+        for item in items:  # At most 16 ahead: ``pool.map`` would hold every tfds photo at once.
+            pending.append(pool.submit(prepare, item))
+            if len(pending) >= 16:
+                prepared.append(pending.pop(0).result())
+        prepared = [result for result in prepared + [future.result() for future in pending] if result is not None]
     if not prepared:
         raise DataError(f"No readable examples in the {split} split of {describe_source(data_dir)} "
                         f"({len(skipped)} skipped).")
     names, images, masks = zip(*prepared)
     return ResizedExamples(list(names), np.stack(images), np.stack(masks), skipped)
-
-
-def zip_with_results(items: Iterator, function, pool: concurrent.futures.Executor, window: int = 16):
-    """Yield ``(item, function(item))`` in order, computing up to ``window`` results ahead in ``pool``."""
-    pending: list = []
-    for item in items:
-        pending.append((item, pool.submit(function, item)))
-        if len(pending) >= window:
-            first, future = pending.pop(0)
-            yield first, future.result()
-    for item, future in pending:
-        yield item, future.result()
 
 
 def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from keras import layers
 
 from petseg.classes import BACKGROUND, BORDER, NUM_CLASSES, PET
+from petseg.synthetic import make_synthetic_pet
 
 VOC_URL = "https://raw.githubusercontent.com/shaqian/flutter_tflite/master/example/assets/deeplabv3_257_mv_gpu.tflite"
 VOC_SHA256 = "68a539782c2c6a72f8aac3724600124a85ed977162b44e84cbae5db717c933c6"
@@ -222,14 +223,6 @@ def check_parity(keras_model: keras.Model, path: str | os.PathLike, image: np.nd
     return {"argmax_agreement": agreement, "max_logit_difference": difference}
 
 
-def parity_image(size: int = 257) -> np.ndarray:
-    """A synthetic pet photo in [-1, 1] for the parity check (no real photo ships with the code)."""
-    from petseg.synthetic import make_synthetic_pet
-
-    photo, _ = make_synthetic_pet(np.random.default_rng(0), size, size)
-    return np.asarray(photo, np.float32) / 127.5 - 1.0
-
-
 def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
     """The 21-class VOC model with its weights from the TFLite file, parity-checked; random weights for None."""
     model = build_voc_deeplab(257)
@@ -237,7 +230,8 @@ def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
     if path is not None:
         check_tflite_options(path)
         assign_tflite_weights(model, read_tflite_tensors(path))
-        check_parity(model, path, parity_image())
+        photo, _ = make_synthetic_pet(np.random.default_rng(0), 257, 257)  # No real photo ships with the code.
+        check_parity(model, path, np.asarray(photo, np.float32) / 127.5 - 1.0)
     return model
 
 

@@ -2,11 +2,6 @@
 
 A run is ``python train.py ... --run-dir runs/<id>`` in a process of its own (output in ``runs/<id>/train.log``).
 Watching only reads the run folder (``petseg.runs``), so a run started from a terminal is watched the same way.
-
->>> training_allowed(None, {"SPACE_ID": "someone/petseg"})
-False
->>> training_allowed(None, {"SPACE_ID": "someone/petseg", "PETSEG_ALLOW_TRAINING": "1"})
-True
 """
 
 from __future__ import annotations
@@ -183,15 +178,12 @@ class TrainingLauncher:
     def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike):
         self.weights_dir = Path(weights_dir).resolve()
         self.runs_dir = Path(runs_dir).resolve()
-        self._processes: dict[str, subprocess.Popen] = {}
+        self._process: tuple[str, subprocess.Popen] | None = None  # The last run this app started, and its process.
         self._lock = threading.Lock()
 
     def active_run(self) -> str | None:
-        """The id of the run this app started that is still training, if any (finished processes are reaped)."""
-        for run_id, process in list(self._processes.items()):
-            if process.poll() is not None:
-                del self._processes[run_id]
-        return next(iter(self._processes), None)
+        """The id of the run this app started that is still training, if any."""
+        return self._process[0] if self._process and self._process[1].poll() is None else None
 
     def start(self, request: TrainingRequest) -> Path:
         """Create a run folder, prepare its data, start ``train.py`` on it and return the folder."""
@@ -211,7 +203,8 @@ class TrainingLauncher:
             if request.data_source == "synthetic":
                 data_dir = str(make_synthetic_pets(run_dir / "synthetic-data", SYNTHETIC_TRAINVAL, SYNTHETIC_TEST))
             command = training_command(request, data_dir, run_dir, self.weights_dir, name)
-            process = self._processes[run_id] = start_process(command, run_dir / "train.log")
+            process = start_process(command, run_dir / "train.log")
+            self._process = run_id, process
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
             if not (run_dir / "status.json").exists():
                 RunWriter(run_dir, {"pid": process.pid, "preset": request.preset, "epochs": request.epochs,
@@ -227,10 +220,9 @@ class TrainingLauncher:
         if run.state != "running":
             return f"Run {run_id} is not running (it is {run.state})."
         request_stop(run_dir)
-        process = self._processes.get(run_id)
-        if process is not None and process.poll() is None and run.status.get("launched_by") == "app":
+        if self.active_run() == run_id and run.status.get("launched_by") == "app":
             # train.py has not started its run yet, and would delete the stop file when it does: end it now.
-            stop_process(process, STOP_GRACE_SECONDS)
+            stop_process(self._process[1], STOP_GRACE_SECONDS)
             atomic_write_json(run_dir / "status.json", {**run.status, "state": "stopped", "updated": now_iso(),
                                                          "finished": now_iso(), "message": "stopped before training"})
             return f"Run {run_id} stopped before its first epoch."

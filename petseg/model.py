@@ -41,7 +41,9 @@ def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_
 def build_encoder(image_size: int, encoder_weights: str | None) -> keras.Model:
     """The MobileNetV2 (alpha 1.0) feature extractor returning the five skip outputs; ``encoder_weights`` is
     "imagenet", a Keras weights file for ``MobileNetV2(include_top=False)``, or None / "none" for random weights."""
-    weights = resolve_encoder_weights(encoder_weights)
+    weights = None if encoder_weights is None or str(encoder_weights).lower() == "none" else os.fspath(encoder_weights)
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise EncoderWeightsError(f"Encoder weights file not found: {weights}. {WEIGHTS_OPTIONS}")
     try:
         base = keras.applications.MobileNetV2((image_size, image_size, 3), include_top=False, weights=weights)
     except Exception as error:  # Keras raises several types for a failed download or a mismatched file.
@@ -49,17 +51,6 @@ def build_encoder(image_size: int, encoder_weights: str | None) -> keras.Model:
                                   f"{WEIGHTS_OPTIONS}") from error
     skips = [base.get_layer(name).output for name in SKIP_LAYER_NAMES]
     return keras.Model(inputs=base.inputs, outputs=skips, name="encoder")
-
-
-def resolve_encoder_weights(encoder_weights: str | os.PathLike | None) -> str | None:
-    """Turn the user's choice into what ``keras.applications`` accepts, with a clear error for a missing file."""
-    if encoder_weights is None or str(encoder_weights).lower() == "none":
-        return None
-    if str(encoder_weights) == "imagenet":
-        return "imagenet"
-    if not os.path.isfile(path := os.fspath(encoder_weights)):
-        raise EncoderWeightsError(f"Encoder weights file not found: {path}. {WEIGHTS_OPTIONS}")
-    return path
 
 
 def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None, encoder_weights: str | None = None
