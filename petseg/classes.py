@@ -4,9 +4,7 @@
 ('pet', (255, 127, 14))
 """
 
-PET = 0
-BACKGROUND = 1
-BORDER = 2
+PET, BACKGROUND, BORDER = 0, 1, 2
 
 CLASS_NAMES: tuple[str, ...] = ("pet", "background", "border")
 NUM_CLASSES = len(CLASS_NAMES)

@@ -180,7 +180,8 @@ def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_
 
     def connect() -> None:
         try:
-            outcome.append(socket.create_connection((host, 443), timeout=timeout).close())
+            socket.create_connection((host, 443), timeout=timeout).close()
+            outcome.append(None)
         except OSError as error:
             outcome.append(error)
 

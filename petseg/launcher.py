@@ -26,11 +26,9 @@ from petseg.runs import RunState, RunWriter, new_run_id, now_iso, read_run, requ
 
 TRAIN_SCRIPT = ROOT / "train.py"
 
-DATA_SOURCES: dict[str, str] = {
-    "synthetic": "Synthetic demo data",
-    "folder": "A local folder (official Oxford-IIIT Pet layout)",
-    "tfds": "TensorFlow Datasets (downloads about 800 MB)",
-}
+DATA_SOURCES: dict[str, str] = {"synthetic": "Synthetic demo data",
+                                "folder": "A local folder (official Oxford-IIIT Pet layout)",
+                                "tfds": "TensorFlow Datasets (downloads about 800 MB)"}
 ENCODER_WEIGHTS = ("imagenet", "none")
 EPOCH_LIMITS, BATCH_SIZE_LIMITS, IMAGE_SIZE_LIMITS = (1, 200), (1, 256), (32, 512)  # Inclusive.
 IMAGE_SIZE_STEP = 32  # The U-Net halves the input five times.
@@ -49,8 +47,10 @@ def training_allowed(allow_training: bool | None = None, environ: Mapping[str, s
         return bool(allow_training)
     environ = os.environ if environ is None else environ
     flag = environ.get("PETSEG_ALLOW_TRAINING", "").strip().lower()
-    if flag in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return flag in ("1", "true", "yes", "on")
+    if flag in ("1", "true", "yes", "on"):
+        return True
+    if flag in ("0", "false", "no", "off"):
+        return False
     return not environ.get("SPACE_ID")
 
 
@@ -117,7 +117,7 @@ def whole_number(value: Any, label: str, low: int, high: int) -> int:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        number = 0.5  # Not a whole number either.
+        number = float("nan")  # Not a whole number either.
     if not number.is_integer() or not low <= number <= high:
         shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
         raise TrainingRequestError(f"{label} must be a whole number from {low} to {high}, got {shown}.")
@@ -261,11 +261,10 @@ def epoch_line(record: dict[str, Any], total_epochs: Any = None) -> str:
 def progress_log(run: RunState) -> str:
     """The run's story so far: one line per finished epoch, then how it ended."""
     lines = [epoch_line(record, run.status.get("epochs")) for record in run.epochs]
-    message = run.status.get("message") or ""
     if run.state == "running" and not run.epochs:
         lines.append("preparing: loading TensorFlow, the data and the model…")
     elif run.state != "running":
-        lines.append(run.state + (f": {message}" if message else ""))
+        lines.append(run.state + (f": {message}" if (message := run.status.get("message")) else ""))
     return "\n".join(lines)
 
 

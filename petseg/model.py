@@ -17,13 +17,8 @@ from petseg.deeplab import EncoderWeightsError, build_deeplab
 from petseg.presets import Preset, get_preset
 
 # The encoder's skip outputs, from the finest (64x64 at 128 px input) to the bottleneck (4x4).
-SKIP_LAYER_NAMES = (
-    "block_1_expand_relu",
-    "block_3_expand_relu",
-    "block_6_expand_relu",
-    "block_13_expand_relu",
-    "block_16_project",
-)
+SKIP_LAYER_NAMES = ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu",
+                    "block_16_project")
 WEIGHTS_OPTIONS = ("Options: 'imagenet' (downloads from the Keras servers, needs internet), a local Keras weights file "
                    "for MobileNetV2(alpha=1.0, include_top=False), or 'none' for random weights.")
 
