@@ -217,8 +217,7 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: li
 
 def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list | None = None,
                   tfds_data_dir: str | None = None) -> Iterator[Example]:
-    """Yield the readable examples of ``split`` from a local folder, or from tfds when ``data_dir`` is None;
-    unreadable ones are logged and appended to ``skipped``."""
+    """Yield the readable examples of ``split`` from a folder (tfds if None); the rest go to ``skipped``."""
     if data_dir is None:
         return iterate_tfds_split(split, tfds_data_dir, skipped)
     read = functools.partial(read_folder_example, data_dir)  # Names are read now: a bad folder fails at once.
@@ -353,8 +352,7 @@ def augmented_batches(examples: ResizedExamples, image_size: int, augmentation: 
 
 def load_unlabelled(unlabelled_dirs: list[str], size: int, min_confidence: float, data_dir: str | os.PathLike | None,
                     labelled_names: list[str]) -> ResizedExamples:
-    """The pseudo-labelled photos, less any that the labelled data holds under the same name (trainval or test),
-    so that a photo to validate or test on never trains as an unlabelled one."""
+    """The pseudo-labelled photos, less any the labelled data holds under the same name (trainval or test)."""
     if not 0 <= min_confidence < 1:
         raise ValueError(f"The confidence threshold must be in [0, 1), got {min_confidence}.")
     parts = [load_resized(folder, "trainval", size, min_confidence=min_confidence) for folder in unlabelled_dirs]

@@ -296,8 +296,7 @@ def zero_logits(tensor, name: str):
 
 
 def build_zero_shot(encoder_weights: str | os.PathLike | None) -> keras.Model:
-    """The VOC model unchanged as a PetSeg model whose outputs are class probabilities: pet = its animal classes,
-    background = the rest, never border."""
+    """The VOC model as a PetSeg model of class probabilities: pet = its animal classes, else background."""
     voc = load_voc_deeplab(encoder_weights)
     inputs = keras.Input((257, 257, 3), name="image")
     probabilities = layers.Softmax(name="voc_probabilities")(voc(layers.Rescaling(2.0, offset=-1.0)(inputs)))

@@ -78,8 +78,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: Path) -> tuple[Path, Path, Path | None]:
-    """The run and output folders this process writes into, and on a non-chief worker the scratch folder that
-    holds them (the caller deletes it)."""
+    """The run and output folders this process writes into, and a non-chief worker's scratch folder (or None)."""
     if is_chief(strategy):
         return run_dir, output_dir, None
     scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))

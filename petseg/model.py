@@ -34,8 +34,7 @@ def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_
 
 
 def build_encoder(image_size: int, encoder_weights: str | None) -> keras.Model:
-    """The MobileNetV2 (alpha 1.0) feature extractor returning the five skip outputs; ``encoder_weights`` is
-    "imagenet", a Keras weights file for ``MobileNetV2(include_top=False)``, or None / "none" for random weights."""
+    """The MobileNetV2 (alpha 1.0) feature extractor returning the five skip outputs."""
     weights = None if encoder_weights is None or str(encoder_weights).lower() == "none" else os.fspath(encoder_weights)
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise EncoderWeightsError(f"Encoder weights file not found: {weights}. {WEIGHTS_OPTIONS}")

@@ -109,8 +109,7 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train ``config.preset`` and return where its best checkpoint went; ``resume`` continues the run in
-    ``config.run_dir`` from its ``resume.npz`` (``resume_config`` reads its config)."""
+    """Train ``config.preset`` and return where its best checkpoint went; ``resume`` continues ``config.run_dir``."""
     preset = apply_overrides(get_preset(config.preset), config.overrides)
     run_id = Path(config.run_dir).name if resume else new_run_id()
     config = dataclasses.replace(  # The preset's defaults where the config leaves a value open.
