@@ -48,6 +48,10 @@ class CheckpointInfo:
     def size_bytes(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
+    @property
+    def image_size(self) -> int:
+        return int(self.sidecar["image_size"])
+
     def describe(self) -> str:
         """One line for dropdowns and logs, e.g. "finetune: finetune, best at epoch 31 of 40, 160 px, mIoU 0.771 on
         oxford-iiit-pet-subset/test"."""
@@ -61,17 +65,10 @@ class CheckpointInfo:
 
 
 @dataclasses.dataclass
-class LoadedCheckpoint:
-    """A float32 Keras model ready for inference, with its sidecar."""
+class LoadedCheckpoint(CheckpointInfo):
+    """A checkpoint with its float32 Keras model, ready for inference."""
 
-    name: str
-    path: Path
-    sidecar: dict[str, Any]
-    model: Any  # keras.Model
-
-    @property
-    def image_size(self) -> int:
-        return int(self.sidecar["image_size"])
+    model: Any = None  # keras.Model
 
 
 def epochs_trained(sidecar: dict) -> str:
@@ -264,7 +261,7 @@ def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> 
             for stale in [cached for cached in _cache if cached[0] == key[0]]:
                 del _cache[stale]
             sidecar = _check_or_raise(path)
-            _cache[key] = LoadedCheckpoint(path.stem, path, sidecar, _load_float32_model(path, sidecar))
+            _cache[key] = LoadedCheckpoint(path.stem, path, sidecar, True, model=_load_float32_model(path, sidecar))
         return _cache[key]
 
 
