@@ -2,8 +2,8 @@
 
 ``petseg.callbacks`` writes the run folder each epoch and saves the checkpoint with the best validation mean IoU.
 Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the encoder's
-convolutions (BatchNorm stays in inference mode) at a lower learning rate. E.g. ``train(TrainConfig(data_dir=
-"data", epochs=1, encoder_weights="none"))``; ``train.py`` is the command line.
+convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command line; in
+Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``.
 """
 
 from __future__ import annotations
@@ -296,11 +296,11 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
 
 def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
     """The run's data, with its own sample photos if it names any."""
+    validation_names = read_name_list(config.validation_list) if config.validation_list else None
     data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
                               config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
-                              validation_names=config.validation_list and read_name_list(config.validation_list),
-                              unlabelled_dirs=config.unlabelled_dirs, min_confidence=preset.min_confidence,
-                              unlabelled_share=preset.unlabelled_share)
+                              validation_names=validation_names, unlabelled_dirs=config.unlabelled_dirs,
+                              min_confidence=preset.min_confidence, unlabelled_share=preset.unlabelled_share)
     if config.sample_photos:
         data.sample_images, data.sample_masks = load_sample_photos(config.sample_photos, config.image_size,
                                                                    config.data_dir)
