@@ -61,11 +61,8 @@ def apply_overrides(preset: Preset, overrides: dict[str, str] | None) -> Preset:
     >>> apply_overrides(PRESETS["finetune"], {"image_size": "160", "decoder_filters": "128,64,32,16"}).image_size
     160
     """
-    if not overrides:
-        return preset
-    fields = {field.name: field for field in dataclasses.fields(Preset)}
-    changes = {}
-    for key, text in overrides.items():
+    fields, changes = Preset.__dataclass_fields__, {}
+    for key, text in (overrides or {}).items():
         if key not in fields or key in ("name", "architecture"):
             raise ValueError(f"Unknown preset field {key!r}; choose from: {', '.join(sorted(fields))}.")
         default = getattr(preset, key)
