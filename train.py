@@ -25,11 +25,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="change a preset field, e.g. --set fine_tune_after=5 --set decoder_dropout=0.2")
     parser.add_argument("--epochs", type=int, help="default: the preset's")
     parser.add_argument("--batch-size", type=int, help="default: the preset's")
-    parser.add_argument("--image-size", type=int, help="square input size: a multiple of 32 for U-Nets, 8k+1 for DeepLab (default: the preset's)")
+    parser.add_argument("--image-size", type=int,
+                        help="square input size: a multiple of 32 for U-Nets, 8k+1 for DeepLab (default: the preset's)")
     parser.add_argument("--learning-rate", type=float, help="default: the preset's")
     parser.add_argument("--encoder-weights", default="imagenet",
-                        help="'imagenet' (download), a local Keras weights file, or 'none'; for DeepLab presets 'voc' or 'imagenet' download the pinned VOC .tflite, or give its path")
-    parser.add_argument("--unlabelled-dir", nargs="+", metavar="DIR",
+                        help="'imagenet' (download), a local Keras weights file, or 'none'; for DeepLab presets "
+                             "'voc' or 'imagenet' download the pinned VOC .tflite, or give its path")
+    parser.add_argument("--unlabelled-dir", nargs="+", metavar="DIR", dest="unlabelled_dirs",
                         help="folders of pseudo-labelled photos (scripts/pseudo_label.py) mixed into every batch "
                              "(--set unlabelled_share=0.5 --set min_confidence=0.0); never validated or tested on")
     parser.add_argument("--init-checkpoint", metavar="PATH",
@@ -70,16 +72,10 @@ def main(argv=None) -> int:
             print(f"error: --set needs FIELD=VALUE, got {item!r}", file=sys.stderr)
             return 2
         overrides[key.strip()] = value.strip()
-    config = TrainConfig(
-        data_dir=args.data_dir, preset=args.preset, overrides=overrides, epochs=args.epochs, batch_size=args.batch_size,
-        image_size=args.image_size, learning_rate=args.learning_rate, encoder_weights=args.encoder_weights,
-        output_dir=args.output_dir, run_dir=args.run_dir, name=args.name, seed=args.seed,
-        validation_fraction=args.validation_fraction, validation_list=args.validation_list,
-        unlabelled_dirs=args.unlabelled_dir, init_checkpoint=args.init_checkpoint, keep_last=args.keep_last,
-        strategy=args.strategy,
-        evaluate_test=not args.no_test,
-        tfds_data_dir=args.tfds_data_dir, verbose=1 if sys.stdout.isatty() else 2, sample_photos=args.sample_photos,
-    )
+    # Each option is the config field of the same name.
+    options = {key: value for key, value in vars(args).items() if key in TrainConfig.__dataclass_fields__}
+    config = TrainConfig(**{**options, "overrides": overrides}, evaluate_test=not args.no_test,
+                         verbose=1 if sys.stdout.isatty() else 2)
     # SIGTERM (docker stop, a process manager, the app) ends the run like Ctrl-C: marked stopped, best checkpoint
     # kept; while fitting, at the end of the current batch.
     signal.signal(signal.SIGTERM, stop_on_signal)

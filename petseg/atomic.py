@@ -1,7 +1,7 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never half of one.
 
-Checkpoints, sidecars, run status, sample PNGs and exports are written to a temporary file in the same folder
-(so the rename never crosses file systems), flushed to disk, made readable by all, then renamed.
+Each file is written to a temporary file in its folder (the rename never crosses file systems), flushed to disk,
+made readable by all, then renamed over the old one.
 
 >>> import tempfile
 >>> path = Path(tempfile.mkdtemp()) / "status.json"
@@ -22,10 +22,8 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``, else it is removed.
-
-    The temporary name starts with "." so listings skip it; ``suffix`` suits writers that check extensions.
-    """
+    """Yield a temporary path beside ``path`` (a "." name, so listings skip it; ``suffix`` for writers that check
+    extensions); when the block succeeds it replaces ``path``, else it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)

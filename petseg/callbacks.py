@@ -1,10 +1,6 @@
 """The Keras callback of a training run: each epoch it writes the run folder (metrics line, sample PNG, TensorBoard,
-resume state), keeps the best checkpoint, and ends the run cleanly on a stop request or a signal.
-
-A run is resumable: after each epoch ``resume.npz`` holds the weights, the optimizer's variables (its step count,
-so the learning-rate schedule's position), the epochs done, the best metric and the run's config, written in one
-atomic step (``petseg.runs``); ``train.py --resume RUN_DIR`` continues from there.
-"""
+and the resume state: weights, optimizer variables, so the schedule's position, epochs done, best metric and
+config), keeps the best checkpoint, and ends the run cleanly on a stop request or a signal."""
 
 from __future__ import annotations
 
@@ -30,12 +26,10 @@ STOP_SIGNALLED = threading.Event()
 
 
 def stop_on_signal(signum, frame) -> None:
-    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the end of the current batch.
+    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the next batch end.
 
-    Raising from the handler while fitting can land inside TensorFlow's tracing and crash the run (SystemError), so
-    there it only sets a flag, and ``EpochReporter`` raises at the next batch end, in plain Python. Outside a fit it
-    raises at once, but keeps the flag too: an interrupt raised inside a ``__del__`` (TensorFlow frees functions
-    between phases) is printed and dropped by Python, and the flag raises it again at the next check.
+    Raising inside TensorFlow's tracing can crash the run, so while fitting it only sets the flag ``EpochReporter``
+    checks. Elsewhere it raises at once and keeps the flag, as Python drops an interrupt raised inside a ``__del__``.
     """
     STOP_SIGNALLED.set()
     if not FITTING.is_set():
@@ -51,18 +45,12 @@ def raise_if_signalled() -> None:
 class EpochReporter(keras.callbacks.Callback):
     """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
 
-    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict,
-                 config: dict | None = None):
+    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict, config: dict):
         super().__init__()
-        self.config = config  # Saved with each epoch's resume state; None saves none.
-        self.writer = writer
-        self.data = data
-        self.checkpoint_path = checkpoint_path
-        self.sidecar = sidecar
+        self.config = config  # The run's ``TrainConfig``, saved with each epoch's resume state.
+        self.writer, self.data, self.checkpoint_path, self.sidecar = writer, data, checkpoint_path, sidecar
         self.history: list[dict] = []
-        self.best_mean_iou = -1.0
-        self.epoch_started = 0.0
-        self.stopped = False
+        self.best_mean_iou, self.epoch_started, self.stopped = -1.0, 0.0, False
         self.samples_log = tf.summary.create_file_writer(str(writer.run_dir / TENSORBOARD_FOLDER / "samples"))
 
     def on_train_begin(self, logs=None):
@@ -89,10 +77,10 @@ class EpochReporter(keras.callbacks.Callback):
                   "seconds": round(seconds, 2),
                   "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-        self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
         mean_iou = record.get("val_mean_iou", -1.0)
+        self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
         improved, self.best_mean_iou = mean_iou > self.best_mean_iou, max(mean_iou, self.best_mean_iou)
-        if improved or self.config and self.config.get("keep_last"):
+        if improved or self.config["keep_last"]:
             record["saved_checkpoint"] = True
             self.sidecar.update(epochs=epoch + 1, **({"best_epoch": epoch + 1} if improved else {}),
                                 metrics={"validation": {"mean_iou": mean_iou,
@@ -101,10 +89,9 @@ class EpochReporter(keras.callbacks.Callback):
             self.writer.update(checkpoint=str(self.checkpoint_path))
         self.history.append(record)
         self.writer.log_epoch(record)
-        if self.config is not None:
-            self.writer.save_resume_state(
-                {"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
-                self.model.get_weights(), [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
+        self.writer.save_resume_state({"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
+                                      self.model.get_weights(),
+                                      [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
         print(json.dumps({"metrics": record}), flush=True)
 
     def resume(self, state: dict, history: list[dict]) -> None:

@@ -3,15 +3,12 @@
 ``save_checkpoint`` writes the model (float16 weights, no optimizer state), its checked export, then the sidecar
 with both files' sha256. Files that no longer match it, and corrupt or incompatible files, make the entry
 unavailable with the reason, never served and never a crash. Reads stay inside the weights folder; writes are atomic.
-
->>> import tempfile
->>> list_checkpoints(tempfile.mkdtemp())
-[]
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +27,7 @@ SIDECAR_SUFFIX = ".json"
 EXPORT_SUFFIX = ".tflite"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 REQUIRED_SIDECAR_KEYS = ("preset", "image_size", "classes")
+REBUILD_HINT = "rebuild it with: python -m petseg.export --checkpoint {} --format serving"
 
 
 class CheckpointError(ValueError):
@@ -50,46 +48,32 @@ class CheckpointInfo:
     def size_bytes(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def describe(self) -> str:
-        """One line for dropdowns and logs; here for the shipped ``finetune`` checkpoint (its sidecar, abridged).
-
-        >>> sidecar = {"preset": "finetune", "image_size": 160, "epochs": 31, "epochs_done": 40,
-        ...            "metrics": {"oxford-iiit-pet-subset/test": {"mean_iou": 0.77127}}}
-        >>> CheckpointInfo("finetune", Path("finetune.keras"), sidecar, available=True).describe()
-        'finetune: finetune, best at epoch 31 of 40, 160 px, mIoU 0.771 on oxford-iiit-pet-subset/test'
-        """
-        if not self.available:
-            return f"{self.name}: unavailable ({self.reason})"
-        details = [str(self.sidecar.get("preset", "?")), epochs_trained(self.sidecar),
-                   f"{self.sidecar.get('image_size', '?')} px"]
-        test_metrics = headline_metrics(self.sidecar)
-        if test_metrics:
-            split, metrics = test_metrics
-            details.append(f"mIoU {metrics['mean_iou']:.3f} on {split}")
-        return f"{self.name}: " + ", ".join(details)
-
-
-@dataclasses.dataclass
-class LoadedCheckpoint:
-    """A float32 Keras model ready for inference, with its sidecar."""
-
-    name: str
-    path: Path
-    sidecar: dict[str, Any]
-    model: Any  # keras.Model
-
     @property
     def image_size(self) -> int:
         return int(self.sidecar["image_size"])
 
+    def describe(self) -> str:
+        """One line for dropdowns and logs, e.g. "finetune: finetune, best at epoch 31 of 40, 160 px, mIoU 0.771 on
+        oxford-iiit-pet-subset/test"."""
+        if not self.available:
+            return f"{self.name}: unavailable ({self.reason})"
+        details = [str(self.sidecar.get("preset", "?")), epochs_trained(self.sidecar),
+                   f"{self.sidecar.get('image_size', '?')} px"]
+        if headline := headline_metrics(self.sidecar):
+            details.append(f"mIoU {headline[1]['mean_iou']:.3f} on {headline[0]}")
+        return f"{self.name}: " + ", ".join(details)
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint(CheckpointInfo):
+    """A checkpoint with its float32 Keras model, ready for inference."""
+
+    model: Any = None  # keras.Model
+
 
 def epochs_trained(sidecar: dict) -> str:
-    """How long a checkpoint trained: "40 epochs", or "best at epoch 31 of 40" (``epochs``: the epoch saved,
-    ``epochs_done``: every epoch that ran).
-
-    >>> epochs_trained({"epochs": 31, "epochs_done": 40}), epochs_trained({"epochs": 20, "epochs_done": 20})
-    ('best at epoch 31 of 40', '20 epochs')
-    """
+    """How long a checkpoint trained, e.g. "best at epoch 31 of 40" (``epochs``: the epoch saved, ``epochs_done``:
+    every epoch that ran)."""
     best, done = sidecar.get("epochs", "?"), sidecar.get("epochs_done")
     if isinstance(best, int) and isinstance(done, int) and done > best:
         return f"best at epoch {best} of {done}"
@@ -151,8 +135,7 @@ def check_checkpoint_file(path: Path, with_export: bool = False) -> dict[str, An
     if not _resolves_inside(path.with_suffix(SIDECAR_SUFFIX), path.resolve().parent):
         raise CheckpointError("its sidecar points outside the weights folder")
     sidecar = read_sidecar(path)
-    missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]
-    if missing:
+    if missing := [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]:
         raise CheckpointError(f"sidecar lacks {', '.join(missing)}")
     if list(sidecar["classes"]) != list(CLASS_NAMES):
         raise CheckpointError(f"incompatible classes {sidecar['classes']} (this app uses {list(CLASS_NAMES)})")
@@ -168,20 +151,14 @@ def _file_version(path: Path) -> tuple:
     return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
-_archive_problems: dict[tuple, str] = {}
-_hashes: dict[str, tuple[tuple, str]] = {}  # Path: version, sha256; one version per file, however often rewritten.
-
-
 def check_archive(path: Path) -> None:
     """CRC-check the archive and parse its model description, once per version of the file."""
-    key = _file_version(path)
-    if key not in _archive_problems:
-        _archive_problems[key] = _archive_problem(path)
-    if _archive_problems[key]:
-        raise CheckpointError(_archive_problems[key])
+    if problem := _archive_problem(*_file_version(path)):
+        raise CheckpointError(problem)
 
 
-def _archive_problem(path: Path) -> str:
+@functools.lru_cache(maxsize=1024)
+def _archive_problem(path: str, *version) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             if archive.testzip() is not None or "config.json" not in archive.namelist():
@@ -198,15 +175,13 @@ def _archive_problem(path: Path) -> str:
 
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, computed once per version of it (size and mtime)."""
-    key, *version = _file_version(path)
-    if _hashes.get(key, (None,))[0] != tuple(version):
-        with open(path, "rb") as handle:
-            _hashes[key] = tuple(version), hashlib.file_digest(handle, "sha256").hexdigest()
-    return _hashes[key][1]
+    return _sha256(*_file_version(path))
 
 
-def rebuild_hint(path: Path) -> str:
-    return f"rebuild it with: python -m petseg.export --checkpoint {path.stem} --format serving"
+@functools.lru_cache(maxsize=1024)
+def _sha256(path: str, *version) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def check_export(path: Path, sidecar: dict[str, Any]) -> None:
@@ -214,17 +189,17 @@ def check_export(path: Path, sidecar: dict[str, Any]) -> None:
     export_path = path.with_suffix(EXPORT_SUFFIX)
     serving = sidecar.get("serving")
     if not isinstance(serving, dict) or not {"sha256", "keras_sha256"} <= serving.keys():
-        raise CheckpointError(f"its sidecar records no LiteRT export; {rebuild_hint(path)}")
+        raise CheckpointError(f"its sidecar records no LiteRT export; {REBUILD_HINT.format(path.stem)}")
     if file_sha256(path) != serving["keras_sha256"]:
         raise CheckpointError(f"{path.name} changed after its LiteRT export was made (its sha256 is not the one "
-                              f"in its sidecar); {rebuild_hint(path)}")
+                              f"in its sidecar); {REBUILD_HINT.format(path.stem)}")
     if not export_path.is_file():
-        raise CheckpointError(f"its LiteRT export {export_path.name} is missing; {rebuild_hint(path)}")
+        raise CheckpointError(f"its LiteRT export {export_path.name} is missing; {REBUILD_HINT.format(path.stem)}")
     if not _resolves_inside(export_path, path.resolve().parent):
         raise CheckpointError("its LiteRT export points outside the weights folder")
     if file_sha256(export_path) != serving["sha256"]:
         raise CheckpointError(f"corrupt export ({export_path.name} is not the file its sidecar records: replaced "
-                              f"or damaged); {rebuild_hint(path)}")
+                              f"or damaged); {REBUILD_HINT.format(path.stem)}")
 
 
 def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> CheckpointInfo:
@@ -236,11 +211,10 @@ def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> C
 
 def read_export(entry: CheckpointInfo) -> bytes:
     """The bytes of a servable entry's export, checked against the sha256 in its sidecar as they are read."""
-    export_path = entry.path.with_suffix(EXPORT_SUFFIX)
-    flatbuffer = export_path.read_bytes()
+    flatbuffer = entry.path.with_suffix(EXPORT_SUFFIX).read_bytes()
     if hashlib.sha256(flatbuffer).hexdigest() != entry.sidecar["serving"]["sha256"]:
-        raise CheckpointError(f"Checkpoint {entry.name} is unavailable: corrupt export ({export_path.name} changed "
-                              "while it was read).")
+        raise CheckpointError(f"Checkpoint {entry.name} is unavailable: corrupt export ({entry.name}{EXPORT_SUFFIX} "
+                              "changed while it was read).")
     return flatbuffer
 
 
@@ -250,20 +224,16 @@ def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[Check
     if not weights_dir.is_dir():
         return []
     checkpoints = []
-    for path in sorted(weights_dir.glob(f"*{CHECKPOINT_SUFFIX}")):
-        name = path.stem
-        if name.startswith("."):
-            continue  # A temporary file of a write in progress.
+    for path in sorted(weights_dir.glob(f"[!.]*{CHECKPOINT_SUFFIX}")):  # ".*": a write in progress.
         try:
-            checkpoint_path(name, weights_dir)
-            sidecar = check_checkpoint_file(path, with_export=True)
-            checkpoints.append(CheckpointInfo(name, path, sidecar, True))
+            checkpoint_path(path.stem, weights_dir)
+            checkpoints.append(CheckpointInfo(path.stem, path, check_checkpoint_file(path, with_export=True), True))
         except CheckpointError as error:
-            checkpoints.append(CheckpointInfo(name, path, {}, False, str(error)))
+            checkpoints.append(CheckpointInfo(path.stem, path, {}, False, str(error)))
 
     def rank(info: CheckpointInfo) -> tuple:
         headline = headline_metrics(info.sidecar)
-        return (not info.available, -(headline[1]["mean_iou"] if headline else -1.0), info.name)
+        return not info.available, -headline[1]["mean_iou"] if headline else 1.0, info.name
 
     return sorted(checkpoints, key=rank)
 
@@ -291,7 +261,7 @@ def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> 
             for stale in [cached for cached in _cache if cached[0] == key[0]]:
                 del _cache[stale]
             sidecar = _check_or_raise(path)
-            _cache[key] = LoadedCheckpoint(path.stem, path, sidecar, _load_float32_model(path, sidecar))
+            _cache[key] = LoadedCheckpoint(path.stem, path, sidecar, True, model=_load_float32_model(path, sidecar))
         return _cache[key]
 
 
@@ -333,13 +303,10 @@ def write_sidecar(path: str | os.PathLike, sidecar: dict) -> None:
 def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
     """Save ``model`` as a registry entry: ``path`` (a .keras file), its LiteRT export (made from the stored float16
     weights and checked first), then its sidecar. An entry torn by a crash between the writes fails its sha256."""
-    path = Path(path)
-    if path.suffix != CHECKPOINT_SUFFIX:
-        raise ValueError(f"checkpoint path must end in {CHECKPOINT_SUFFIX}: {path}")
     from petseg.litert import make_export
     from petseg.model import model_with_dtype
 
-    stored = model_with_dtype(model, "float16")
+    path, stored = Path(path), model_with_dtype(model, "float16")
     try:
         flatbuffer, serving = make_export(stored, sidecar)
     except ValueError as error:
@@ -356,8 +323,7 @@ def write_export(path: Path, sidecar: dict, flatbuffer: bytes, serving: dict[str
     atomic_write_bytes(export_path, flatbuffer)
     record = {"file": export_path.name, "sha256": hashlib.sha256(flatbuffer).hexdigest(),
               "size_bytes": len(flatbuffer), "keras_sha256": file_sha256(path), **serving}
-    sidecar = {**sidecar, "serving": record}
-    write_sidecar(path, sidecar)
+    write_sidecar(path, sidecar := {**sidecar, "serving": record})
     return sidecar
 
 

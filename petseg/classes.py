@@ -1,15 +1,10 @@
-"""The three classes, their names and their colours: one definition used everywhere.
+"""The three classes (ids: the Oxford-IIIT Pet trimap values minus one), their names and their colours.
 
-Class ids are the Oxford-IIIT Pet trimap values minus one (the dataset README: 1 pet, 2 background, 3 border).
-
->>> from petseg.classes import CLASS_NAMES, PALETTE
 >>> CLASS_NAMES[0], PALETTE[0]
 ('pet', (255, 127, 14))
 """
 
-PET = 0
-BACKGROUND = 1
-BORDER = 2
+PET, BACKGROUND, BORDER = 0, 1, 2
 
 CLASS_NAMES: tuple[str, ...] = ("pet", "background", "border")
 NUM_CLASSES = len(CLASS_NAMES)

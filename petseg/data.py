@@ -1,13 +1,11 @@
 """Data: Oxford-IIIT Pet from tfds or from a local folder in the official layout, as ``tf.data`` pipelines.
 
-Both sources yield the same examples: a uint8 RGB photo and a uint8 mask of class ids (trimap value minus one,
-see ``petseg.classes``). Training decodes every photo once, resizes it once, and keeps the resized arrays in
-memory; each epoch then only augments, batches and prefetches.
+Both sources yield a uint8 RGB photo and a uint8 mask of class ids. Training decodes and resizes every photo once;
+each epoch then only augments, batches and prefetches the arrays kept in memory.
 
 >>> from petseg.synthetic import make_synthetic_pets
 >>> import tempfile
->>> root = make_synthetic_pets(tempfile.mkdtemp(), trainval_count=6, test_count=2)
->>> data = make_training_data(root, image_size=64, batch_size=2)
+>>> data = make_training_data(make_synthetic_pets(tempfile.mkdtemp(), 6, 2), image_size=64, batch_size=2)
 >>> data.counts["train"], data.counts["validation"]
 (5, 1)
 """
@@ -34,9 +32,7 @@ from petseg.photos import load_labelled_photo
 from petseg.resize import augment, cache_size_for, resize_image, resize_mask
 
 AUTOTUNE = tf.data.AUTOTUNE
-SPLITS = ("trainval", "test")
-# The tfds builder calls the official trainval list "train".
-TFDS_SPLITS = {"trainval": "train", "test": "test"}
+TFDS_SPLITS = {"trainval": "train", "test": "test"}  # The official splits, as the tfds builder names them.
 # Where the tfds builder (4.9) downloads the images and trimaps from, and how long to wait for it to answer.
 TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
 HOST_TIMEOUT_SECONDS = 10.0
@@ -67,7 +63,7 @@ class ResizedExamples:
     masks: np.ndarray  # (count, size, size, 1) uint8
     skipped: list[tuple[str, str]]  # (name, reason) for each example that could not be read
 
-    def take(self, indices: np.ndarray) -> "ResizedExamples":
+    def take(self, indices: np.ndarray) -> ResizedExamples:
         return ResizedExamples([self.names[i] for i in indices], self.images[indices], self.masks[indices], [])
 
 
@@ -86,9 +82,8 @@ class TrainingData:
 
 # Shared transforms.
 def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
-    """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2.
-
-    Any other value (tfds' mock data draws 0..255) becomes border, the "uncertain" class, so masks stay valid.
+    """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2; any other value (tfds' mock
+    data draws 0..255) becomes border, so masks stay valid.
 
     >>> trimap_to_classes(np.array([[1, 2, 3], [0, 4, 255]], np.uint8)).tolist()
     [[0, 1, 2], [2, 2, 2]]
@@ -98,10 +93,23 @@ def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
 
 
 # Sources: each yields ``Example`` objects at the photo's original size.
+def check_split(split: str) -> None:
+    if split not in TFDS_SPLITS:
+        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(TFDS_SPLITS)}.")
+
+
+def read_name_list(path: str | os.PathLike) -> list[str]:
+    """The first word of each line of a split list (``annotations/test.txt``'s format), less blank and "#" lines."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    except OSError as error:
+        raise DataError(f"Cannot read the list {path}: {error.strerror}.") from None
+    return [line.split()[0] for line in lines if line and not line.startswith("#")]
+
+
 def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     """Read the photo names of ``split`` ("trainval" or "test") from ``annotations/<split>.txt``."""
-    if split not in SPLITS:
-        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    check_split(split)
     root = Path(data_dir)
     list_path = root / "annotations" / f"{split}.txt"
     if not root.is_dir():
@@ -110,22 +118,14 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     if not list_path.is_file():
         raise DataError(f"{list_path} is missing: a data folder needs images/*.jpg, annotations/trimaps/*.png, "
                         "annotations/trainval.txt and annotations/test.txt (the official Oxford-IIIT Pet layout).")
-    names = []
-    for line in list_path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(line.split()[0])
-    return names
+    return read_name_list(list_path)
 
 
 def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: float | None = None) -> Example:
-    """Read one photo and its trimap from an official-layout folder; raises ``OSError``/``ValueError`` if unreadable.
+    """Read one photo (decoded as the app decodes uploads) and its trimap; ``OSError``/``ValueError`` if unreadable.
 
-    The photo is decoded as the app decodes uploads (``petseg.photos``: by content, since the real set hides a GIF
-    and an RGBA PNG behind .jpg names; EXIF orientation applied; transparency on white), and the trimap is turned
-    as the photo was, since it was drawn on the stored pixels. With ``min_confidence`` the folder holds
-    pseudo-labels (``scripts/pseudo_label.py``): pixels whose ``annotations/confidence/`` value is lower become
-    ``IGNORE``.
+    With ``min_confidence`` the folder holds pseudo-labels (``scripts/pseudo_label.py``): pixels whose
+    ``annotations/confidence/`` value is lower become ``IGNORE``.
     """
     root = Path(data_dir)
     image, trimap = load_labelled_photo(root / "images" / f"{name}.jpg",
@@ -153,24 +153,12 @@ def read_or_skip(read, item, skipped: list | None) -> Example | None:
         return None
 
 
-def iterate_folder_split(data_dir: str | os.PathLike, split: str, skipped: list | None = None) -> Iterator[Example]:
-    """Yield every readable example of ``split``; unreadable ones are logged and appended to ``skipped``."""
-    for name in read_split_names(data_dir, split):
-        example = read_or_skip(functools.partial(read_folder_example, data_dir), name, skipped)
-        if example is not None:
-            yield example
-
-
 def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
-    """Load Oxford-IIIT Pet from tfds (downloads about 800 MB on first use) as a dataset of feature dicts.
-
-    Data already prepared in ``tfds_data_dir`` is used without the network. Before a download, the download host
-    must answer within seconds: offline, tfds would retry for minutes before failing.
-    """
+    """Load Oxford-IIIT Pet from tfds as feature dicts: prepared data in ``tfds_data_dir`` without the network,
+    else a download (about 800 MB) once its host answers (offline, tfds would retry for minutes)."""
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
 
-    if split not in SPLITS:
-        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    check_split(split)
     arguments = {"split": TFDS_SPLITS[split], "data_dir": tfds_data_dir, "shuffle_files": False}
     try:
         return tfds.load("oxford_iiit_pet", download=False, **arguments)
@@ -181,10 +169,9 @@ def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool
     try:
         return tfds.load("oxford_iiit_pet", download=True, **arguments)
     except Exception as error:  # tfds raises many types for a failed download; all mean the same to a user.
-        raise DataError(
-            f"Could not load oxford_iiit_pet from tfds ({type(error).__name__}: {error}). tfds needs internet on "
-            "first use; offline, pass --data-dir with a folder in the official Oxford-IIIT Pet layout."
-        ) from error
+        raise DataError(f"Could not load oxford_iiit_pet from tfds ({type(error).__name__}: {error}). tfds needs "
+                        "internet on first use; offline, pass --data-dir with a folder in the official Oxford-IIIT "
+                        "Pet layout.") from error
 
 
 def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_TIMEOUT_SECONDS) -> None:
@@ -230,11 +217,12 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: li
 
 def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list | None = None,
                   tfds_data_dir: str | None = None) -> Iterator[Example]:
-    """Yield the examples of ``split`` from a local folder, or from tfds when ``data_dir`` is None."""
+    """Yield the readable examples of ``split`` from a folder (tfds if None); the rest go to ``skipped``."""
     if data_dir is None:
         return iterate_tfds_split(split, tfds_data_dir, skipped)
-    read_split_names(data_dir, split)  # Fail early and clearly on a bad folder.
-    return iterate_folder_split(data_dir, split, skipped)
+    read = functools.partial(read_folder_example, data_dir)  # Names are read now: a bad folder fails at once.
+    examples = (read_or_skip(read, name, skipped) for name in read_split_names(data_dir, split))
+    return (example for example in examples if example is not None)
 
 
 def describe_source(data_dir: str | os.PathLike | None) -> str:
@@ -245,11 +233,7 @@ def describe_source(data_dir: str | os.PathLike | None) -> str:
 # Decode once, resize once.
 @functools.lru_cache(maxsize=None)
 def compiled_resize(size: int):
-    """One compiled function per square ``size`` that resizes a photo and its mask in a single call.
-
-    Compiled, the pair costs one call instead of a dozen eager ops, which also lets ``load_resized``'s threads
-    run in parallel; and it resizes in graph mode, as the app's compiled request path does.
-    """
+    """One compiled function per ``size`` that resizes a photo and its mask in one call, as the app resizes."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None, 1], tf.uint8)])
     def resize_pair(image, mask):
@@ -266,11 +250,8 @@ def resize_example(example: Example, size: int) -> tuple[np.ndarray, np.ndarray]
 
 def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds_data_dir: str | None = None,
                  workers: int = 4, min_confidence: float | None = None) -> ResizedExamples:
-    """Decode every example of ``split`` once and resize it to ``size``, decoding and resizing in a thread pool.
-
-    Pillow and TensorFlow release the GIL while they decode and resize, so the threads run in parallel. With
-    ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_folder_example``).
-    """
+    """Decode every example of ``split`` once and resize it to ``size`` in a thread pool (Pillow and TensorFlow
+    release the GIL). With ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_folder_example``)."""
     skipped: list[tuple[str, str]] = []
     if data_dir is None:  # tfds decodes its records itself; the pool only resizes.
         items, read = iterate_tfds_split(split, tfds_data_dir, skipped), (lambda example: example)
@@ -283,7 +264,12 @@ def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds
         return None if example is None else (example.name, *resize_example(example, size))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        prepared = [result for _, result in zip_with_results(items, prepare, pool) if result is not None]
+        pending, prepared = [], []
+        for item in items:  # At most 16 ahead: ``pool.map`` would hold every tfds photo at once.
+            pending.append(pool.submit(prepare, item))
+            if len(pending) >= 16:
+                prepared.append(pending.pop(0).result())
+        prepared = [result for result in prepared + [future.result() for future in pending] if result is not None]
     if not prepared:
         raise DataError(f"No readable examples in the {split} split of {describe_source(data_dir)} "
                         f"({len(skipped)} skipped).")
@@ -291,23 +277,8 @@ def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds
     return ResizedExamples(list(names), np.stack(images), np.stack(masks), skipped)
 
 
-def zip_with_results(items: Iterator, function, pool: concurrent.futures.Executor, window: int = 16):
-    """Yield ``(item, function(item))`` in order, computing up to ``window`` results ahead in ``pool``."""
-    pending: list = []
-    for item in items:
-        pending.append((item, pool.submit(function, item)))
-        if len(pending) >= window:
-            first, future = pending.pop(0)
-            yield first, future.result()
-    for item, future in pending:
-        yield item, future.result()
-
-
 def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarray:
-    """Pick ``ceil(fraction * count)`` (at least one) validation examples by a seeded hash of their names.
-
-    The choice depends only on the names and the seed, not on their order, so it is the same for every source.
-    """
+    """Pick ``ceil(fraction * count)`` (at least one) validation examples by a seeded hash of their names."""
     if not 0 < fraction < 1:
         raise ValueError(f"validation fraction must be between 0 and 1, got {fraction}.")
     if len(names) < 2:
@@ -323,12 +294,10 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
                        sample_count: int = 3, tfds_data_dir: str | None = None,
                        validation_names: list[str] | None = None, unlabelled_dirs: list[str] | None = None,
                        min_confidence: float = 0.0, unlabelled_share: float = 0.5) -> TrainingData:
-    """Build the train and validation pipelines from the trainval split; the test split is never touched here.
+    """Build the train and validation pipelines from the trainval split (a seeded fraction, or ``validation_names``).
 
-    Validation is a seeded ``validation_fraction`` of trainval, or the trainval photos in ``validation_names``.
-    ``unlabelled_dirs`` hold photos labelled by a teacher (``scripts/pseudo_label.py``): they join training only,
-    as ``unlabelled_share`` of every batch, with pixels under ``min_confidence`` ignored; an epoch is one pass over
-    the labelled photos, each drawing the next unlabelled ones.
+    ``unlabelled_dirs`` hold pseudo-labelled photos (``scripts/pseudo_label.py``) that make up ``unlabelled_share``
+    of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos.
     """
     cache_size = cache_size_for(image_size, augmentation)
     examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)
@@ -383,8 +352,7 @@ def augmented_batches(examples: ResizedExamples, image_size: int, augmentation: 
 
 def load_unlabelled(unlabelled_dirs: list[str], size: int, min_confidence: float, data_dir: str | os.PathLike | None,
                     labelled_names: list[str]) -> ResizedExamples:
-    """The pseudo-labelled photos, less any that the labelled data holds under the same name (trainval or test),
-    so that a photo to validate or test on never trains as an unlabelled one."""
+    """The pseudo-labelled photos, less any the labelled data holds under the same name (trainval or test)."""
     if not 0 <= min_confidence < 1:
         raise ValueError(f"The confidence threshold must be in [0, 1), got {min_confidence}.")
     parts = [load_resized(folder, "trainval", size, min_confidence=min_confidence) for folder in unlabelled_dirs]

@@ -1,11 +1,8 @@
 """DeepLabV3-MobileNetV2 trained on PASCAL VOC, rebuilt in Keras 3 from its TFLite file, and the ``voc`` model.
 
-The file (TensorFlow Lite's segmentation example, 2.8 MB) holds DeepLabV3 with a MobileNetV2 (alpha 0.5) encoder whose
-last blocks are dilated instead of strided (output stride 8), an ASPP of a 1x1 branch and image pooling, and a 21-class
-head; BatchNorm is folded into each convolution's bias. ``build_voc_deeplab`` rebuilds it from standard Keras layers
-(so checkpoints load without custom objects), ``load_voc_weights`` copies every weight by tensor name, and
-``check_parity`` runs both on one photo and raises unless they agree. ``build_deeplab`` builds a preset's
-3-class DeepLabV3+ on top.
+The file (TensorFlow Lite's segmentation example, 2.8 MB) holds a MobileNetV2 (alpha 0.5) encoder dilated to output
+stride 8, an ASPP of a 1x1 branch and image pooling, and a 21-class head, BatchNorm folded into the biases; it is
+rebuilt from standard Keras layers, so checkpoints load without custom objects.
 
 >>> build_voc_deeplab(65).output_shape
 (None, 65, 65, 21)
@@ -21,10 +18,10 @@ import numpy as np
 from keras import layers
 
 from petseg.classes import BACKGROUND, BORDER, NUM_CLASSES, PET
+from petseg.synthetic import make_synthetic_pet
 
 VOC_URL = "https://raw.githubusercontent.com/shaqian/flutter_tflite/master/example/assets/deeplabv3_257_mv_gpu.tflite"
 VOC_SHA256 = "68a539782c2c6a72f8aac3724600124a85ed977162b44e84cbae5db717c933c6"
-VOC_SIZE = 2_779_264
 VOC_CLASSES = 21
 VOC_BACKGROUND, VOC_CAT, VOC_DOG = 0, 8, 12
 # bird, cat, cow, dog, horse, sheep: "pet" for the zero-shot model.
@@ -45,11 +42,7 @@ class EncoderWeightsError(ValueError):
 
 
 def layer_name(tensor_scope: str) -> str:
-    """The Keras layer name for a TFLite tensor scope: Keras 3 refuses "/" in names.
-
-    >>> layer_name("MobilenetV2/expanded_conv_3/depthwise")
-    'MobilenetV2_expanded_conv_3_depthwise'
-    """
+    """The Keras layer name for a TFLite tensor scope ("MobilenetV2/Conv" -> "MobilenetV2_Conv")."""
     return tensor_scope.replace("/", "_")
 
 
@@ -60,11 +53,9 @@ def check_image_size(image_size: int) -> None:
 
 
 def upsample_aligned(tensor, factor: int, name: str):
-    """Bilinear upsampling with align_corners=True from n to (n - 1) * factor + 1 pixels, from standard layers.
-
-    Nearest-neighbour upsampling by ``factor`` followed by a ``factor`` wide box mean (stride 1, valid) gives
-    exactly (1 - r / factor) * x[k] + (r / factor) * x[k + 1] at output pixel k * factor + r.
-    """
+    """Bilinear upsampling with align_corners=True from n to (n - 1) * factor + 1 pixels: nearest-neighbour
+    upsampling, then a ``factor`` wide box mean gives (1 - r / factor) * x[k] + (r / factor) * x[k + 1] at
+    k * factor + r."""
     tensor = layers.UpSampling2D(factor, interpolation="nearest", name=f"{name}_nearest")(tensor)
     return layers.AveragePooling2D(factor, strides=1, padding="valid", name=f"{name}_mean")(tensor)
 
@@ -125,26 +116,26 @@ def all_layers(model: keras.Model) -> dict[str, layers.Layer]:
     return found
 
 
-def read_tflite_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every weight tensor of a TFLite file by name ("scope/weights", "scope/..._bias")."""
+def tflite_interpreter(path: str | os.PathLike):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=os.fspath(path))
     interpreter.allocate_tensors()
-    tensors = {}
-    for detail in interpreter.get_tensor_details():
-        name = detail["name"]
-        if name.endswith("weights") or name.endswith("_bias"):
-            tensors[name] = np.array(interpreter.get_tensor(detail["index"]))
-    return tensors
+    return interpreter
+
+
+def read_tflite_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every weight tensor of a TFLite file by name ("scope/weights", "scope/..._bias")."""
+    interpreter = tflite_interpreter(path)
+    return {detail["name"]: np.array(interpreter.get_tensor(detail["index"]))
+            for detail in interpreter.get_tensor_details() if detail["name"].endswith(("weights", "_bias"))}
 
 
 def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) -> int:
     """Copy named TFLite tensors into the layers of the same scope; return how many layers were set.
 
-    Kernels are stored (out, kh, kw, in) and depthwise kernels (1, kh, kw, channels); Keras wants (kh, kw, in, out)
-    and (kh, kw, channels, 1): both are the same transpose. Raises ``ValueError`` for a tensor without a layer or
-    a layer without its tensors, so a renamed or reshaped file never loads halfway.
+    Kernels (out, kh, kw, in) and depthwise kernels (1, kh, kw, channels) take the same transpose to Keras' layout.
+    A tensor without a layer, or a layer without its tensors, raises ``ValueError``.
     """
     kernels = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("weights")}
     biases = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("_bias")}
@@ -168,11 +159,8 @@ def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) ->
 
 
 def check_tflite_options(path: str | os.PathLike) -> None:
-    """Check that the file's strides, dilation rates and resizes are those ``BLOCKS`` rebuilds.
-
-    The dilation rates live in the operators' options, not in the tensor shapes, so a different file would load
-    without complaint and compute something else.
-    """
+    """Check that the file's strides, dilation rates and resizes are those ``BLOCKS`` rebuilds: they live in the
+    operators' options, not in the tensor shapes, so a different file would load and compute something else."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
@@ -198,24 +186,17 @@ def check_tflite_options(path: str | os.PathLike) -> None:
                 raise ValueError("The file resizes without align_corners; the rebuilt model aligns corners.")
 
 
-def download_voc_weights() -> Path:
-    """Fetch the VOC TFLite file once into Keras' cache (~/.keras/models) with its sha256 checked."""
-    path = Path(keras.utils.get_file("deeplabv3_257_mv_gpu.tflite", VOC_URL, file_hash=VOC_SHA256,
-                                     hash_algorithm="sha256", cache_subdir="models"))
-    if path.stat().st_size != VOC_SIZE:
-        raise ValueError(f"{path} has {path.stat().st_size} bytes, expected {VOC_SIZE}.")
-    return path
-
-
 def resolve_voc_weights(encoder_weights: str | os.PathLike | None) -> Path | None:
-    """None for random weights; the downloaded file for "voc" (or train.py's default "imagenet"); else a path."""
+    """None for random weights; for "voc" (or train.py's default "imagenet") the pinned file, downloaded once into
+    Keras' cache with its sha256 checked; else a path."""
     if encoder_weights is None or str(encoder_weights).lower() == "none":
         return None
     options = ("Options: 'voc' (downloads the pinned file, needs internet), a local deeplabv3_257_mv_gpu.tflite, "
                "or 'none' for random weights.")
     if str(encoder_weights) in ("voc", "imagenet"):
         try:
-            return download_voc_weights()
+            return Path(keras.utils.get_file("deeplabv3_257_mv_gpu.tflite", VOC_URL, file_hash=VOC_SHA256,
+                                             hash_algorithm="sha256", cache_subdir="models"))
         except Exception as error:  # Keras raises several types for a failed download or a wrong hash.
             raise EncoderWeightsError(f"Could not download the VOC DeepLab weights: {error}. {options}") from error
     path = Path(encoder_weights)
@@ -227,10 +208,7 @@ def resolve_voc_weights(encoder_weights: str | os.PathLike | None) -> Path | Non
 def check_parity(keras_model: keras.Model, path: str | os.PathLike, image: np.ndarray,
                  minimum_agreement: float = 0.999, maximum_difference: float = 1e-3) -> dict[str, float]:
     """Run the rebuilt model and the TFLite interpreter on ``image`` ([-1, 1], 257 px); raise unless they agree."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=os.fspath(path))
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(path)
     batch = np.asarray(image, np.float32)[np.newaxis]
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
     interpreter.invoke()
@@ -245,14 +223,6 @@ def check_parity(keras_model: keras.Model, path: str | os.PathLike, image: np.nd
     return {"argmax_agreement": agreement, "max_logit_difference": difference}
 
 
-def parity_image(size: int = 257) -> np.ndarray:
-    """A synthetic pet photo in [-1, 1] for the parity check (no real photo ships with the code)."""
-    from petseg.synthetic import make_synthetic_pet
-
-    photo, _ = make_synthetic_pet(np.random.default_rng(0), size, size)
-    return np.asarray(photo, np.float32) / 127.5 - 1.0
-
-
 def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
     """The 21-class VOC model with its weights from the TFLite file, parity-checked; random weights for None."""
     model = build_voc_deeplab(257)
@@ -260,16 +230,14 @@ def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
     if path is not None:
         check_tflite_options(path)
         assign_tflite_weights(model, read_tflite_tensors(path))
-        check_parity(model, path, parity_image())
+        photo, _ = make_synthetic_pet(np.random.default_rng(0), 257, 257)  # No real photo ships with the code.
+        check_parity(model, path, np.asarray(photo, np.float32) / 127.5 - 1.0)
     return model
 
 
 def voc_head_weights(voc_model: keras.Model) -> list[np.ndarray]:
-    """A 3-class head from VOC's 21: pet = mean of cat and dog, background = background, border halfway between.
-
-    The border row is the mean of the other two plus 1, so at the start border wins exactly where pet and
-    background are within 2 logits of each other: along the outline.
-    """
+    """A 3-class head from VOC's 21: pet = mean of cat and dog, background = background, border = their mean plus 1,
+    so at the start border wins where pet and background are within 2 logits of each other: along the outline."""
     kernel, bias = voc_model.get_layer("logits_semantic").get_weights()
     head_kernel = np.zeros(kernel.shape[:-1] + (NUM_CLASSES,), np.float32)
     head_bias = np.zeros(NUM_CLASSES, np.float32)
@@ -290,12 +258,8 @@ def conv_bn_relu(tensor, filters: int, kernel_size: int, momentum: float, name: 
 
 
 def build_deeplab(preset, image_size: int, encoder_weights: str | os.PathLike | None) -> keras.Model:
-    """DeepLabV3+ for the 3 classes on the VOC encoder (frozen), taking [0, 1] images of ``image_size`` (8k+1).
-
-    The coarse head (1/8) starts from VOC's rows; a decoder from block 2's depthwise output (1/4) adds
-    zero-initialised logits, so training starts from VOC's answer and learns the outline on top. With
-    ``preset.half_resolution_stage`` a second stage refines them at 1/2 from block 1's expansion.
-    """
+    """DeepLabV3+ on the frozen VOC encoder for [0, 1] images of ``image_size`` (8k+1): the coarse head starts from
+    VOC's rows, and decoder stages at 1/4 (and ``half_resolution_stage``, 1/2) add zero-initialised logits."""
     check_image_size(image_size)
     encoder = voc_encoder(image_size)
     encoder.trainable = False
@@ -332,10 +296,7 @@ def zero_logits(tensor, name: str):
 
 
 def build_zero_shot(encoder_weights: str | os.PathLike | None) -> keras.Model:
-    """The VOC model unchanged as a PetSeg model: pet = its animal classes, background = the rest, never border.
-
-    Its outputs are class probabilities (summed over VOC classes); their argmax is the zero-shot answer.
-    """
+    """The VOC model as a PetSeg model of class probabilities: pet = its animal classes, else background."""
     voc = load_voc_deeplab(encoder_weights)
     inputs = keras.Input((257, 257, 3), name="image")
     probabilities = layers.Softmax(name="voc_probabilities")(voc(layers.Rescaling(2.0, offset=-1.0)(inputs)))

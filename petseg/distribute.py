@@ -1,7 +1,5 @@
-"""Where training runs: the ``tf.distribute`` strategy, which worker writes, and batches that split evenly.
-
-Everything a run needs on several devices or machines is here, so ``petseg.training`` reads as one plain loop;
-the machine's description for the sidecar too. See docs/scaling.md.
+"""Where training runs: the ``tf.distribute`` strategy, which worker writes, batches that split evenly, and the
+machine's description for the sidecar; so ``petseg.training`` reads as one plain loop. See docs/scaling.md.
 
 >>> make_strategy("default").num_replicas_in_sync
 1
@@ -9,6 +7,7 @@ the machine's description for the sidecar too. See docs/scaling.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import tempfile
@@ -25,12 +24,8 @@ LOGICAL_CPUS_VARIABLE = "PETSEG_LOGICAL_CPUS"
 
 def split_cpu(value: str) -> None:
     """Split the first CPU into ``value`` logical devices (a whole number); only before TensorFlow starts."""
-    try:
-        count = int(value)
-    except ValueError:
-        raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number, got {value!r}.") from None
-    if count < 1:
-        raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number of at least 1, got {count}.")
+    if not value.isdigit() or (count := int(value)) < 1:
+        raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number of at least 1, got {value!r}.")
     cpu = tf.config.list_physical_devices("CPU")[0]
     if count == 1 or len(tf.config.get_logical_device_configuration(cpu) or []) == count:
         return
@@ -61,9 +56,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
-    """Work around two Keras 3 bugs that stop ``fit`` on several workers by wrapping ``strategy.reduce``: Keras
-    reduces the first batch as one nested structure, which the multi-worker reduce refuses, and scalars along
-    axis 0. The wrapper reduces each value on its own, and scalars without an axis."""
+    """Work around two Keras 3 bugs that stop multi-worker ``fit``: reduce a nested structure one value at a
+    time, and scalars without an axis."""
     reduce = strategy.reduce
 
     def reduce_one(reduce_op, item, axis):
@@ -76,8 +70,7 @@ def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the checkpoint and the run folder: all but a non-chief worker (the chief is
-    TF_CONFIG's "chief" task, else worker 0)."""
+    """Whether this process writes the checkpoint and run folder: TF_CONFIG's "chief" task, else worker 0."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type or resolver.task_type == "chief":
         return True
@@ -85,8 +78,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: Path) -> tuple[Path, Path, Path | None]:
-    """The run and output folders this process writes into, and a scratch folder that holds them on a non-chief
-    worker (None on the chief; the caller deletes it at the end)."""
+    """The run and output folders this process writes into, and a non-chief worker's scratch folder (or None)."""
     if is_chief(strategy):
         return run_dir, output_dir, None
     scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
@@ -95,8 +87,7 @@ def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: 
 
 def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]:
     """Make every batch split into equal, non-empty parts, one per replica (Keras 3 fails otherwise); return the
-    photos each split uses. Each leaves out its last ``count % replicas`` photos: after the shuffle for training,
-    so different ones each epoch."""
+    photos each split uses. Each leaves out its last ``count % replicas`` photos (training's after the shuffle)."""
     if batch_size % replicas:
         raise ValueError(f"The batch size {batch_size} does not split evenly over {replicas} replicas; use a "
                          f"multiple of {replicas} (the batch size is global: each replica gets an equal share).")
@@ -115,12 +106,10 @@ def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]
 
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 

@@ -1,13 +1,7 @@
 """Start, stop and describe training runs for the app (no gradio here): validated requests, readable progress.
 
-A run is ``python train.py ... --run-dir runs/<id>`` in a process of its own (output in ``runs/<id>/train.log``),
-so it never blocks the web server. Watching only reads the run folder (``petseg.runs``), so a run started from a
-terminal is watched the same way.
-
->>> training_allowed(None, {"SPACE_ID": "someone/petseg"})
-False
->>> training_allowed(None, {"SPACE_ID": "someone/petseg", "PETSEG_ALLOW_TRAINING": "1"})
-True
+A run is ``python train.py ... --run-dir runs/<id>`` in a process of its own (output in ``runs/<id>/train.log``).
+Watching only reads the run folder (``petseg.runs``), so a run started from a terminal is watched the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import os
 import subprocess
 import sys
@@ -31,11 +26,9 @@ from petseg.runs import RunState, RunWriter, new_run_id, now_iso, read_run, requ
 
 TRAIN_SCRIPT = ROOT / "train.py"
 
-DATA_SOURCES: dict[str, str] = {
-    "synthetic": "Synthetic demo data",
-    "folder": "A local folder (official Oxford-IIIT Pet layout)",
-    "tfds": "TensorFlow Datasets (downloads about 800 MB)",
-}
+DATA_SOURCES: dict[str, str] = {"synthetic": "Synthetic demo data",
+                                "folder": "A local folder (official Oxford-IIIT Pet layout)",
+                                "tfds": "TensorFlow Datasets (downloads about 800 MB)"}
 ENCODER_WEIGHTS = ("imagenet", "none")
 EPOCH_LIMITS, BATCH_SIZE_LIMITS, IMAGE_SIZE_LIMITS = (1, 200), (1, 256), (32, 512)  # Inclusive.
 IMAGE_SIZE_STEP = 32  # The U-Net halves the input five times.
@@ -84,45 +77,41 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
     epochs = whole_number(epochs, "Epochs", *EPOCH_LIMITS)
     batch_size = whole_number(batch_size, "Batch size", *BATCH_SIZE_LIMITS)
     image_size = whole_number(image_size, "Image size", *IMAGE_SIZE_LIMITS)
-    if image_size != image_size_for(preset, image_size):
+    if image_size != (nearest := image_size_for(preset, image_size)):
         raise TrainingRequestError(f"Image size must be {image_size_rule(preset)} for the {preset} preset, got "
-                                   f"{image_size}; the nearest it takes is {image_size_for(preset, image_size)}.")
+                                   f"{image_size}; the nearest it takes is {nearest}.")
     if data_source not in DATA_SOURCES:
         raise TrainingRequestError(f"Unknown data source {data_source!r}; choose one of: {', '.join(DATA_SOURCES)}.")
-    folder = check_data_folder(data_dir) if data_source == "folder" else None
     # Synthetic runs never download: their encoder starts from random weights.
-    weights = "none" if data_source == "synthetic" else check_encoder_weights(encoder_weights)
-    return TrainingRequest(preset, epochs, batch_size, image_size, data_source, folder, weights,
+    return TrainingRequest(preset, epochs, batch_size, image_size, data_source,
+                           check_data_folder(data_dir) if data_source == "folder" else None,
+                           "none" if data_source == "synthetic" else check_encoder_weights(encoder_weights),
                            check_new_checkpoint_name(name, weights_dir))
 
 
 def image_size_rule(preset: str) -> str:
     """The image sizes a preset takes, in words: 8k+1 for DeepLab (its resizes align corners), else multiples of 32."""
-    return "8k+1" if PRESETS[preset].architecture == "deeplab" else f"a multiple of {IMAGE_SIZE_STEP}"
+    return "8k+1" if is_deeplab(preset) else f"a multiple of {IMAGE_SIZE_STEP}"
+
+
+def is_deeplab(preset: str) -> bool:
+    return preset in PRESETS and PRESETS[preset].architecture == "deeplab"
 
 
 def image_size_for(preset: str, image_size: Any) -> Any:
-    """The image size nearest ``image_size`` that ``preset`` takes; a value that is not a number comes back as is.
-
-    >>> image_size_for("voc", 128), image_size_for("tutorial", 129), image_size_for("finetune", 160)
-    (129, 128, 160)
-    """
+    """The image size nearest ``image_size`` that ``preset`` takes; a value that is not a number comes back as is."""
     try:
         size = float(image_size)
     except (TypeError, ValueError):
         return image_size
     low, high = IMAGE_SIZE_LIMITS
-    if preset in PRESETS and PRESETS[preset].architecture == "deeplab":
+    if is_deeplab(preset):
         return int(min(max(8 * round((size - 1) / 8) + 1, low + 1), high - 7))
     return int(min(max(IMAGE_SIZE_STEP * round(size / IMAGE_SIZE_STEP), low), high))
 
 
 def whole_number(value: Any, label: str, low: int, high: int) -> int:
-    """``value`` as an int between ``low`` and ``high``, or a ``TrainingRequestError`` naming the field.
-
-    >>> whole_number(4.0, "Epochs", 1, 200)
-    4
-    """
+    """``value`` as an int between ``low`` and ``high``, or a ``TrainingRequestError`` naming the field."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise TrainingRequestError(f"{label} is empty; enter a whole number from {low} to {high}.")
     try:
@@ -142,9 +131,8 @@ def check_data_folder(data_dir: str | None) -> str:
     folder = Path(str(data_dir).strip()).expanduser()
     if not folder.is_dir():
         raise TrainingRequestError(f"No folder at {folder}.")
-    missing = [part for part in ("images", "annotations/trainval.txt", "annotations/trimaps")
-               if not (folder / part).exists()]
-    if missing:
+    if missing := [part for part in ("images", "annotations/trainval.txt", "annotations/trimaps")
+                   if not (folder / part).exists()]:
         raise TrainingRequestError(f"{folder} is not in the official Oxford-IIIT Pet layout: it lacks "
                                    f"{', '.join(missing)}.")
     return str(folder.resolve())
@@ -164,8 +152,7 @@ def check_encoder_weights(encoder_weights: str | None) -> str:
 
 def check_new_checkpoint_name(name: str | None, weights_dir: str | os.PathLike | None) -> str | None:
     """A valid checkpoint name that is not taken yet, or None for the default name."""
-    name = (name or "").strip()
-    if not name:
+    if not (name := (name or "").strip()):
         return None
     try:
         path = checkpoint_path(name, weights_dir)
@@ -179,13 +166,10 @@ def check_new_checkpoint_name(name: str | None, weights_dir: str | os.PathLike |
 def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
                      name: str) -> list[str]:
     """The ``python train.py`` command line for ``request``."""
-    command = [sys.executable, str(TRAIN_SCRIPT), "--preset", request.preset, "--epochs", str(request.epochs),
-               "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
-               "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir),
-               "--output-dir", str(weights_dir), "--name", name]
-    if data_dir:
-        command += ["--data-dir", str(data_dir)]
-    return command
+    return [sys.executable, str(TRAIN_SCRIPT), "--preset", request.preset, "--epochs", str(request.epochs),
+            "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
+            "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir), "--output-dir", str(weights_dir),
+            "--name", name, *(["--data-dir", str(data_dir)] if data_dir else [])]
 
 
 class TrainingLauncher:
@@ -194,34 +178,33 @@ class TrainingLauncher:
     def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike):
         self.weights_dir = Path(weights_dir).resolve()
         self.runs_dir = Path(runs_dir).resolve()
-        self._processes: dict[str, subprocess.Popen] = {}
+        self._process: tuple[str, subprocess.Popen] | None = None  # The last run this app started, and its process.
         self._lock = threading.Lock()
 
     def active_run(self) -> str | None:
-        """The id of the run this app started that is still training, if any (finished processes are reaped)."""
-        for run_id, process in list(self._processes.items()):
-            if process.poll() is not None:
-                del self._processes[run_id]
-        return next(iter(self._processes), None)
+        """The id of the run this app started that is still training, if any."""
+        return self._process[0] if self._process and self._process[1].poll() is None else None
 
     def start(self, request: TrainingRequest) -> Path:
         """Create a run folder, prepare its data, start ``train.py`` on it and return the folder."""
         from petseg.synthetic import make_synthetic_pets
 
         with self._lock:
-            active = self.active_run()
-            if active:
+            if active := self.active_run():
                 raise TrainingRequestError(f"Run {active} is still training; stop it or wait for it to finish.")
-            run_id = self._unused_run_id()
-            run_dir = self.runs_dir / run_id
-            run_dir.mkdir(parents=True)
+            run_id = base = new_run_id()
+            for suffix in itertools.count(2):  # Two runs started within a second get folders of their own.
+                if not (self.runs_dir / run_id).exists():
+                    break
+                run_id = f"{base}-{suffix}"
+            run_dir, data_dir = self.runs_dir / run_id, request.data_dir
             name = request.name or f"{request.preset}-{run_id}"
-            data_dir = request.data_dir
+            run_dir.mkdir(parents=True)
             if request.data_source == "synthetic":
                 data_dir = str(make_synthetic_pets(run_dir / "synthetic-data", SYNTHETIC_TRAINVAL, SYNTHETIC_TEST))
             command = training_command(request, data_dir, run_dir, self.weights_dir, name)
             process = start_process(command, run_dir / "train.log")
-            self._processes[run_id] = process
+            self._process = run_id, process
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
             if not (run_dir / "status.json").exists():
                 RunWriter(run_dir, {"pid": process.pid, "preset": request.preset, "epochs": request.epochs,
@@ -237,10 +220,9 @@ class TrainingLauncher:
         if run.state != "running":
             return f"Run {run_id} is not running (it is {run.state})."
         request_stop(run_dir)
-        process = self._processes.get(run_id)
-        if process is not None and process.poll() is None and run.status.get("launched_by") == "app":
+        if self.active_run() == run_id and run.status.get("launched_by") == "app":
             # train.py has not started its run yet, and would delete the stop file when it does: end it now.
-            stop_process(process, STOP_GRACE_SECONDS)
+            stop_process(self._process[1], STOP_GRACE_SECONDS)
             atomic_write_json(run_dir / "status.json", {**run.status, "state": "stopped", "updated": now_iso(),
                                                          "finished": now_iso(), "message": "stopped before training"})
             return f"Run {run_id} stopped before its first epoch."
@@ -254,13 +236,6 @@ class TrainingLauncher:
         if not (run_dir / "status.json").is_file():
             raise TrainingRequestError(f"Unknown run {run_id!r}: it has no status.json.")
         return run_dir
-
-    def _unused_run_id(self) -> str:
-        run_id = new_run_id()
-        candidate, suffix = run_id, 2
-        while (self.runs_dir / candidate).exists():
-            candidate, suffix = f"{run_id}-{suffix}", suffix + 1
-        return candidate
 
 
 def run_label(run: RunState) -> str:
@@ -286,11 +261,10 @@ def epoch_line(record: dict[str, Any], total_epochs: Any = None) -> str:
 def progress_log(run: RunState) -> str:
     """The run's story so far: one line per finished epoch, then how it ended."""
     lines = [epoch_line(record, run.status.get("epochs")) for record in run.epochs]
-    message = run.status.get("message") or ""
     if run.state == "running" and not run.epochs:
         lines.append("preparing: loading TensorFlow, the data and the model…")
     elif run.state != "running":
-        lines.append(run.state + (f": {message}" if message else ""))
+        lines.append(run.state + (f": {message}" if (message := run.status.get("message")) else ""))
     return "\n".join(lines)
 
 
@@ -319,15 +293,13 @@ def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
 
 def log_tail(run_dir: Path, max_lines: int = 60, max_bytes: int = 32_768) -> str:
     """The last lines of the run's ``train.log`` (empty for runs started from a terminal), progress bars redrawn."""
-    path = Path(run_dir) / "train.log"
     try:
-        with open(path, "rb") as handle:
-            handle.seek(max(path.stat().st_size - max_bytes, 0))
+        with open(Path(run_dir) / "train.log", "rb") as handle:
+            handle.seek(max(handle.seek(0, os.SEEK_END) - max_bytes, 0))
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
-    return "\n".join(lines[-max_lines:])
+    return "\n".join([line.rsplit("\r", 1)[-1] for line in text.splitlines()][-max_lines:])
 
 
 def run_fingerprint(run: RunState) -> tuple:
@@ -341,9 +313,9 @@ def checkpoints_fingerprint(weights_dir: str | os.PathLike) -> tuple:
     """What changes whenever a checkpoint or sidecar is written, renamed or removed."""
     entries = []
     for path in Path(weights_dir).glob("[!.]*"):
-        if path.suffix in (CHECKPOINT_SUFFIX, ".json"):
-            with contextlib.suppress(OSError):
-                entries.append((path.name, path.stat().st_mtime_ns, path.stat().st_size))
+        with contextlib.suppress(OSError):
+            if path.suffix in (CHECKPOINT_SUFFIX, ".json"):
+                entries.append((path.name, (stat := path.stat()).st_mtime_ns, stat.st_size))
     return tuple(sorted(entries))
 
 

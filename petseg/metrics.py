@@ -1,10 +1,8 @@
-"""Segmentation metrics from a confusion matrix (pixel accuracy, per-class IoU, mean IoU, binary pet IoU), and a
-checkpoint scored over a whole split at each photo's original resolution through the app's request path.
+"""Segmentation metrics from a confusion matrix, and a checkpoint scored over a whole split at each photo's
+original resolution through the app's request path.
 
 >>> import numpy as np
->>> truth = np.array([[0, 0], [1, 2]])
->>> prediction = np.array([[0, 1], [1, 2]])
->>> scores = compute_metrics(confusion_matrix(truth, prediction))
+>>> scores = compute_metrics(confusion_matrix(np.array([[0, 0], [1, 2]]), np.array([[0, 1], [1, 2]])))
 >>> scores["pixel_accuracy"], scores["iou"]["pet"], scores["iou"]["background"]
 (0.75, 0.5, 0.5)
 """
@@ -25,8 +23,7 @@ from petseg.inference import predict_probabilities
 
 def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """Count pixels by (true class, predicted class); rows are the truth."""
-    truth = np.asarray(truth).reshape(-1).astype(np.int64)
-    prediction = np.asarray(prediction).reshape(-1).astype(np.int64)
+    truth, prediction = (np.asarray(values).reshape(-1).astype(np.int64) for values in (truth, prediction))
     if truth.shape != prediction.shape:
         raise ValueError(f"truth has {truth.size} pixels but prediction has {prediction.size}.")
     for label, values in (("truth", truth), ("prediction", prediction)):
@@ -45,17 +42,13 @@ def compute_metrics(confusion: np.ndarray) -> dict:
         iou = np.where(union > 0, true_positive / union, np.nan)
     total = confusion.sum()
 
-    foreground = [index for index in range(len(confusion)) if index != BACKGROUND]
-    binary = np.zeros((2, 2))
-    binary[0, 0] = confusion[np.ix_(foreground, foreground)].sum()
-    binary[0, 1] = confusion[np.ix_(foreground, [BACKGROUND])].sum()
-    binary[1, 0] = confusion[np.ix_([BACKGROUND], foreground)].sum()
-    binary_union = binary[0, 0] + binary[0, 1] + binary[1, 0]
+    pet_pet = np.delete(np.delete(confusion, BACKGROUND, 0), BACKGROUND, 1).sum()
+    binary_union = total - confusion[BACKGROUND, BACKGROUND]
     return {
         "pixel_accuracy": float(true_positive.sum() / total) if total else float("nan"),
         "mean_iou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
         "iou": {name: float(value) for name, value in zip(CLASS_NAMES, iou)},
-        "binary_pet_iou": float(binary[0, 0] / binary_union) if binary_union else float("nan"),
+        "binary_pet_iou": float(pet_pet / binary_union) if binary_union else float("nan"),
         "pixels": int(total),
     }
 
@@ -69,19 +62,12 @@ def evaluate_checkpoint(checkpoint: CheckpointInfo, data_dir: str | os.PathLike 
                         limit: int | None = None, tfds_data_dir: str | None = None) -> dict:
     """Score a servable entry (its export runs) on every readable photo of ``split`` (or the first ``limit``) of
     ``data_dir`` (official layout; None: tfds, from ``tfds_data_dir`` if given)."""
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    skipped: list = []
-    count = 0
-    started = time.perf_counter()
+    confusion, skipped, count, started = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64), [], 0, time.perf_counter()
     for example in iterate_split(data_dir, split, skipped, tfds_data_dir):
         prediction = predict_probabilities(example.image, checkpoint).argmax(axis=-1)
         confusion += confusion_matrix(example.mask, prediction)
         count += 1
         if limit is not None and count >= limit:
             break
-    metrics = compute_metrics(confusion)
-    metrics.update(
-        data=describe_source(data_dir), split=split, photos=count, skipped=len(skipped),
-        resolution="original", seconds=round(time.perf_counter() - started, 1),
-    )
-    return metrics
+    return {**compute_metrics(confusion), "data": describe_source(data_dir), "split": split, "photos": count,
+            "skipped": len(skipped), "resolution": "original", "seconds": round(time.perf_counter() - started, 1)}

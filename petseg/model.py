@@ -1,11 +1,7 @@
-"""The U-Net: a MobileNetV2 encoder and a decoder of pix2pix upsample blocks.
+"""The U-Net (a MobileNetV2 encoder and a decoder of pix2pix upsample blocks), ``build_model`` for every preset's
+architecture, and the dtype and sub-pixel rewrites that checkpoints and exports use.
 
-Presets live in ``petseg.presets`` (plain data, no Keras); ``build_unet`` builds a preset's
-architecture and ``petseg.training`` reads the recipe.
-
->>> from petseg.model import build_unet
->>> model = build_unet("tutorial", image_size=128, encoder_weights=None)
->>> model.output_shape
+>>> build_unet("tutorial", image_size=128, encoder_weights=None).output_shape
 (None, 128, 128, 3)
 """
 
@@ -21,96 +17,49 @@ from petseg.deeplab import EncoderWeightsError, build_deeplab
 from petseg.presets import Preset, get_preset
 
 # The encoder's skip outputs, from the finest (64x64 at 128 px input) to the bottleneck (4x4).
-SKIP_LAYER_NAMES = (
-    "block_1_expand_relu",
-    "block_3_expand_relu",
-    "block_6_expand_relu",
-    "block_13_expand_relu",
-    "block_16_project",
-)
+SKIP_LAYER_NAMES = ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu",
+                    "block_16_project")
+WEIGHTS_OPTIONS = ("Options: 'imagenet' (downloads from the Keras servers, needs internet), a local Keras weights file "
+                   "for MobileNetV2(alpha=1.0, include_top=False), or 'none' for random weights.")
 
 
 def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_momentum: float = 0.99,
                    name: str | None = None) -> keras.Sequential:
-    """The pix2pix upsample block: Conv2DTranspose (stride 2, no bias) -> BatchNorm -> optional Dropout -> ReLU.
-
-    This is ``tensorflow_examples.models.pix2pix.upsample`` written out, since that package is not on PyPI.
-
-    >>> block = upsample_block(64)
-    >>> tuple(block(keras.ops.zeros((1, 8, 8, 16))).shape)
-    (1, 16, 16, 64)
-    """
-    initializer = keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
-    block_layers = [
-        layers.Conv2DTranspose(filters, size, strides=2, padding="same", kernel_initializer=initializer, use_bias=False),
-        layers.BatchNormalization(momentum=batchnorm_momentum),
-    ]
-    if dropout > 0:
-        block_layers.append(layers.Dropout(dropout))
-    block_layers.append(layers.ReLU())
-    return keras.Sequential(block_layers, name=name)
+    """pix2pix's upsample block (its package is not on PyPI): Conv2DTranspose, BatchNorm, optional Dropout, ReLU."""
+    return keras.Sequential([
+        layers.Conv2DTranspose(filters, size, strides=2, padding="same", use_bias=False,
+                               kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.02)),
+        layers.BatchNormalization(momentum=batchnorm_momentum), *([layers.Dropout(dropout)] if dropout > 0 else []),
+        layers.ReLU()], name=name)
 
 
 def build_encoder(image_size: int, encoder_weights: str | None) -> keras.Model:
-    """Build the MobileNetV2 (alpha 1.0) feature extractor returning the five skip outputs.
-
-    Args:
-        image_size: Square input size in pixels, a multiple of 32.
-        encoder_weights: "imagenet" (Keras downloads them), a path to a Keras weights file for
-            ``MobileNetV2(include_top=False)``, or None / "none" for random weights.
-    """
-    weights = resolve_encoder_weights(encoder_weights)
+    """The MobileNetV2 (alpha 1.0) feature extractor returning the five skip outputs."""
+    weights = None if encoder_weights is None or str(encoder_weights).lower() == "none" else os.fspath(encoder_weights)
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise EncoderWeightsError(f"Encoder weights file not found: {weights}. {WEIGHTS_OPTIONS}")
     try:
-        base = keras.applications.MobileNetV2(
-            input_shape=(image_size, image_size, 3), alpha=1.0, include_top=False, weights=weights
-        )
+        base = keras.applications.MobileNetV2((image_size, image_size, 3), include_top=False, weights=weights)
     except Exception as error:  # Keras raises several types for a failed download or a mismatched file.
-        raise EncoderWeightsError(
-            f"Could not load MobileNetV2 encoder weights {encoder_weights!r}: {error}. Options: 'imagenet' "
-            "(downloads from the Keras servers, needs internet), a local Keras weights file for "
-            "MobileNetV2(alpha=1.0, include_top=False), or 'none' for random weights."
-        ) from error
+        raise EncoderWeightsError(f"Could not load MobileNetV2 encoder weights {encoder_weights!r}: {error}. "
+                                  f"{WEIGHTS_OPTIONS}") from error
     skips = [base.get_layer(name).output for name in SKIP_LAYER_NAMES]
     return keras.Model(inputs=base.inputs, outputs=skips, name="encoder")
 
 
-def resolve_encoder_weights(encoder_weights: str | os.PathLike | None) -> str | None:
-    """Turn the user's choice into what ``keras.applications`` accepts, with a clear error for a missing file."""
-    if encoder_weights is None or str(encoder_weights).lower() == "none":
-        return None
-    if str(encoder_weights) == "imagenet":
-        return "imagenet"
-    path = os.fspath(encoder_weights)
-    if not os.path.isfile(path):
-        raise EncoderWeightsError(
-            f"Encoder weights file not found: {path}. Options: 'imagenet' (needs internet), a local Keras weights "
-            "file for MobileNetV2(alpha=1.0, include_top=False), or 'none' for random weights."
-        )
-    return path
-
-
 def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None, encoder_weights: str | None = None
                ) -> keras.Model:
-    """Build the U-Net for ``preset`` with a frozen encoder; the output is per-pixel logits for the 3 classes.
-
-    Inputs are float images in [0, 1] of shape (image_size, image_size, 3).
-
-    >>> build_unet("finetune", image_size=96).output_shape
-    (None, 96, 96, 3)
-    """
+    """The U-Net for ``preset`` with a frozen encoder: [0, 1] images in, per-pixel logits for the 3 classes out."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     image_size = image_size or preset.image_size
     if image_size % 32 != 0 or image_size < 32:
         raise ValueError(f"image_size must be a multiple of 32 (at least 32), got {image_size}.")
-
     encoder = build_encoder(image_size, encoder_weights)
     encoder.trainable = False
-
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     features = layers.Rescaling(2.0, offset=-1.0, name="scale_to_mobilenet")(inputs) if preset.scale_inputs else inputs
-    skips = encoder(features)
-    x = skips[-1]
-    for filters, skip, index in zip(preset.decoder_filters, reversed(skips[:-1]), range(4)):
+    *skips, x = encoder(features)
+    for filters, skip, index in zip(preset.decoder_filters, reversed(skips), range(4)):
         x = upsample_block(filters, dropout=preset.decoder_dropout, batchnorm_momentum=preset.batchnorm_momentum,
                            name=f"upsample_{index}")(x)
         x = layers.Concatenate(name=f"skip_{index}")([x, skip])
@@ -129,16 +78,12 @@ def build_model(preset: str | Preset, image_size: int | None = None, encoder_wei
     preset = get_preset(preset) if isinstance(preset, str) else preset
     if preset.architecture == "deeplab":
         return build_deeplab(preset, image_size or preset.image_size, encoder_weights)
-    if preset.architecture != "unet":
-        raise ValueError(f"Unknown architecture {preset.architecture!r}; choose unet or deeplab.")
     return build_unet(preset, image_size, encoder_weights)
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze or unfreeze the encoder's weights while keeping every BatchNorm layer in inference mode.
-
-    The shipped ImageNet statistics are not the originals (see the encoder README), so BatchNorm layers never train.
-    """
+    """Freeze or unfreeze the encoder's weights; its BatchNorm layers never train (the shipped ImageNet statistics
+    are not the originals, see the encoder README)."""
     encoder = model.get_layer("encoder")
     encoder.trainable = trainable
     for layer in encoder.layers:
@@ -147,12 +92,10 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
 
 
 class SubPixelConv2DTranspose(layers.Conv2DTranspose):
-    """A stride-2, 3x3, "same" Conv2DTranspose computed as four small convolutions and a depth-to-space: the same
-    numbers from the same kernel. LiteRT runs this form in XNNPACK on every core; a TRANSPOSE_CONV whose output
-    shape is computed at run time (any batch or size) falls back to a slower single-threaded kernel.
+    """A stride-2, 3x3, "same" Conv2DTranspose computed as four small convolutions and a depth-to-space, which
+    LiteRT runs in XNNPACK on every core (a TRANSPOSE_CONV of run-time shape falls back to one slow thread).
 
-    >>> layer = SubPixelConv2DTranspose(4, 3, strides=2, padding="same")
-    >>> tuple(layer(keras.ops.zeros((1, 5, 7, 2))).shape)
+    >>> tuple(SubPixelConv2DTranspose(4, 3, strides=2, padding="same")(keras.ops.zeros((1, 5, 7, 2))).shape)
     (1, 10, 14, 4)
     """
 
@@ -165,11 +108,9 @@ class SubPixelConv2DTranspose(layers.Conv2DTranspose):
         kernel = tf.transpose(self.kernel, [0, 1, 3, 2])  # (3, 3, channels, filters), as tf.nn.conv2d takes it.
         padded = tf.pad(inputs, [[0, 0], [1, 0], [1, 0], [0, 0]])
         taps = (([2, 0], 0), ([1], 1))  # (kernel rows, first padded row) for even and odd output rows.
-        phases = [
-            tf.nn.conv2d(padded[:, row_start:, column_start:], tf.gather(tf.gather(kernel, rows, axis=0), columns,
-                                                                          axis=1), 1, "VALID")
-            for rows, row_start in taps for columns, column_start in taps
-        ]
+        phases = [tf.nn.conv2d(padded[:, row_start:, column_start:],
+                               tf.gather(tf.gather(kernel, rows, axis=0), columns, axis=1), 1, "VALID")
+                  for rows, row_start in taps for columns, column_start in taps]
         outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
         if self.use_bias:
             outputs = outputs + self.bias
@@ -189,9 +130,8 @@ def model_with_dtype(model, dtype: str, any_size: bool = False, subpixel: bool =
             if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
                 return {**node, "config": {**node.get("config", {}), "name": dtype}}
             if any_size and node.get("class_name") == "InputLayer":
-                batch_shape = node["config"]["batch_shape"]
-                return {**node, "config": {**node["config"], "batch_shape": [batch_shape[0], None, None,
-                                                                             batch_shape[-1]]}}
+                batch, *_, channels = node["config"]["batch_shape"]
+                return {**node, "config": {**node["config"], "batch_shape": [batch, None, None, channels]}}
             return {key: rewrite(value) for key, value in node.items()}
         if isinstance(node, list):
             return [rewrite(value) for value in node]

@@ -1,7 +1,5 @@
 """Presets: an architecture and its training recipe as plain data (no Keras, so ``--help`` and the UI list them fast).
 
-``petseg.model.build_model`` builds a preset's architecture and ``petseg.training`` reads its recipe.
-
 >>> get_preset("voc").architecture
 'deeplab'
 """
@@ -37,34 +35,17 @@ class Preset:
     min_confidence: float = 0.0  # Pseudo-label pixels whose teacher was less sure are ignored by the loss.
 
 
-PRESETS: dict[str, Preset] = {
-    preset.name: preset
-    for preset in (
-        Preset(
-            name="tutorial",
-            description="The TensorFlow tutorial's model and recipe: frozen encoder, 512/256/128/64 decoder.",
-        ),
-        Preset(
-            name="finetune",
-            description=(
-                "Scaled inputs, a lighter decoder, strong augmentation, cross-entropy + Dice, and the encoder "
-                "fine-tuned after a frozen warm-up."
-            ),
-            decoder_filters=(256, 128, 64, 32), decoder_dropout=0.1, batchnorm_momentum=0.9, scale_inputs=True,
-            image_size=160, epochs=40, batch_size=16, fine_tune_after=5, fine_tune_learning_rate=3e-4,
-            dice_weight=1.0, augmentation="strong",
-        ),
-        Preset(
-            name="voc",
-            description=(
-                "DeepLabV3+ on the PASCAL VOC DeepLabV3-MobileNetV2: head started from VOC's background and cat/dog "
-                "rows, a decoder from 1/4 resolution, the encoder fine-tuned after a frozen warm-up."
-            ),
-            architecture="deeplab", batchnorm_momentum=0.9, scale_inputs=True, image_size=257, epochs=24,
-            batch_size=8, fine_tune_after=3, fine_tune_learning_rate=2e-4, augmentation="strong",
-        ),
-    )
-}
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
+    Preset("tutorial", "The TensorFlow tutorial's model and recipe: frozen encoder, 512/256/128/64 decoder."),
+    Preset("finetune", "Scaled inputs, a lighter decoder, strong augmentation, cross-entropy + Dice, and the encoder "
+           "fine-tuned after a frozen warm-up.", decoder_filters=(256, 128, 64, 32), decoder_dropout=0.1,
+           batchnorm_momentum=0.9, scale_inputs=True, image_size=160, epochs=40, batch_size=16, fine_tune_after=5,
+           fine_tune_learning_rate=3e-4, dice_weight=1.0, augmentation="strong"),
+    Preset("voc", "DeepLabV3+ on the PASCAL VOC DeepLabV3-MobileNetV2: head started from VOC's background and cat/dog "
+           "rows, a decoder from 1/4 resolution, the encoder fine-tuned after a frozen warm-up.",
+           architecture="deeplab", batchnorm_momentum=0.9, scale_inputs=True, image_size=257, epochs=24,
+           batch_size=8, fine_tune_after=3, fine_tune_learning_rate=2e-4, augmentation="strong"),
+)}
 
 
 def get_preset(name: str) -> Preset:
@@ -80,11 +61,8 @@ def apply_overrides(preset: Preset, overrides: dict[str, str] | None) -> Preset:
     >>> apply_overrides(PRESETS["finetune"], {"image_size": "160", "decoder_filters": "128,64,32,16"}).image_size
     160
     """
-    if not overrides:
-        return preset
-    fields = {field.name: field for field in dataclasses.fields(Preset)}
-    changes = {}
-    for key, text in overrides.items():
+    fields, changes = Preset.__dataclass_fields__, {}
+    for key, text in (overrides or {}).items():
         if key not in fields or key in ("name", "architecture"):
             raise ValueError(f"Unknown preset field {key!r}; choose from: {', '.join(sorted(fields))}.")
         default = getattr(preset, key)

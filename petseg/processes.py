@@ -24,12 +24,8 @@ def start_process(command: list[str], log_path: Path, environment: Mapping[str, 
                   ) -> subprocess.Popen:
     """Start ``command`` as the leader of a new process group, its output in ``log_path``; ``environment`` changes
     the inherited one (a value replaces, None removes)."""
-    child_environment = {**CHILD_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
-    for key, value in (environment or {}).items():
-        if value is None:
-            child_environment.pop(key, None)
-        else:
-            child_environment[key] = value
+    child_environment = {**CHILD_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})}
+    child_environment = {key: value for key, value in child_environment.items() if value is not None}
     with open(log_path, "wb") as log:
         return subprocess.Popen(command, cwd=ROOT, env=child_environment, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -1,11 +1,10 @@
 """The run folder: how a training process reports progress and how the app watches it.
 
-``runs/<id>/`` holds ``status.json`` (replaced atomically), ``metrics.jsonl`` (one line per finished epoch, appended
-in one write; a reader skips a torn last line), ``epoch_<NNN>.png`` samples, ``curves.png``, and ``train.log`` when
-the app started the run. A ``stop`` file asks the run to end cleanly; a "running" run whose process is gone reads as
-failed. A checkpoint may ship its run record read-only beside it (``weights/<name>.run/``). After each epoch
-``resume.npz`` holds what ``train.py --resume`` needs to continue (weights, optimizer state, epochs done, best
-metric, config), replaced atomically; a finished run drops it.
+``runs/<id>/`` holds ``status.json`` (replaced atomically), ``metrics.jsonl`` (a line per finished epoch; a reader
+skips a torn last line), ``epoch_<NNN>.png`` samples, ``curves.png``, ``train.log`` when the app started the run,
+and ``resume.npz`` (what ``train.py --resume`` needs; a finished run drops it). A ``stop`` file asks the run to end
+cleanly; a "running" run whose process is gone reads as failed. A checkpoint may ship its run record read-only
+beside it (``weights/<name>.run/``).
 
 >>> import tempfile
 >>> writer = RunWriter(Path(tempfile.mkdtemp()) / "demo", {"preset": "tutorial", "epochs": 1})
@@ -16,6 +15,7 @@ metric, config), replaced atomically; a finished run drops it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -30,7 +30,6 @@ from petseg.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from petseg.processes import process_alive
 
 DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", Path(__file__).resolve().parent.parent / "runs"))
-STATES = ("running", "done", "failed", "stopped")
 RESUME_FILE = "resume.npz"
 SHIPPED_RUN_SUFFIX = ".run"
 
@@ -72,8 +71,7 @@ class RunWriter:
     def keep_epochs(self, epochs: int) -> list[dict[str, Any]]:
         """Keep the first ``epochs`` metrics lines (a resumed run drops any epoch logged after its state was saved)."""
         kept = [record for record in read_metrics(self.run_dir) if record.get("epoch", 0) <= epochs]
-        lines = "".join(json.dumps(record) + "\n" for record in kept)
-        atomic_write_bytes(self.run_dir / "metrics.jsonl", lines.encode())
+        atomic_write_bytes(self.run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in kept).encode())
         self.update(epochs_done=epochs)
         return kept
 
@@ -89,8 +87,7 @@ class RunWriter:
         return self.run_dir / f"epoch_{epoch:03d}.png"
 
     def finish(self, state: str, message: str = "", **fields: Any) -> None:
-        if state not in STATES:
-            raise ValueError(f"unknown run state {state!r}")
+        """End the run as "done", "failed" or "stopped"."""
         self.update(state=state, message=message, finished=now_iso(), **fields)
         if state == "done":  # Nothing left to resume: the run folder's largest file goes.
             (self.run_dir / RESUME_FILE).unlink(missing_ok=True)
@@ -141,10 +138,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         return []
     epochs = []
     for line in lines:
-        try:
+        with contextlib.suppress(ValueError):
             epochs.append(json.loads(line))
-        except ValueError:
-            continue
     return [epoch for epoch in epochs if isinstance(epoch, dict)]
 
 
@@ -152,8 +147,7 @@ def read_run(run_dir: str | os.PathLike) -> RunState:
     """Read a run folder; a "running" run whose process is gone (on this host) reads as failed."""
     run_dir = Path(run_dir)
     try:
-        status = json.loads((run_dir / "status.json").read_text())
-        if not isinstance(status, dict):
+        if not isinstance(status := json.loads((run_dir / "status.json").read_text()), dict):
             raise ValueError("status is not an object")
     except (OSError, ValueError) as error:
         status = {"state": "failed", "message": f"unreadable status.json ({type(error).__name__})"}
@@ -169,9 +163,7 @@ def read_run(run_dir: str | os.PathLike) -> RunState:
 def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunState]:
     """All run folders, newest first."""
     runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR)
-    if not runs_dir.is_dir():
-        return []
-    folders = [path for path in runs_dir.iterdir() if path.is_dir() and (path / "status.json").exists()]
+    folders = [path for path in runs_dir.glob("*/") if (path / "status.json").exists()]
     return [read_run(path) for path in sorted(folders, key=lambda path: path.stat().st_mtime, reverse=True)]
 
 

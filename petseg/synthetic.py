@@ -1,9 +1,8 @@
 """Tiny synthetic pets (a blob with ears on a textured background) and trimaps in the official Oxford-IIIT Pet
-layout, so that tests and benchmarks never depend on the real data set.
+layout: the app's demo data, and data for tests and benchmarks.
 
 >>> import tempfile
->>> root = make_synthetic_pets(tempfile.mkdtemp(), trainval_count=4, test_count=2)
->>> sorted(path.name for path in (root / "annotations").iterdir())
+>>> sorted(path.name for path in (make_synthetic_pets(tempfile.mkdtemp(), 4, 2) / "annotations").iterdir())
 ['test.txt', 'trainval.txt', 'trimaps']
 """
 
@@ -20,15 +19,11 @@ BREEDS = (("Synthetic_cat", 1), ("synthetic_dog", 2))  # Capitalised names are c
 
 def make_synthetic_pet(rng: np.random.Generator, width: int, height: int) -> tuple[Image.Image, Image.Image]:
     """Draw one photo and its trimap (values 1 pet, 2 background, 3 border)."""
-    background = rng.integers(0, 255, size=3)
-    noise = rng.normal(0, 25, size=(height, width, 3))
-    gradient = np.linspace(-30, 30, width)[None, :, None]
-    pixels = np.clip(background + noise + gradient, 0, 255).astype(np.uint8)
+    background, noise = rng.integers(0, 255, size=3), rng.normal(0, 25, size=(height, width, 3))
+    pixels = np.clip(background + noise + np.linspace(-30, 30, width)[None, :, None], 0, 255).astype(np.uint8)
     photo = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(1.5))
-
     pet_mask = Image.new("L", (width, height), 0)
-    draw_mask = ImageDraw.Draw(pet_mask)
-    draw_photo = ImageDraw.Draw(photo)
+    draw_mask, draw_photo = ImageDraw.Draw(pet_mask), ImageDraw.Draw(photo)
     fur = tuple(int(value) for value in rng.integers(0, 255, size=3))
     centre_x, centre_y = rng.uniform(0.35, 0.65) * width, rng.uniform(0.4, 0.65) * height
     body_w, body_h = rng.uniform(0.2, 0.32) * width, rng.uniform(0.15, 0.25) * height
@@ -48,13 +43,9 @@ def make_synthetic_pet(rng: np.random.Generator, width: int, height: int) -> tup
                (ear_x, ear_y - head_r * 0.6)]
         draw_mask.polygon(ear, fill=255)
         draw_photo.polygon(ear, fill=fur)
-
-    inside = np.asarray(pet_mask) > 127
-    outer = np.asarray(pet_mask.filter(ImageFilter.MaxFilter(5))) > 127
-    inner = np.asarray(pet_mask.filter(ImageFilter.MinFilter(5))) > 127
-    trimap = np.full((height, width), 2, dtype=np.uint8)
-    trimap[inside] = 1
-    trimap[outer & ~inner] = 3
+    inside, outer, inner = (np.asarray(mask) > 127 for mask in (
+        pet_mask, pet_mask.filter(ImageFilter.MaxFilter(5)), pet_mask.filter(ImageFilter.MinFilter(5))))
+    trimap = np.where(outer & ~inner, 3, np.where(inside, 1, 2)).astype(np.uint8)
     return photo, Image.fromarray(trimap)
 
 

@@ -1,15 +1,9 @@
 """Training: fit a preset on a data source, report each epoch into a run folder, keep the best checkpoint.
 
-Each epoch appends one metrics line and writes a sample PNG (input / truth / prediction) into the run folder; the
-checkpoint with the best validation mean IoU is saved atomically into the output folder with its sidecar. Presets
-with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the encoder's convolutions
-(BatchNorm stays in inference mode) at a lower learning rate.
-
->>> from petseg.synthetic import make_synthetic_pets
->>> import tempfile
->>> root = make_synthetic_pets(tempfile.mkdtemp(), 8, 2)
->>> result = train(TrainConfig(data_dir=str(root), epochs=1, image_size=64, batch_size=4,
-...                            encoder_weights="none", output_dir=tempfile.mkdtemp(), verbose=0))  # doctest: +SKIP
+``petseg.callbacks`` writes the run folder each epoch and saves the checkpoint with the best validation mean IoU.
+Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the encoder's
+convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command line; in
+Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``.
 """
 
 from __future__ import annotations
@@ -29,9 +23,11 @@ import tensorflow as tf
 
 import petseg
 from petseg.callbacks import FITTING, STOP_SIGNALLED, TENSORBOARD_FOLDER, EpochReporter, raise_if_signalled
-from petseg.checkpoints import read_sidecar, servable_entry, store_metrics, write_sidecar
+from petseg.checkpoints import (CheckpointError, load_checkpoint_file, read_sidecar, servable_entry, store_metrics,
+                                write_sidecar)
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
-from petseg.data import IGNORE, DataError, TrainingData, make_training_data
+from petseg.data import (IGNORE, DataError, TrainingData, make_training_data, read_folder_example, read_name_list,
+                         resize_example)
 from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
@@ -82,8 +78,8 @@ class TrainResult:
 def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
     """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes.
 
-    ``border_weight`` above 1 weighs the cross-entropy of pixels on the border ring and within 2 pixels of it by
-    that much: the ring is a few pixels wide, so a contour off by one pixel costs it most of its IoU.
+    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring: a contour off by one pixel
+    costs the thin ring most of its IoU.
     """
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     if dice_weight == 0 and border_weight == 1:
@@ -113,10 +109,7 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train ``config.preset`` and return where its best checkpoint went; see ``train.py`` for the CLI.
-
-    ``resume`` continues the run in ``config.run_dir`` from its ``resume.npz`` (``resume_config`` reads its config).
-    """
+    """Train ``config.preset`` and return where its best checkpoint went; ``resume`` continues ``config.run_dir``."""
     preset = apply_overrides(get_preset(config.preset), config.overrides)
     run_id = Path(config.run_dir).name if resume else new_run_id()
     config = dataclasses.replace(  # The preset's defaults where the config leaves a value open.
@@ -221,11 +214,13 @@ def share_among_replicas(data: TrainingData, batch_size: int, strategy: tf.distr
 def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: TrainingData,
                  replicas: int, used: dict[str, int], run_dir: Path) -> dict[str, Any]:
     """The checkpoint's sidecar as training starts: what was trained, on what, how, and where."""
+    weights = config.encoder_weights
     return {
         "name": config.name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
         "overrides": config.overrides or {},
         "classes": list(CLASS_NAMES), "epochs_planned": config.epochs, "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate, "encoder_weights": _describe_weights(config.encoder_weights),
+        "learning_rate": config.learning_rate, "encoder_weights": str(weights) if weights in (None, "none", "imagenet")
+        else f"file:{Path(weights).name}",
         **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
         "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
         "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
@@ -260,9 +255,8 @@ def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[P
 
 
 def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_per_epoch: int) -> None:
-    """Freeze or unfreeze the encoder and compile; fine-tuning decays its rate along a cosine to a tenth. Then
-    raise if a stop signal came meanwhile: compiling frees the last phase's functions, and an interrupt raised inside
-    their ``__del__`` is dropped (see ``stop_on_signal``)."""
+    """Freeze or unfreeze the encoder and compile; fine-tuning decays its rate along a cosine to a tenth. Then raise
+    a stop signal that came meanwhile (compiling frees functions, and ``__del__`` drops interrupts)."""
     set_encoder_trainable(model, phase.fine_tune)
     learning_rate = phase.learning_rate
     if phase.fine_tune:
@@ -271,12 +265,9 @@ def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_pe
         # Decaying to a tenth lets the fine-tuning settle at the end.
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight),
-        metrics=["accuracy", keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE,
-                                                   name="mean_iou")],
-    )
+    mean_iou = keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy", mean_iou],
+                  loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight))
     raise_if_signalled()
 
 
@@ -291,11 +282,8 @@ def store_training_summary(checkpoint_path: Path, reporter: "EpochReporter", tra
 
 
 def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dict, str]:
-    """Evaluate the best checkpoint on the test split at original resolution and store it in the sidecar.
-
-    Returns the sidecar and a note for the run's last message. A test split that cannot be read (a folder
-    without ``annotations/test.txt``, tfds offline) skips the evaluation with that note: the run still succeeded.
-    """
+    """Evaluate the best checkpoint on the test split at original resolution; return its sidecar and a note for the
+    run's last message. An unreadable test split (no ``test.txt``, tfds offline) skips it with that note."""
     try:
         metrics = evaluate_checkpoint(servable_entry(checkpoint_path.name, checkpoint_path.parent), config.data_dir,
                                       tfds_data_dir=config.tfds_data_dir)
@@ -308,11 +296,11 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
 
 def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
     """The run's data, with its own sample photos if it names any."""
+    validation_names = read_name_list(config.validation_list) if config.validation_list else None
     data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
                               config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
-                              validation_names=read_name_list(config.validation_list),
-                              unlabelled_dirs=config.unlabelled_dirs, min_confidence=preset.min_confidence,
-                              unlabelled_share=preset.unlabelled_share)
+                              validation_names=validation_names, unlabelled_dirs=config.unlabelled_dirs,
+                              min_confidence=preset.min_confidence, unlabelled_share=preset.unlabelled_share)
     if config.sample_photos:
         data.sample_images, data.sample_masks = load_sample_photos(config.sample_photos, config.image_size,
                                                                    config.data_dir)
@@ -321,8 +309,6 @@ def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
 
 def start_from_checkpoint(model: keras.Model, path: str, preset: str, image_size: int) -> None:
     """Set the model's weights to a trained checkpoint's of the same preset and size (``CheckpointError`` else)."""
-    from petseg.checkpoints import CheckpointError, load_checkpoint_file
-
     loaded = load_checkpoint_file(path)
     found = (loaded.sidecar.get("preset"), int(loaded.sidecar.get("image_size", 0)))
     if found != (preset, image_size):
@@ -331,22 +317,10 @@ def start_from_checkpoint(model: keras.Model, path: str, preset: str, image_size
     model.set_weights(loaded.model.get_weights())
 
 
-def read_name_list(path: str | None) -> list[str] | None:
-    """The first word of each non-empty line of a file (a split list's format), or None without a file."""
-    if path is None:
-        return None
-    try:
-        return [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
-    except OSError as error:
-        raise DataError(f"Cannot read the list {path}: {error.strerror}.") from None
-
-
 def load_sample_photos(paths: list[str], image_size: int, data_dir: str | None = None
                        ) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """Photos as float [0, 1] arrays at the model's input size, resized as training resizes them, and their true
-    masks where the data folder holds a trimap of the same name (None elsewhere)."""
-    from petseg.data import read_folder_example, resize_example
-
+    """Photos at the model's input size in [0, 1], resized as training resizes, with their true masks where
+    the data folder has their trimap (else None)."""
     images, masks = [], []
     for path in map(Path, paths):
         trimap = Path(data_dir or "") / "annotations" / "trimaps" / f"{path.stem}.png"
@@ -359,8 +333,3 @@ def load_sample_photos(paths: list[str], image_size: int, data_dir: str | None =
             masks.append(None)
     return np.stack(images), masks
 
-
-def _describe_weights(encoder_weights: str | None) -> str:
-    if encoder_weights in (None, "none", "imagenet"):
-        return str(encoder_weights)
-    return f"file:{Path(encoder_weights).name}"

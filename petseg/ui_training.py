@@ -42,9 +42,7 @@ class TrainingHandlers:
 
     def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike, allow_training: bool,
                  outputs: OutputFolder | None = None):
-        self.weights_dir = Path(weights_dir)
-        self.runs_dir = Path(runs_dir)
-        self.allow_training = allow_training
+        self.weights_dir, self.runs_dir, self.allow_training = Path(weights_dir), Path(runs_dir), allow_training
         self.outputs = outputs or OutputFolder()
         self.launcher = TrainingLauncher(self.weights_dir, self.runs_dir)
 
@@ -76,21 +74,20 @@ class TrainingHandlers:
     def watch(self, run_id: str | None, memory: WatchMemory | None, *checkpoints: str | None) -> tuple:
         """One timer tick: the run picker, the run's outputs (``draw_run``), memory and one update per checkpoint
         dropdown; unchanged outputs are ``gr.skip()``."""
-        memory = memory or WatchMemory()
+        memory, picker = memory or WatchMemory(), gr.skip()
         # An empty runs folder (as on a Space) shows the shipped run records, the default checkpoint's first.
         runs = list_runs(self.runs_dir) or shipped_runs(self.weights_dir, default_checkpoint(self.weights_dir))
-        picker: Any = gr.skip()
         choices = [(run_label(run), run.run_id) for run in runs]
         if choices != memory.run_choices:
             if run_id not in {run.run_id for run in runs}:
                 run_id = runs[0].run_id if runs else None
             picker = gr.update(choices=choices, value=run_id)
         run = next((run for run in runs if run.run_id == run_id), None)
-        run_outputs = self.draw_run(run, memory)
+        outputs = (picker, *self.draw_run(run, memory))
         checkpoint_updates = self.refresh_checkpoints(memory, checkpoints)
         fingerprint = run_fingerprint(run) if run else NO_RUN
         memory = WatchMemory(choices, fingerprint, checkpoints_fingerprint(self.weights_dir))
-        return (picker, *run_outputs, memory, *checkpoint_updates)
+        return (*outputs, memory, *checkpoint_updates)
 
     def draw_run(self, run: RunState | None, memory: WatchMemory) -> tuple:
         """Status, log, latest samples, curves, gallery, process log and stop button for one run."""
@@ -100,9 +97,8 @@ class TrainingHandlers:
             note = "No training runs yet." + (" Start one on the left." if self.allow_training else "")
             return (note, "", None, None, [], "", gr.update(interactive=False))
         status = status_markdown(run)
-        if run_fingerprint(run) == memory.run_fingerprint:
-            # Only the elapsed time moves between epochs.
-            return (status, *[gr.skip()] * 5, gr.skip())
+        if run_fingerprint(run) == memory.run_fingerprint:  # Only the elapsed time moves between epochs.
+            return (status, *[gr.skip()] * 6)
         gallery = [(str(path), f"epoch {int(path.stem.split('_')[-1])}") for path in run.samples]
         curves = self.outputs.write(plot_curves(run.epochs), run.run_id, "curves.png") if run.epochs else None
         latest = str(run.samples[-1]) if run.samples else None
@@ -113,8 +109,7 @@ class TrainingHandlers:
         """New choices for each checkpoint dropdown when the weights folder changed, else ``gr.skip()``."""
         if checkpoints_fingerprint(self.weights_dir) == memory.checkpoints_fingerprint:
             return [gr.skip() for _ in current]
-        choices = checkpoint_choices(self.weights_dir)
-        fallback = default_checkpoint(self.weights_dir)
+        choices, fallback = checkpoint_choices(self.weights_dir), default_checkpoint(self.weights_dir)
         return [gr.update(choices=choices, value=value or fallback) for value in current]
 
 
