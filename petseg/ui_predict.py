@@ -121,6 +121,12 @@ class PredictHandlers:
         yield (pictures.class_map, pictures.confidence, (pictures.class_map[0], cutout), areas,
                status + f"; cutout matted in {seconds:.2f} s.")
 
+    def predict_once(self, photo: Any, checkpoint: str | None) -> tuple:
+        """``predict``'s final value alone: the ``/predict`` endpoint's answer. An API client downloads every file
+        of every value a generator sends, so the first pictures would cost it one more round of downloads."""
+        *_, final = self.predict(photo, checkpoint)
+        return final
+
     def cutout(self, photo: Any, checkpoint: str | None) -> str | None:
         """The cutout at the photo's full resolution (a transparent PNG), made once per photo and checkpoint."""
         upload = uploaded_photo(photo)
@@ -260,8 +266,11 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
     cutout = {"fn": handlers.cutout, "inputs": [photo, checkpoint], "outputs": download, "preprocess": False,
               "concurrency_id": "model"}
     photo.change(lambda: None, None, download, api_visibility="private", queue=False)
-    photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict", preprocess=False,
-                 concurrency_id="model", trigger_mode="always_last").success(**cutout, api_name="cutout")
+    photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict_page", api_visibility="private",
+                 preprocess=False, concurrency_id="model", trigger_mode="always_last").success(**cutout, api_name="cutout")
+    # /predict answers once, with the final value; the page's own event above streams the first pictures.
+    gr.Button(visible=False).click(handlers.predict_once, [photo, checkpoint], outputs, api_name="predict",
+                                   preprocess=False, concurrency_id="model")
     checkpoint.change(handlers.describe_checkpoint, checkpoint, checkpoint_info, api_visibility="private").then(
         lambda: None, None, download, api_visibility="private", queue=False).then(
         handlers.repredict, [photo, checkpoint], outputs, api_visibility="private", preprocess=False,
