@@ -158,6 +158,21 @@ class Predictor:
         return resize_probabilities(probabilities, height, width)
 
 
+def class_ids(probabilities: np.ndarray) -> np.ndarray:
+    """The most likely class of each pixel as uint8, like ``argmax`` over the last axis (the first class on a tie)
+    but one pass per class plane: numpy's argmax over a short last axis is about fifteen times slower.
+
+    >>> class_ids(np.array([[[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]]], np.float32))
+    array([[1, 0]], dtype=uint8)
+    """
+    ids = np.zeros(probabilities.shape[:-1], np.uint8)
+    best = probabilities[..., 0]
+    for class_id in range(1, probabilities.shape[-1]):
+        np.copyto(ids, class_id, where=probabilities[..., class_id] > best)
+        best = np.maximum(best, probabilities[..., class_id])
+    return ids
+
+
 MAX_PREDICTORS = 4  # Checkpoints kept loaded (an interpreter each); the least recently used one goes first.
 _predictors: dict[str, Predictor] = {}  # In order of use, the most recent last.
 _predictors_lock = threading.Lock()

@@ -48,15 +48,21 @@ def box_mean(array: np.ndarray, radius: int) -> np.ndarray:
 def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, epsilon: float
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The colour guided filter's (He et al. 2013) local linear model ``source ~ a . guide + b``: ``a`` (h, w, 3)
-    and ``b`` (h, w)."""
+    and ``b`` (h, w). Each pixel's 3x3 system is solved by its cofactors, all pixels at once."""
     mean_guide = box_mean(guide, radius)
     mean_source = box_mean(source, radius)
     covariance_source = box_mean(guide * source[..., None], radius) - mean_guide * mean_source[..., None]
-    outer = guide[..., :, None] * guide[..., None, :]
-    covariance = box_mean(outer.reshape(*guide.shape[:2], 9), radius).reshape(*guide.shape[:2], 3, 3)
-    covariance -= mean_guide[..., :, None] * mean_guide[..., None, :]
-    covariance += epsilon * np.eye(3)
-    a = np.linalg.solve(covariance, covariance_source[..., None])[..., 0]
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]  # The covariance is symmetric: 6 entries of 9.
+    products = box_mean(np.stack([guide[..., i] * guide[..., j] for i, j in pairs], axis=-1), radius)
+    c00, c01, c02, c11, c12, c22 = (products[..., k] - mean_guide[..., i] * mean_guide[..., j]
+                                    + (epsilon if i == j else 0.0) for k, (i, j) in enumerate(pairs))
+    inverse = [c11 * c22 - c12 * c12, c02 * c12 - c01 * c22, c01 * c12 - c02 * c11,  # Cofactors, row by row.
+               c00 * c22 - c02 * c02, c01 * c02 - c00 * c12, c00 * c11 - c01 * c01]
+    a00, a01, a02, a11, a12, a22 = inverse
+    determinant = c00 * a00 + c01 * a01 + c02 * a02
+    v0, v1, v2 = (covariance_source[..., channel] for channel in range(3))
+    a = np.stack([a00 * v0 + a01 * v1 + a02 * v2, a01 * v0 + a11 * v1 + a12 * v2,
+                  a02 * v0 + a12 * v1 + a22 * v2], axis=-1) / determinant[..., None]
     b = mean_source - np.einsum("hwc,hwc->hw", a, mean_guide)
     return box_mean(a, radius), box_mean(b, radius)
 
@@ -191,11 +197,10 @@ def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
     Clear pixels are black, so the background's colours are not kept and the PNG encodes faster and smaller.
     """
     alpha = estimate_alpha(photo, mask, method, max_pixels)
-    result = np.empty((*mask.shape, 4), np.uint8)
-    result[..., 3] = np.rint(alpha * 255.0)
-    result[..., :3] = estimate_foreground(photo, alpha, max_pixels)
-    result[result[..., 3] == 0] = 0
-    return result
+    colours = estimate_foreground(photo, alpha, max_pixels)
+    opacity = np.rint(alpha * 255.0).astype(np.uint8)
+    colours *= (opacity != 0)[..., None]  # Clear pixels black.
+    return np.dstack((colours, opacity))
 
 
 def warm_up() -> float:

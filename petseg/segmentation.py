@@ -30,7 +30,7 @@ from PIL import Image
 from petseg import matting
 from petseg.checkpoints import CheckpointInfo, epochs_trained, headline_metrics, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE, PET
-from petseg.inference import get_predictor, predict_probabilities
+from petseg.inference import class_ids, get_predictor, predict_probabilities
 from petseg.photos import PhotoSource, decode_photo, load_photo
 from petseg.visuals import class_areas, confidence_map
 
@@ -86,7 +86,7 @@ class Segmenter:
         photo, (width, height) = decode_photo(upload, max_side=SCREEN_SIDE)
         probabilities, seconds = self._predict(photo, checkpoint)
         key = self._cutout_key(upload, checkpoint, name)
-        mask = probabilities.argmax(axis=-1).astype(np.uint8)
+        mask = class_ids(probabilities)
         photo_file = self.outputs.write(photo, name, "photo.jpg")
         layers = [(self.outputs.write(layer, name, f"{label}.png"), label) for layer, label in class_layers(mask)]
         return Pictures(photo=photo, mask=mask, class_map=(photo_file, layers),
@@ -117,7 +117,7 @@ class Segmenter:
         photo = load_photo(upload)
         screen_photo, _ = decode_photo(upload, max_side=SCREEN_SIDE)
         probabilities, _ = self._predict(screen_photo, checkpoint, size=photo.shape[:2])
-        mask = probabilities.argmax(axis=-1).astype(np.uint8)
+        mask = class_ids(probabilities)
         started = time.perf_counter()
         cutout = matting.cutout(photo, mask)
         result = Cutout(self.outputs.write(cutout, name, "cutout.png"), class_areas(mask),

@@ -19,6 +19,7 @@ by the functions that draw, so importing this module stays fast.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ def colorize_mask(mask: np.ndarray) -> np.ndarray:
     >>> colorize_mask(np.array([[1, 2]])).tolist()
     [[[31, 119, 180], [255, 221, 51]]]
     """
-    return PALETTE_ARRAY[_check_mask(mask)]
+    return np.take(PALETTE_ARRAY, _check_mask(mask), axis=0)  # Several times faster than PALETTE_ARRAY[mask].
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> np.ndarray:
@@ -73,10 +74,12 @@ def confidence_map(probabilities: np.ndarray, colormap: str = "magma") -> np.nda
 
     probabilities = _check_probabilities(probabilities)
     lowest = 1.0 / NUM_CLASSES
-    confidence = (probabilities.max(axis=-1) - lowest) * (255.0 / (1.0 - lowest))
+    # One maximum per class plane: numpy's max over a short last axis is several times slower.
+    largest = functools.reduce(np.maximum, (probabilities[..., index] for index in range(NUM_CLASSES)))
+    confidence = (largest - lowest) * (255.0 / (1.0 - lowest))
     # The colormap's 256 colours, looked up by index: much faster than colouring every float.
     colours = colormaps[colormap](np.arange(256), bytes=True)[:, :3]
-    return colours[np.rint(np.clip(confidence, 0.0, 255.0)).astype(np.uint8)]
+    return np.take(colours, np.rint(np.clip(confidence, 0.0, 255.0)).astype(np.uint8), axis=0)
 
 
 def class_areas(mask: np.ndarray) -> dict[str, float]:
