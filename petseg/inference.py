@@ -45,11 +45,11 @@ def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
                                                                                  Image.Resampling.BILINEAR))
 
 
-def resize_channels(image: np.ndarray, rows: int, columns: int) -> np.ndarray:
+def resize_channels(image: np.ndarray, rows: int, columns: int, channels: int | None = None) -> np.ndarray:
     """A (height, width, channels) uint8 or float32 array resized to float32 (rows, columns, channels), one Pillow
-    call per channel: no transposes, and no float copy of a uint8 photo."""
+    call per channel (the first ``channels`` only, if given): no transposes, and no float copy of a uint8 photo."""
     resized = np.empty((rows, columns, image.shape[2]), np.float32)
-    for channel in range(image.shape[2]):
+    for channel in range(image.shape[2] if channels is None else channels):
         resized[..., channel] = resize_planes(image[..., channel], columns, rows)
     return resized
 
@@ -67,8 +67,14 @@ def resize_photo(photo: np.ndarray, rows: int, columns: int) -> np.ndarray:
 
 
 def resize_probabilities(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Per-class probabilities (rows, columns, classes) to (height, width, classes) with bilinear."""
-    return resize_channels(probabilities, height, width)
+    """Per-class probabilities (rows, columns, classes) to (height, width, classes) with bilinear. Its weights sum
+    to one, so the last class is one minus the others: one resize fewer."""
+    resized = resize_channels(probabilities, height, width, channels=probabilities.shape[2] - 1)
+    last = np.subtract(1.0, resized[..., 0], out=resized[..., -1])
+    for channel in range(1, probabilities.shape[2] - 1):
+        last -= resized[..., channel]
+    np.maximum(last, 0.0, out=last)
+    return resized
 
 
 def smooth_probabilities(probabilities: np.ndarray) -> np.ndarray:
