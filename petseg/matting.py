@@ -1,9 +1,8 @@
 """Alpha matting for the cutout: the predicted classes are a trimap (pet 1, background 0, border band unknown).
 
-``cutout`` solves alpha inside the band only and re-estimates the band's colours so no background bleeds into the
-edge. The method was picked by measurement (``bench/matting.py``, docs/matting.md): closed-form matting on the photo
-shrunk to at most ``MATTE_PIXELS``, brought back to full size by a guided filter. pymatting compiles its numba
-kernels when imported: ``warm_up`` pays that at start-up, importing this module does not.
+``cutout`` solves alpha inside the band only and re-estimates the band's colours: closed-form matting on the photo
+shrunk to at most ``MATTE_PIXELS``, brought to full size by a guided filter (picked by ``bench/matting.py``,
+docs/matting.md). ``warm_up`` pays pymatting's numba compilation at start-up; importing this module does not.
 
 >>> import numpy as np
 >>> trimap_from_mask(np.array([[0, 1, 2]], np.uint8)).tolist()
@@ -95,7 +94,7 @@ def resize_photo(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def matting_size(height: int, width: int, max_pixels: int = MATTE_PIXELS) -> tuple[int, int]:
-    """The (width, height) to matte at: the photo's own size, or shrunk to at most ``max_pixels`` pixels.
+    """The (width, height) to matte at: the photo's own, or shrunk to at most ``max_pixels`` pixels.
 
     >>> matting_size(375, 500), matting_size(3000, 4000)
     ((500, 375), (577, 433))
@@ -138,8 +137,8 @@ DEFAULT_METHOD = "closed-form"
 
 def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
                    max_pixels: int = MATTE_PIXELS) -> np.ndarray:
-    """The alpha matte (h, w) in [0, 1] of an RGB uint8 photo and its class-id mask: solved at ``matting_size``
-    (brought to full size by a guided filter), exactly 1 on pet pixels and 0 on background pixels."""
+    """The alpha matte (h, w) in [0, 1] of an RGB uint8 photo and its class-id mask, solved at ``matting_size``
+    (a guided filter brings it to full size); exactly 1 on pet and 0 on background."""
     if method not in METHODS:
         raise ValueError(f"Unknown matting method {method!r}; choose one of {', '.join(METHODS)}.")
     if photo.shape[:2] != mask.shape:
@@ -192,10 +191,8 @@ def colour_correction(photo: np.ndarray, alpha: np.ndarray, where: np.ndarray, m
 
 def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
            max_pixels: int = MATTE_PIXELS) -> np.ndarray:
-    """The transparent cutout (h, w, 4 uint8) of the pet: a matted alpha and re-estimated edge colours.
-
-    Clear pixels are black, so the background's colours are not kept and the PNG encodes faster and smaller.
-    """
+    """The transparent cutout (h, w, 4 uint8) of the pet: a matted alpha, re-estimated edge colours, clear pixels
+    black (no background colours kept; the PNG encodes faster and smaller)."""
     alpha = estimate_alpha(photo, mask, method, max_pixels)
     colours = estimate_foreground(photo, alpha, max_pixels)
     opacity = np.rint(alpha * 255.0).astype(np.uint8)
