@@ -75,8 +75,8 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int = GUIDED_RA
 
 def guided_upsample(small_guide: np.ndarray, small_source: np.ndarray, guide: np.ndarray, where: np.ndarray,
                     radius: int = GUIDED_RADIUS, epsilon: float = GUIDED_EPSILON) -> np.ndarray:
-    """The fast guided filter: the model fit at small size, applied to the full-size uint8 ``guide`` where
-    ``where`` is true (a flat array)."""
+    """The fast guided filter: the model fit at small size, applied to the full-size uint8 ``guide`` where the
+    (h, w) boolean ``where`` is true; returns those pixels' values, flat."""
     a, b = guided_coefficients(small_guide, small_source, radius, epsilon)
     size = guide.shape[1], guide.shape[0]
     a = np.stack([resize_float(a[..., channel], size)[where] for channel in range(3)], axis=-1)
