@@ -19,7 +19,7 @@ from bench.seed_way import (compile_like_tutorial, make_load_image, read_record,
 from petseg.checkpoints import load_checkpoint
 from petseg.classes import NUM_CLASSES
 from petseg.data import compiled_resize, make_training_data, read_folder_example, read_split_names, validation_indices
-from petseg.inference import get_predictor, predict_probabilities
+from petseg.inference import class_ids, get_predictor, predict_probabilities
 from petseg.model import build_unet, set_encoder_trainable
 from petseg.presets import get_preset
 from petseg.photos import load_photo
@@ -65,11 +65,9 @@ def make_training_folder(root: Path, photos: int, smallest: int, largest: int, s
 
 
 def our_request(jpeg_bytes: bytes, checkpoint: str, weights_dir) -> np.ndarray:
-    """What the app does per upload: decode (EXIF-aware), probabilities at full size, argmax, overlay."""
+    """What the app does per upload: decode (EXIF-aware), probabilities at full size, class ids, overlay."""
     photo = load_photo(jpeg_bytes)
-    probabilities = predict_probabilities(photo, checkpoint, weights_dir)
-    mask = probabilities.argmax(axis=-1).astype(np.uint8)
-    return overlay_mask(photo, mask)
+    return overlay_mask(photo, class_ids(predict_probabilities(photo, checkpoint, weights_dir)))
 
 
 def request_latency(jpeg_bytes: bytes, checkpoint: str, weights_dir, repeats: int, requests: int,

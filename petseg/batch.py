@@ -1,9 +1,8 @@
 """Many photos at once: each photo's full-resolution cutout in one .zip, and a CSV of its class shares.
 
-Nothing here imports gradio: ``petseg.ui_predict``'s Batch tab and its ``/batch`` endpoint hand over the uploaded
-files and show what ``cut_out_batch`` returns. Photos come as files or inside .zip files; each is cut out by
-``Segmenter.full_cutout`` (so a photo seen before is not matted again). A photo that cannot be used becomes a row
-of the CSV with its error, never a failed batch; only the limits on count and total size refuse a whole batch.
+Photos come as files or inside .zip files; each is cut out by ``Segmenter.full_cutout`` (a photo seen before is
+not matted again). A photo that cannot be used is a CSV row with its error; only the limits on count and total
+size refuse a whole batch. No gradio here: the Batch tab and ``/batch`` show what ``cut_out_batch`` returns.
 
 >>> unique_names(["cat.jpg", "cat.png", "dog.jpg", "Cat.JPG"])
 ['cat.png', 'cat-2.png', 'dog.png', 'Cat-3.png']
@@ -46,10 +45,8 @@ class BatchResult:
 
 
 def collect_photos(paths: list[str | os.PathLike]) -> list[tuple[str, bytes | str]]:
-    """``(name, file or bytes)`` for every uploaded photo, the members of .zip files unpacked in order.
-
-    Raises ``BatchError`` past ``MAX_PHOTOS`` photos or ``MAX_TOTAL_BYTES``, before any photo is decoded.
-    """
+    """``(name, file or bytes)`` for every uploaded photo, .zip members unpacked in order; ``BatchError`` past the
+    limits, before any photo is decoded."""
     photos, total = [], 0
     for path in map(Path, paths):
         if not zipfile.is_zipfile(path):
@@ -92,10 +89,8 @@ def unique_names(names: list[str]) -> list[str]:
 
 def cut_out_batch(segmenter: Segmenter, paths: list[str | os.PathLike], checkpoint: str,
                   progress: Callable[[int, int, str], None] = lambda done, total, name: None) -> BatchResult:
-    """Cut out every photo of ``paths`` with ``checkpoint``; ``progress(done, total, name)`` is called before each.
-
-    Raises ``BatchError`` for a batch over the limits and ``CheckpointError`` for an unusable checkpoint.
-    """
+    """Cut out every photo of ``paths`` with ``checkpoint``, calling ``progress(done, total, name)`` before each;
+    ``BatchError`` for a batch over the limits, ``CheckpointError`` for an unusable checkpoint."""
     photos = collect_photos(paths)
     if not photos:
         raise BatchError("The batch holds no photos; upload photos or a .zip of photos.")

@@ -1,10 +1,9 @@
 """Export a checkpoint for serving outside PetSeg (a TensorFlow SavedModel or a TFLite flatbuffer), or rebuild its own.
 
-``--format serving`` remakes the LiteRT export the app serves beside the checkpoint and records it in the sidecar
-(needed when the entry is refused as stale or its export is missing). The other formats take float32 images in
-[0, 1] of the checkpoint's square size, ``(batch, size, size, 3)`` (resize with ``petseg.resize.resize_image``), and
-return softmax probabilities of that shape over the classes (0 pet, 1 background, 2 border). Each is checked
-against the Keras model on synthetic photos, then written atomically with a JSON description beside it.
+``--format serving`` remakes the LiteRT export the app serves beside the checkpoint, recorded in its sidecar. The
+other formats take float32 images in [0, 1], ``(batch, size, size, 3)`` (``petseg.resize.resize_image``), and return
+softmax probabilities over the classes; each is checked against the Keras model on synthetic photos, then written
+atomically with a JSON description beside it.
 
 Usage:
     python -m petseg.export --checkpoint finetune --format saved_model
@@ -61,7 +60,7 @@ class ExportResult:
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, weights_dir: str | os.PathLike | None = None
                        ) -> LoadedCheckpoint:
-    """Load a checkpoint by path (a value with a path separator) or by name, through the registry's guards."""
+    """Load a checkpoint by path (with a path separator) or by name, through the registry's guards."""
     text = os.fspath(name_or_path)
     if os.sep in text or (os.altsep and os.altsep in text):
         return load_checkpoint_file(text)
@@ -84,7 +83,7 @@ def description_path(export_path: str | os.PathLike) -> Path:
 
 
 def check_options(export_format: str, quantize: str) -> None:
-    """Raise ``ExportError`` for an unknown format or quantization, or a combination this exporter cannot make."""
+    """Raise ``ExportError`` for an unknown format or quantization, or a combination that cannot be made."""
     if export_format not in FORMATS:
         raise ExportError(f"Unknown export format {export_format!r}; choose one of: {', '.join(FORMATS)}.")
     if quantize not in QUANTIZATIONS:
@@ -122,12 +121,9 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
                       quantize: str = "float32", output: str | os.PathLike | None = None,
                       weights_dir: str | os.PathLike | None = None, verify: bool = True,
                       min_agreement: float = MIN_AGREEMENT) -> ExportResult:
-    """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) and return where it went.
-
-    ``output`` defaults to ``default_output_path``; an older export there is replaced, anything else refused.
-    ``verify`` compares the export's masks with the Keras model's on synthetic photos before publishing it.
-    Raises ``ExportError`` for bad options, a bad destination or a failed check, ``CheckpointError`` for a bad
-    checkpoint.
+    """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) to ``output`` (default:
+    ``default_output_path``; an older export there is replaced, anything else refused), checked first if ``verify``.
+    ``ExportError`` for bad options, a bad destination or a failed check, ``CheckpointError`` for a bad checkpoint.
     """
     check_options(export_format, quantize)
     if not isinstance(checkpoint, LoadedCheckpoint):
@@ -220,8 +216,8 @@ def check_destination(path: Path, export_format: str) -> None:
 
 
 def replace_folder(source: Path, destination: Path) -> None:
-    """Move folder ``source`` to ``destination``, replacing an older export there: the old one is renamed aside
-    first and removed last, so a reader sees the old export, briefly nothing, or the new one, never a mix."""
+    """Move folder ``source`` to ``destination``, an older export there renamed aside first and removed last: a
+    reader sees the old export, briefly nothing, or the new one, never a mix."""
     aside = None
     if destination.exists():
         aside = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old.", suffix=".tmp", dir=destination.parent))
@@ -232,6 +228,7 @@ def replace_folder(source: Path, destination: Path) -> None:
 
 
 def folder_size(folder: Path) -> int:
+    """The bytes of every file under ``folder``."""
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
@@ -258,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}{available}", file=sys.stderr)
         return 2
     except (ExportError, OSError) as error:
-        print(f"error: {'could not write the export: ' if isinstance(error, OSError) else ''}{error}",
-              file=sys.stderr)
+        print(f"error: {'could not write the export: ' if isinstance(error, OSError) else ''}{error}", file=sys.stderr)
         return 2
     agreement = "not checked" if result.mask_agreement is None else (
         f"masks agree with the Keras model on {result.mask_agreement:.2%} of pixels ({CHECK_PHOTOS} synthetic photos)")

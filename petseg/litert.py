@@ -1,9 +1,8 @@
 """TFLite flatbuffers of PetSeg models: made from Keras with TensorFlow, run with LiteRT (``ai_edge_litert``).
 
-A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)``, and returns softmax probabilities over
-the classes of the same size: the model's square size, or any multiples of 32 for a U-Net rebuilt with
-``model_with_dtype(..., any_size=True)``. ``petseg.inference`` runs the one beside each checkpoint; ``petseg.export``
-writes them for users. Running one needs only ``ai_edge_litert`` and numpy; making one imports TensorFlow.
+A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)`` (the model's square, or any multiples of
+32 for a U-Net rebuilt with ``any_size=True``), and returns softmax probabilities. ``petseg.inference`` runs them
+with ``ai_edge_litert`` and numpy alone; making one imports TensorFlow.
 
 >>> mask_agreement(np.eye(3)[[0, 1, 2, 2]], np.eye(3)[[0, 1, 2, 1]])
 0.75
@@ -20,8 +19,7 @@ QUANTIZATIONS = ("float32", "float16")
 INPUT_NAME = "images"
 THREADS = 2  # The CPU's cores; more threads than cores only wait for each other.
 CHECK_PHOTOS = 8  # Synthetic photos every export is checked on against its Keras model.
-# The registry's exports keep float32 weights unless that makes them bigger than this; then float16.
-EXPORT_MAX_FLOAT32_BYTES = 16 * 2**20
+EXPORT_MAX_FLOAT32_BYTES = 16 * 2**20  # A served export over this in float32 keeps float16 weights.
 MIN_AGREEMENT = 0.99  # The least fraction of mask pixels on which an export and its model must agree.
 
 ImagesFunction = Callable[[np.ndarray], np.ndarray]
@@ -32,12 +30,8 @@ logging.getLogger("absl").addFilter(lambda record: "trackable_obj" not in record
 
 
 def convert_to_tflite(model, quantize: str = "float32") -> bytes:
-    """Convert the model to a TFLite flatbuffer; ``float16`` stores the weights in half precision.
-
-    Transposed convolutions become sub-pixel convolutions (``petseg.model.SubPixelConv2DTranspose``, the same
-    numbers): LiteRT runs a TRANSPOSE_CONV with a batch-dependent output shape outside XNNPACK, on one core. The
-    converter freezes the variables itself (three times faster than through a SavedModel) and folds batch norms.
-    """
+    """Convert the model to a TFLite flatbuffer (``float16``: half-precision weights). Transposed convolutions
+    become sub-pixel convolutions (the same numbers), which XNNPACK runs on every core; batch norms are folded."""
     import tensorflow as tf
 
     from petseg.model import model_with_dtype
@@ -121,11 +115,7 @@ def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int, int],
            min_agreement: float = MIN_AGREEMENT) -> dict[str, float]:
     """How closely an export (a flatbuffer or a function) reproduces the Keras model on synthetic photos: mask
-    agreement and largest difference; ``ValueError`` below ``min_agreement``.
-
-    >>> parity(model, convert_to_tflite(model), 64)  # doctest: +SKIP
-    {'mask_agreement': 1.0, 'max_probability_difference': 3e-06}
-    """
+    agreement and largest difference; ``ValueError`` below ``min_agreement``."""
     images = check_images(image_size)
     expected = keras_probabilities(model, images)
     actual = (exported if callable(exported) else images_function(exported))(images)
@@ -137,9 +127,8 @@ def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int,
 
 
 def takes_any_size(sidecar: dict) -> bool:
-    """Whether a checkpoint is served at each photo's aspect ratio rather than squashed to its square size: a U-Net
-    trained on random crops and scales gains from it, one trained on squashed photos loses, and DeepLab's fixed
-    resizes cannot (docs/experiments.md).
+    """Whether a checkpoint is served at each photo's aspect ratio, not squashed: a U-Net trained on random crops
+    gains from it, one trained on squashed photos loses, DeepLab cannot (docs/experiments.md).
 
     >>> [takes_any_size({"preset": name}) for name in ("finetune", "tutorial", "voc")]
     [True, False, False]
@@ -151,10 +140,8 @@ def takes_any_size(sidecar: dict) -> bool:
 
 
 def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
-    """The flatbuffer a checkpoint is served with, and its record for the sidecar; ``ValueError`` if it is off.
-
-    If ``takes_any_size``, the export takes any height and width (checked on landscape photos), else the square size.
-    """
+    """The flatbuffer a checkpoint is served with (any height and width if ``takes_any_size``, checked on landscape
+    photos) and its record for the sidecar; ``ValueError`` if it is off."""
     import ai_edge_litert
 
     from petseg.model import model_with_dtype

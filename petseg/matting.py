@@ -1,9 +1,8 @@
 """Alpha matting for the cutout: the predicted classes are a trimap (pet 1, background 0, border band unknown).
 
-``cutout`` solves alpha inside the band only and re-estimates the band's colours so no background bleeds into the
-edge. The method was picked by measurement (``bench/matting.py``, docs/matting.md): closed-form matting on the photo
-shrunk to at most ``MATTE_PIXELS``, brought back to full size by a guided filter. pymatting compiles its numba
-kernels when imported: ``warm_up`` pays that at start-up, importing this module does not.
+``cutout`` solves alpha inside the band only and re-estimates the band's colours: closed-form matting on the photo
+shrunk to at most ``MATTE_PIXELS``, brought to full size by a guided filter (picked by ``bench/matting.py``,
+docs/matting.md). ``warm_up`` pays pymatting's numba compilation at start-up; importing this module does not.
 
 >>> import numpy as np
 >>> trimap_from_mask(np.array([[0, 1, 2]], np.uint8)).tolist()
@@ -48,15 +47,21 @@ def box_mean(array: np.ndarray, radius: int) -> np.ndarray:
 def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, epsilon: float
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The colour guided filter's (He et al. 2013) local linear model ``source ~ a . guide + b``: ``a`` (h, w, 3)
-    and ``b`` (h, w)."""
+    and ``b`` (h, w). Each pixel's 3x3 system is solved by its cofactors, all pixels at once."""
     mean_guide = box_mean(guide, radius)
     mean_source = box_mean(source, radius)
     covariance_source = box_mean(guide * source[..., None], radius) - mean_guide * mean_source[..., None]
-    outer = guide[..., :, None] * guide[..., None, :]
-    covariance = box_mean(outer.reshape(*guide.shape[:2], 9), radius).reshape(*guide.shape[:2], 3, 3)
-    covariance -= mean_guide[..., :, None] * mean_guide[..., None, :]
-    covariance += epsilon * np.eye(3)
-    a = np.linalg.solve(covariance, covariance_source[..., None])[..., 0]
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]  # The covariance is symmetric: 6 entries of 9.
+    products = box_mean(np.stack([guide[..., i] * guide[..., j] for i, j in pairs], axis=-1), radius)
+    c00, c01, c02, c11, c12, c22 = (products[..., k] - mean_guide[..., i] * mean_guide[..., j]
+                                    + (epsilon if i == j else 0.0) for k, (i, j) in enumerate(pairs))
+    inverse = [c11 * c22 - c12 * c12, c02 * c12 - c01 * c22, c01 * c12 - c02 * c11,  # Cofactors, row by row.
+               c00 * c22 - c02 * c02, c01 * c02 - c00 * c12, c00 * c11 - c01 * c01]
+    a00, a01, a02, a11, a12, a22 = inverse
+    determinant = c00 * a00 + c01 * a01 + c02 * a02
+    v0, v1, v2 = (covariance_source[..., channel] for channel in range(3))
+    a = np.stack([a00 * v0 + a01 * v1 + a02 * v2, a01 * v0 + a11 * v1 + a12 * v2,
+                  a02 * v0 + a12 * v1 + a22 * v2], axis=-1) / determinant[..., None]
     b = mean_source - np.einsum("hwc,hwc->hw", a, mean_guide)
     return box_mean(a, radius), box_mean(b, radius)
 
@@ -70,8 +75,8 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int = GUIDED_RA
 
 def guided_upsample(small_guide: np.ndarray, small_source: np.ndarray, guide: np.ndarray, where: np.ndarray,
                     radius: int = GUIDED_RADIUS, epsilon: float = GUIDED_EPSILON) -> np.ndarray:
-    """The fast guided filter: the model fit at small size, applied to the full-size uint8 ``guide`` where
-    ``where`` is true (a flat array)."""
+    """The fast guided filter: the model fit at small size, applied to the full-size uint8 ``guide`` where the
+    (h, w) boolean ``where`` is true; returns those pixels' values, flat."""
     a, b = guided_coefficients(small_guide, small_source, radius, epsilon)
     size = guide.shape[1], guide.shape[0]
     a = np.stack([resize_float(a[..., channel], size)[where] for channel in range(3)], axis=-1)
@@ -89,7 +94,7 @@ def resize_photo(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def matting_size(height: int, width: int, max_pixels: int = MATTE_PIXELS) -> tuple[int, int]:
-    """The (width, height) to matte at: the photo's own size, or shrunk to at most ``max_pixels`` pixels.
+    """The (width, height) to matte at: the photo's own, or shrunk to at most ``max_pixels`` pixels.
 
     >>> matting_size(375, 500), matting_size(3000, 4000)
     ((500, 375), (577, 433))
@@ -132,8 +137,8 @@ DEFAULT_METHOD = "closed-form"
 
 def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
                    max_pixels: int = MATTE_PIXELS) -> np.ndarray:
-    """The alpha matte (h, w) in [0, 1] of an RGB uint8 photo and its class-id mask: solved at ``matting_size``
-    (brought to full size by a guided filter), exactly 1 on pet pixels and 0 on background pixels."""
+    """The alpha matte (h, w) in [0, 1] of an RGB uint8 photo and its class-id mask, solved at ``matting_size``
+    (a guided filter brings it to full size); exactly 1 on pet and 0 on background."""
     if method not in METHODS:
         raise ValueError(f"Unknown matting method {method!r}; choose one of {', '.join(METHODS)}.")
     if photo.shape[:2] != mask.shape:
@@ -186,16 +191,13 @@ def colour_correction(photo: np.ndarray, alpha: np.ndarray, where: np.ndarray, m
 
 def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
            max_pixels: int = MATTE_PIXELS) -> np.ndarray:
-    """The transparent cutout (h, w, 4 uint8) of the pet: a matted alpha and re-estimated edge colours.
-
-    Clear pixels are black, so the background's colours are not kept and the PNG encodes faster and smaller.
-    """
+    """The transparent cutout (h, w, 4 uint8) of the pet: a matted alpha, re-estimated edge colours, clear pixels
+    black (no background colours kept; the PNG encodes faster and smaller)."""
     alpha = estimate_alpha(photo, mask, method, max_pixels)
-    result = np.empty((*mask.shape, 4), np.uint8)
-    result[..., 3] = np.rint(alpha * 255.0)
-    result[..., :3] = estimate_foreground(photo, alpha, max_pixels)
-    result[result[..., 3] == 0] = 0
-    return result
+    colours = estimate_foreground(photo, alpha, max_pixels)
+    opacity = np.rint(alpha * 255.0).astype(np.uint8)
+    colours *= (opacity != 0)[..., None]  # Clear pixels black.
+    return np.dstack((colours, opacity))
 
 
 def warm_up() -> float:

@@ -1,8 +1,8 @@
 """Decode user uploads into upright RGB photos, safely.
 
-`load_photo` is the one entry point (`decode_photo` when a screen-sized photo will do): it accepts a path, raw
-bytes, a PIL image or a numpy array and returns a C-contiguous ``uint8`` array shaped ``(height, width, 3)``.
-Anything it cannot use raises `PhotoError`, whose message is a short sentence that can be shown to a user as is.
+`load_photo` (or `decode_photo`, when a screen-sized photo will do) takes a path, bytes, a PIL image or a numpy
+array and returns a C-contiguous ``uint8`` array ``(height, width, 3)``. Anything it cannot use raises
+`PhotoError`, whose message is a short sentence fit to show to a user.
 
 >>> import numpy as np
 >>> photo = load_photo(np.zeros((375, 500), dtype=np.uint8))
@@ -22,11 +22,8 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-# Larger photos are refused before decoding: 40 megapixels is about 120 MB as RGB.
-MAX_PIXELS = 40_000_000
-
-# Smaller photos are refused: they hold too little to segment.
-MIN_SIDE = 8
+MAX_PIXELS = 40_000_000  # Larger photos are refused before decoding: 40 megapixels is about 120 MB as RGB.
+MIN_SIDE = 8  # Smaller photos hold too little to segment.
 
 PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -52,23 +49,13 @@ class PhotoError(ValueError):
 
 
 def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Return ``source`` as an upright, C-contiguous RGB ``uint8`` array shaped ``(height, width, 3)``.
+    """``source`` (a path, file bytes, a PIL image, or an HxW, HxWx1, HxWx3 or HxWx4 array of uint8, uint16, bool
+    or floats in [0, 1]) as an upright, C-contiguous RGB ``uint8`` array; ``decode_photo``'s photo at full size.
 
-    ``decode_photo`` does the work; this is its photo at full size.
-
-    Args:
-        source: A file path, the bytes of an image file, a PIL image, or a numpy array shaped
-            HxW, HxWx1, HxWx3 or HxWx4 with dtype ``uint8``, ``uint16``, ``bool`` or float in [0, 1].
-        max_pixels: Photos with more pixels than this are refused; for files the size is read from
-            the header before any pixel data is decoded.
-
-    Files are decoded with Pillow: the EXIF orientation is applied, 16-bit images are scaled to
-    8 bits, grayscale, palette and CMYK images are converted to RGB, transparent pixels are
-    composited onto white, and animated images give their first frame.
-
-    Raises:
-        PhotoError: The source is missing (None, an empty string or no such file), empty, not an
-            image, damaged, too small or too large.
+    Files are decoded with Pillow: EXIF orientation applied, 16 bits scaled to 8, grayscale, palette and CMYK
+    converted to RGB, transparency composited onto white, an animation's first frame. Photos over ``max_pixels``
+    are refused from the file's header. ``PhotoError`` for a missing, empty, damaged, too small or too large photo,
+    or one that is not an image.
 
     >>> try:
     ...     load_photo(b"hello")
@@ -81,12 +68,10 @@ def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: int | None = None
                  ) -> tuple[np.ndarray, tuple[int, int]]:
-    """``load_photo``'s photo shrunk to at most ``max_side`` pixels on its longer side, and its full upright
-    ``(width, height)``.
+    """``load_photo``'s photo shrunk to at most ``max_side`` on its longer side, and its full upright (width, height).
 
-    A JPEG larger than twice ``max_side`` is decoded at a half, quarter or eighth of its size (Pillow's ``draft``:
-    the JPEG decoder's own scaling, about four times faster for a 12-megapixel photo), then shrunk with
-    antialiased bilinear like any other photo.
+    A JPEG over twice ``max_side`` is decoded at a half, quarter or eighth of its size (Pillow's ``draft``, the
+    decoder's own scaling: four times faster for 12 megapixels), then shrunk with antialiased bilinear.
 
     >>> photo, size = decode_photo(np.zeros((3000, 4000), np.uint8), max_side=1600)
     >>> photo.shape, size
@@ -107,8 +92,6 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
     if isinstance(source, (str, os.PathLike)):
         return _decode_file(Path(source), max_pixels, max_side)
     raise PhotoError(f"Cannot read a photo from a {type(source).__name__}.")
-
-
 
 
 def _decode_file(path: Path, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -147,8 +130,8 @@ def _decode(file: BinaryIO, max_pixels: int, max_side: int | None) -> tuple[np.n
 
 def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None
                   ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Check the size, decode the pixels (JPEGs at reduced size where that suffices), turn them upright and
-    convert them to an RGB array at most ``max_side`` on its longer side; also returns the full upright size."""
+    """Check the size, decode (a JPEG at reduced size where that suffices), turn upright, convert to RGB at most
+    ``max_side`` on its longer side; also returns the full upright size."""
     _check_size(*image.size, max_pixels)
     orientation = exif_orientation(image)
     size = image.size if orientation < 5 else image.size[::-1]  # Orientations 5 to 8 swap the sides.
@@ -188,11 +171,8 @@ def _shrink(photo: np.ndarray, max_side: int | None) -> tuple[np.ndarray, tuple[
 
 
 def load_labelled_photo(photo_path: str | os.PathLike, label_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A photo decoded as ``load_photo`` decodes it, and its label image (a trimap) turned the same way.
-
-    Labels are drawn on the stored pixels, so whatever the EXIF orientation does to the photo is done to its
-    label too; the label's own values are kept as they are (no colour conversion).
-    """
+    """A photo decoded as ``load_photo`` does, and its label image (a trimap, drawn on the stored pixels) turned
+    by the same EXIF orientation, its values kept as they are."""
     photo = load_photo(photo_path)
     with Image.open(photo_path) as image:
         orientation = exif_orientation(image)
@@ -219,14 +199,11 @@ def turn(image: Image.Image, orientation: int) -> Image.Image:
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     """Refuse photos with too many pixels or a side shorter than `MIN_SIDE`."""
     if width * height > max_pixels:
-        raise PhotoError(
-            f"The photo is {width}x{height} px ({width * height:,} pixels), which is too large; "
-            f"the limit is {max_pixels:,} pixels."
-        )
+        raise PhotoError(f"The photo is {width}x{height} px ({width * height:,} pixels), which is too large; "
+                         f"the limit is {max_pixels:,} pixels.")
     if min(width, height) < MIN_SIDE:
-        raise PhotoError(
-            f"The photo is {width}x{height} px, which is too small; it must be at least {MIN_SIDE} px on each side."
-        )
+        raise PhotoError(f"The photo is {width}x{height} px, which is too small; it must be at least {MIN_SIDE} px "
+                         "on each side.")
 
 
 def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
@@ -240,8 +217,9 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
     pixels = _to_uint8(array)
     if pixels.ndim == 2:
         pixels = np.stack([pixels] * 3, axis=-1)
-    elif pixels.shape[2] == 4:
-        pixels = _composite_on_white(pixels)
+    elif pixels.shape[2] == 4:  # Composited onto white.
+        alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
+        pixels = np.rint(pixels[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     # Always a fresh array: callers may modify it without touching the source.
     return np.array(pixels, dtype=np.uint8, order="C", copy=True)
 
@@ -268,10 +246,3 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
             raise PhotoError(f"Integer images must hold values between 0 and 255, got values from {low} to {high}.")
         return array.astype(np.uint8)
     raise PhotoError(f"Images of data type {array.dtype} are not supported.")
-
-
-def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Blend an RGBA ``uint8`` array onto a white background, dropping the alpha channel."""
-    alpha = rgba[:, :, 3:4].astype(np.float32) / 255.0
-    blended = rgba[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-    return np.rint(blended).astype(np.uint8)

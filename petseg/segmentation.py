@@ -1,11 +1,9 @@
-"""One photo through one checkpoint, ready to show: the files and numbers the app's Predict, Compare and Batch tabs
-need, made by ``Segmenter`` in one call per step.
+"""One photo through one checkpoint, ready to show: the files and numbers of the Predict, Compare and Batch tabs,
+made by ``Segmenter`` in one call per step (no gradio here: ``petseg.ui_predict`` hands the files to components).
 
-Nothing here imports gradio: ``petseg.ui_predict`` hands these files to components, and tests call them directly.
-The page gets screen-sized pictures (at most ``SCREEN_SIDE`` pixels on the longer side: the photo decoded at that
-size by ``petseg.photos.decode_photo``, the model's probabilities brought back to it); only the downloadable
-cutout is made at the photo's full resolution, once per photo and checkpoint. Photos are predicted by
-``petseg.inference.predict_probabilities`` and matted by ``petseg.matting``.
+The page gets screen-sized pictures, at most ``SCREEN_SIDE`` pixels on the longer side (the photo decoded at that
+size, the probabilities brought back to it); only the downloadable cutout is made at full resolution, once per
+photo and checkpoint.
 
 >>> import numpy as np
 >>> [name for _, name in class_layers(np.array([[0, 1], [1, 2]], np.uint8))]
@@ -30,7 +28,7 @@ from PIL import Image
 from petseg import matting
 from petseg.checkpoints import CheckpointInfo, epochs_trained, headline_metrics, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE, PET
-from petseg.inference import get_predictor, predict_probabilities
+from petseg.inference import class_ids, get_predictor, predict_probabilities
 from petseg.photos import PhotoSource, decode_photo, load_photo
 from petseg.visuals import class_areas, confidence_map
 
@@ -79,14 +77,12 @@ class Segmenter:
         self._cutouts_lock = threading.Lock()
 
     def pictures(self, upload: PhotoSource, checkpoint: str, name: str | None = None) -> Pictures:
-        """Decode ``upload`` at screen size, predict it and write the class map and confidence.
-
-        Raises ``PhotoError`` for a photo that cannot be used and ``CheckpointError`` for an unusable checkpoint.
-        """
+        """Decode ``upload`` at screen size, predict it, write the class map and confidence; ``PhotoError`` or
+        ``CheckpointError`` for an unusable photo or checkpoint."""
         photo, (width, height) = decode_photo(upload, max_side=SCREEN_SIDE)
         probabilities, seconds = self._predict(photo, checkpoint)
         key = self._cutout_key(upload, checkpoint, name)
-        mask = probabilities.argmax(axis=-1).astype(np.uint8)
+        mask = class_ids(probabilities)
         photo_file = self.outputs.write(photo, name, "photo.jpg")
         layers = [(self.outputs.write(layer, name, f"{label}.png"), label) for layer, label in class_layers(mask)]
         return Pictures(photo=photo, mask=mask, class_map=(photo_file, layers),
@@ -105,10 +101,8 @@ class Segmenter:
         return path, seconds
 
     def full_cutout(self, upload: PhotoSource, checkpoint: str, name: str | None = None) -> Cutout:
-        """The matted cutout at the photo's full resolution, made once per photo and checkpoint.
-
-        Its mask is the class map's: the model sees the same screen-sized photo, its probabilities go to full size.
-        """
+        """The matted cutout at full resolution, made once per photo and checkpoint, along the class map's mask (the
+        model sees the same screen-sized photo; its probabilities go straight to full size)."""
         key = self._cutout_key(upload, checkpoint, name)
         with self._cutouts_lock:
             known = self._cutouts.get(key)
@@ -117,7 +111,7 @@ class Segmenter:
         photo = load_photo(upload)
         screen_photo, _ = decode_photo(upload, max_side=SCREEN_SIDE)
         probabilities, _ = self._predict(screen_photo, checkpoint, size=photo.shape[:2])
-        mask = probabilities.argmax(axis=-1).astype(np.uint8)
+        mask = class_ids(probabilities)
         started = time.perf_counter()
         cutout = matting.cutout(photo, mask)
         result = Cutout(self.outputs.write(cutout, name, "cutout.png"), class_areas(mask),
@@ -158,11 +152,8 @@ def photo_digest(upload: PhotoSource) -> str:
 
 
 def class_layers(mask: np.ndarray) -> list[tuple[Image.Image, str]]:
-    """One picture per class, its colour where the mask has that class and clear elsewhere, with its name.
-
-    ``gr.AnnotatedImage`` stacks these over the photo, draws the legend and highlights a class on hover. Each is a
-    two-colour palette image with a transparent entry: a PNG of it encodes about ten times faster than RGBA.
-    """
+    """One picture per class (its colour where the mask has that class, clear elsewhere) and its name, for
+    ``gr.AnnotatedImage``: two-colour palette images with a clear entry, ten times faster to encode than RGBA."""
     layers = []
     for class_id, (name, colour) in enumerate(zip(CLASS_NAMES, PALETTE)):
         layer = Image.fromarray((mask == class_id).astype(np.uint8))
@@ -198,16 +189,13 @@ def pet_area_change(first: np.ndarray, second: np.ndarray) -> float:
 
 
 class OutputFolder:
-    """A private temporary folder for every image the app sends: each one a new file that is never rewritten.
+    """A private temporary folder for every image the app sends, each a new file never rewritten; it keeps the
+    newest ``keep``.
 
-    Hand gradio a path from ``write``, never an array or a PIL image. Gradio (6.31) saves an array to its cache
-    under a path named by the hash of the encoded bytes and rewrites that file in place
-    (``processing_utils.save_pil_to_cache``: ``write_bytes`` truncates, then writes). Two identical requests at
-    once make identical bytes, so the second truncates the very file that the first one's download is streaming:
-    that download ends short ("Too little data for declared Content-Length") or arrives complete but empty. A
-    path is copied into the cache under a temporary name and renamed into place, or reused when the cache holds
-    it already (``save_file_to_cache``), so a file being served is never rewritten. Gradio copies the file while
-    it postprocesses the event, right after the handler returns; the folder keeps the newest ``keep`` files.
+    Hand gradio a path from ``write``, never an array: gradio (6.31) saves an array under the hash of its bytes
+    and rewrites that file in place (``save_pil_to_cache``), so two identical requests at once truncate the file
+    that the first one's download is streaming. A path is copied in under a temporary name and renamed, or
+    reused (``save_file_to_cache``): a file being served is never rewritten.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, keep: int = KEEP_OUTPUTS):
@@ -217,11 +205,9 @@ class OutputFolder:
         self._prune_lock = threading.Lock()
 
     def write(self, image: np.ndarray | Image.Image, photo_name: str | None, suffix: str) -> str:
-        """Write ``image`` as ``<photo stem>-<suffix>`` (e.g. ``mask.png``, ``overlay.jpg``) in a new folder.
-
-        The extension picks the format: PNG at the fastest zlib level (about five times faster than the default
-        for a fifth more bytes), else JPEG at Pillow's default quality, as gradio would have encoded it. The file
-        is new and private until this returns, so it needs none of ``save_png``'s atomic rename and fsync.
+        """Write ``image`` as ``<photo stem>-<suffix>`` in a new folder; the extension picks PNG (the fastest zlib
+        level: five times faster, a fifth more bytes) or JPEG (Pillow's default quality). The file is private until
+        this returns, so it needs no atomic rename.
 
         >>> folder = OutputFolder(tempfile.mkdtemp())
         >>> Path(folder.write(np.zeros((4, 4, 3), np.uint8), "My cat.jpg", "mask.png")).name
@@ -246,7 +232,7 @@ class OutputFolder:
 
 
 def safe_stem(photo_name: str | None) -> str:
-    """A file-name stem made of the upload's name: letters, digits, '-' and '_' only, at most 60 characters.
+    """A file-name stem from the upload's name: letters, digits, '-' and '_', at most 60 characters.
 
     >>> safe_stem("/tmp/gradio/abc/My cat (1).JPG")
     'My_cat_1'
@@ -270,18 +256,16 @@ def find_checkpoint(name: str | None, weights_dir: str | os.PathLike | None = No
 
 
 def checkpoint_markdown(info: CheckpointInfo | None) -> str:
-    """A short Markdown card for one checkpoint: what it is, what it was trained on, how well it scores."""
+    """A short Markdown card for one checkpoint: what it is, what it was trained on, its scores."""
     if info is None:
         return "No checkpoint selected."
     if not info.available:
         return f"**{info.name}** is unavailable: {info.reason}."
     sidecar = info.sidecar
     data = sidecar.get("data") or {}
-    lines = [
-        f"**{info.name}**: {sidecar.get('preset', '?')} preset, {sidecar.get('image_size', '?')} px input, "
-        f"{epochs_trained(sidecar)} on {data.get('source', 'unknown data')}"
-        + (f" ({data['train']} training photos)" if "train" in data else "") + ".",
-    ]
+    lines = [f"**{info.name}**: {sidecar.get('preset', '?')} preset, {sidecar.get('image_size', '?')} px input, "
+             f"{epochs_trained(sidecar)} on {data.get('source', 'unknown data')}"
+             + (f" ({data['train']} training photos)" if "train" in data else "") + "."]
     headline = headline_metrics(sidecar)
     if headline:
         split, metrics = headline

@@ -1,24 +1,19 @@
 """The PetSeg web app: Predict, Compare, Batch and Training tabs in one gradio Blocks, with named API endpoints.
 
-This module builds the page (header, theme, tabs) and the ``launch()`` options. The tabs live beside it:
-``petseg.ui_predict`` (Predict, Compare and Batch: one photo through one or two checkpoints, or many photos) and
-``petseg.ui_training`` (start and watch training runs). These three are the only modules that import gradio; they
-turn the results and errors of ``petseg.segmentation`` and ``petseg.launcher`` into what the page shows. Every
-user mistake becomes a readable ``gr.Error`` or ``gr.Warning``, never a traceback.
+This module builds the page and the ``launch()`` options; the tabs live in ``petseg.ui_predict`` and
+``petseg.ui_training`` (the only other modules that import gradio). Every user mistake becomes a readable
+``gr.Error`` or ``gr.Warning``, never a traceback.
 
     from petseg.ui import build_app, launch_options
     demo = build_app()
     demo.queue().launch(**launch_options())
 
 Named endpoints: ``/predict`` (photo, checkpoint -> class map, confidence, photo and cutout, areas, status, all
-screen-sized; the class map and areas come first, the matted cutout a moment later), ``/cutout`` (photo,
-checkpoint -> the full-resolution transparent PNG), ``/batch`` (photos or .zip files, checkpoint -> gallery, .zip of
-cutouts, CSV of class shares, status), ``/compare`` and ``/list_checkpoints``.
+screen-sized), ``/cutout`` (photo, checkpoint -> the full-resolution transparent PNG), ``/batch`` (photos or .zip
+files, checkpoint -> gallery, .zip of cutouts, CSV of class shares, status), ``/compare`` and ``/list_checkpoints``.
 
-Disk stays bounded: every file the app hands out (uploads, and the results that ``OutputFolder`` writes inside
-gradio's cache folder, ``$GRADIO_TEMP_DIR``) is deleted once it is ``CACHE_MAX_AGE`` seconds old, or sooner, oldest
-first, while the files together take more than the cache limit (``prune_cache``, every few seconds); none is
-deleted within ``CACHE_MIN_AGE`` seconds of its writing.
+Disk stays bounded: every file the app hands out is deleted once ``CACHE_MAX_AGE`` seconds old, or sooner, oldest
+first, while they take more than the cache limit (``prune_cache``), but never within ``CACHE_MIN_AGE`` seconds.
 """
 
 from __future__ import annotations
@@ -83,7 +78,8 @@ def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.P
     """Build the app's Blocks; launch it with ``demo.queue().launch(**launch_options(runs_dir))``."""
     weights_dir = weights_dir or DEFAULT_WEIGHTS_DIR
     # Results are written inside gradio's cache, which serves them as they are (no copy) and tracks them for pruning.
-    outputs = OutputFolder(tempfile.mkdtemp(prefix="petseg-outputs-", dir=ensure_folder(get_upload_folder())))
+    Path(get_upload_folder()).mkdir(parents=True, exist_ok=True)
+    outputs = OutputFolder(tempfile.mkdtemp(prefix="petseg-outputs-", dir=get_upload_folder()))
     predict = PredictHandlers(weights_dir, outputs)
     training = TrainingHandlers(weights_dir, runs_dir or DEFAULT_RUNS_DIR, training_allowed(allow_training), outputs)
     with gr.Blocks(title="PetSeg: pet photo segmentation") as demo:
@@ -103,12 +99,11 @@ def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.P
 
 def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: float | None = None
                    ) -> dict[str, Any]:
-    """The ``launch()`` arguments that belong to the app: its look, the upload limit, the folders it may serve and
-    the cache's limit in MB (``prune_cache``; default ``CACHE_LIMIT_MB``).
+    """The app's ``launch()`` arguments: its look, the upload limit, the folders it may serve, the cache limit (MB).
 
-    The run folder is served (its sample PNGs) only when it lies outside the working and temporary folders,
-    which gradio allows already; the weights folder is never served. A run folder that holds the working, temporary
-    or home folder (``/``, ``~``) raises ``ValueError``: serving it would serve every file in them.
+    The run folder is served (its sample PNGs) only outside the working and temporary folders, which gradio serves
+    already; never the weights folder. A run folder holding the working, temporary or home folder raises
+    ``ValueError``: serving it would serve every file in them.
     """
     runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR).resolve()
     already_allowed = [Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()]
@@ -125,23 +120,14 @@ def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: fl
             "app_kwargs": {"lifespan": cache_lifespan(int(cache_limit_mb * 2**20))}}
 
 
-def ensure_folder(folder: str | os.PathLike) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def prune_cache(demo: gr.Blocks, limit_bytes: int, max_age: float = CACHE_MAX_AGE,
                 min_age: float = CACHE_MIN_AGE) -> int:
-    """Delete the files ``demo`` handed out that are older than ``max_age`` seconds, then the oldest ones while
-    they take more than ``limit_bytes`` (down to ``PRUNE_TO`` of it), but none younger than ``min_age``; return
-    the bytes left (over the limit only when more than the limit was written within ``min_age``).
+    """Delete the files ``demo`` handed out older than ``max_age`` seconds, then the oldest while they take more
+    than ``limit_bytes`` (down to ``PRUNE_TO`` of it), none younger than ``min_age``; return the bytes left.
 
-    The files are gradio's record of what each component and upload created (``temp_file_sets``, the record its
-    own ``delete_cache`` reads; that one walks the live sets from a worker thread, which fails when a request adds
-    a file meanwhile, and has no size limit). Deleted and vanished files leave the record too, so it does not grow
-    with the requests, and so do gradio's emptied folders. Example photos (``keep_in_cache``) are neither
-    deleted nor counted.
+    The files are gradio's own record (``temp_file_sets``; its ``delete_cache`` walks the live sets from a thread,
+    which fails when a request adds a file meanwhile, and has no size limit). Deleted and vanished files leave the
+    record, and gradio's emptied folders go; example photos (``keep_in_cache``) are neither deleted nor counted.
     """
     keep = set().union(*(getattr(block, "keep_in_cache", set()) for block in list(demo.blocks.values())))
     file_sets, cache_root = list(demo.temp_file_sets), Path(get_upload_folder()).resolve()

@@ -1,10 +1,9 @@
 """The Predict, Compare and Batch tabs: a photo through one or two checkpoints, or many photos through one.
 
-``gr.AnnotatedImage`` shows the classes over the photo (legend and hover highlight drawn by gradio) and
-``gr.ImageSlider`` puts the photo against its matted cutout. ``PredictHandlers.predict`` is a generator: the class
-map, confidence and areas go out as soon as the model answers, the cutout follows once it is matted (about 0.15 s
-more for a 500x375 photo on 2 cores); API clients get the final value, cutout included. Uploads are decoded by
-``petseg.photos.load_photo``, so a bad file gets a readable message instead of gradio's bare "Error".
+``gr.AnnotatedImage`` shows the classes over the photo, ``gr.ImageSlider`` the photo against its matted cutout. On
+the page the class map, confidence and areas go out as soon as the model answers and the cutout follows; the
+``/predict`` endpoint answers once, cutout included. Uploads reach ``petseg.photos`` undecoded, so a bad file gets
+a readable message instead of gradio's bare "Error".
 """
 
 from __future__ import annotations
@@ -40,12 +39,9 @@ NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: trai
 
 
 def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
-    """An ``AnnotatedImage`` value made of files: the photo path and ``(layer path, class name)`` pairs.
-
-    It replaces the component's own ``postprocess``, which takes the layers as arrays, builds them in float64 and
-    writes them into gradio's cache under content-hash names (see ``OutputFolder`` for why the app hands gradio
-    files only); a 12-megapixel photo would cost it about 400 MB per class. The browser side is the stock one.
-    """
+    """An ``AnnotatedImage`` value made of files, the photo's and ``(layer, class name)`` pairs: it replaces the
+    component's ``postprocess``, which takes arrays, builds them in float64 and writes them under content-hash names
+    (see ``OutputFolder``)."""
     if value is None:
         return None
     photo, layers = value
@@ -56,10 +52,8 @@ def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> Ann
 def uploaded_photo(value: Any) -> str | bytes | None:
     """The uploaded file behind an image input's raw value: a path, or bytes for a pasted data URL.
 
-    The photo inputs' events run with ``preprocess=False``: a plain ``gr.Image`` would open the upload with Pillow
-    before the handler runs, so a text file would end in a bare "Error", and orientation or colour conversions
-    would happen outside the app's control. Gradio still checks that the path lies in its upload folder; handing
-    the file over untouched keeps ``petseg.photos.load_photo`` the one decoder, with its readable messages.
+    Photo events run with ``preprocess=False`` (gradio still checks that the path is an upload): a plain
+    ``gr.Image`` would open the upload with Pillow first, and a text file would end in a bare "Error".
     """
     if value is None or isinstance(value, (str, os.PathLike, bytes)):
         return value
@@ -100,12 +94,8 @@ class PredictHandlers:
         self.segmenter = Segmenter(self.weights_dir, outputs)
 
     def predict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
-        """Segment one photo: yields class map, confidence, areas and status first, then all that plus the cutout.
-
-        Each value is (class map, confidence, photo | cutout slider, areas, status), every picture screen-sized;
-        ``photo`` is the image input's raw value (see ``uploaded_photo``), a path, or None. The full-resolution
-        cutout is ``cutout``'s, which the page asks for next.
-        """
+        """Segment one photo (the input's raw value, a path or None): yields (class map, confidence, None, areas,
+        status), then the same with the photo | cutout slider, all screen-sized."""
         upload = uploaded_photo(photo)
         if upload is None:
             yield None, None, None, None, NO_PHOTO_MESSAGE
@@ -120,6 +110,12 @@ class PredictHandlers:
         cutout, seconds = self.segmenter.screen_cutout(pictures)
         yield (pictures.class_map, pictures.confidence, (pictures.class_map[0], cutout), areas,
                status + f"; cutout matted in {seconds:.2f} s.")
+
+    def predict_once(self, photo: Any, checkpoint: str | None) -> tuple:
+        """``predict``'s final value alone: the ``/predict`` endpoint's answer. An API client downloads every file
+        of every value a generator sends, so the first pictures would cost it one more round of downloads."""
+        *_, final = self.predict(photo, checkpoint)
+        return final
 
     def cutout(self, photo: Any, checkpoint: str | None) -> str | None:
         """The cutout at the photo's full resolution (a transparent PNG), made once per photo and checkpoint."""
@@ -218,17 +214,14 @@ def photo_input(height: int, elem_id: str) -> gr.Image:
 
 def checkpoint_dropdown(weights_dir: Path, label: str, value: str | None, info: str | None = None,
                         elem_id: str | None = None) -> gr.Dropdown:
-    """A dropdown of every checkpoint; typed names are allowed so API clients can name checkpoints saved later."""
+    """A dropdown of every checkpoint; typed names are allowed, for checkpoints saved later."""
     return gr.Dropdown(choices=checkpoint_choices(weights_dir), value=value, label=label, info=info,
                        allow_custom_value=True, filterable=True, elem_id=elem_id)
 
 
 def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.AnnotatedImage:
-    """A class map: the photo under the class colours, with gradio's legend (hover a class to see it alone).
-
-    Its values are files (``class_map_from_files``); a subclass would do the same, but gradio writes a ``.pyi``
-    stub beside the module of every component class it sees defined.
-    """
+    """A class map: the photo under the class colours, with gradio's legend (hover a class to see it alone). Its
+    values are files (``class_map_from_files``; a subclass would make gradio write a ``.pyi`` stub beside us)."""
     component = gr.AnnotatedImage(label=label, color_map=COLOR_MAP, height=height, elem_id=elem_id)
     component.postprocess = class_map_from_files
     return component
@@ -260,8 +253,12 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
     cutout = {"fn": handlers.cutout, "inputs": [photo, checkpoint], "outputs": download, "preprocess": False,
               "concurrency_id": "model"}
     photo.change(lambda: None, None, download, api_visibility="private", queue=False)
-    photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict", preprocess=False,
-                 concurrency_id="model", trigger_mode="always_last").success(**cutout, api_name="cutout")
+    photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict_page", api_visibility="private",
+                 preprocess=False, concurrency_id="model", trigger_mode="always_last").success(
+        **cutout, api_name="cutout")
+    # /predict answers once, with the final value; the page's own event above streams the first pictures.
+    gr.Button(visible=False).click(handlers.predict_once, [photo, checkpoint], outputs, api_name="predict",
+                                   preprocess=False, concurrency_id="model")
     checkpoint.change(handlers.describe_checkpoint, checkpoint, checkpoint_info, api_visibility="private").then(
         lambda: None, None, download, api_visibility="private", queue=False).then(
         handlers.repredict, [photo, checkpoint], outputs, api_visibility="private", preprocess=False,

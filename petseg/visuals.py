@@ -1,24 +1,13 @@
-"""Colours, overlays and figures for segmentation results, all as numpy arrays.
+"""Colours, overlays and figures for segmentation results, as numpy arrays: images ``uint8`` (height, width, 3),
+masks class ids (height, width) or (height, width, 1), probabilities float (height, width, NUM_CLASSES).
 
-Images are ``uint8`` arrays shaped ``(height, width, 3)``. Masks hold integer class ids (see
-`petseg.classes`) shaped ``(height, width)`` or ``(height, width, 1)``. Probabilities are float
-arrays shaped ``(height, width, NUM_CLASSES)`` that sum to 1 over the last axis.
-
-Figures are drawn with `matplotlib.figure.Figure` on an Agg canvas, never with pyplot, so they
-are safe in a web server and leave pyplot's global figures alone. Matplotlib is imported only
-by the functions that draw, so importing this module stays fast.
-
->>> import numpy as np
->>> from petseg.visuals import class_areas, colorize_mask
->>> mask = np.array([[0, 0], [1, 2]])
->>> colorize_mask(mask)[0, 0].tolist()
-[255, 127, 14]
->>> class_areas(mask)
-{'pet': 50.0, 'background': 25.0, 'border': 25.0}
+Figures are drawn on a `matplotlib.figure.Figure` with its own Agg canvas, never with pyplot (safe in a web server),
+and matplotlib is imported only by the functions that draw.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Sequence
@@ -31,9 +20,8 @@ from petseg.classes import CLASS_NAMES, NUM_CLASSES, PALETTE
 
 PALETTE_ARRAY = np.array(PALETTE, dtype=np.uint8)
 
-# Loss curves go in the first panel, validation scores in the second.
-LOSS_KEYS = ("loss", "val_loss")
-SCORE_KEYS = ("val_mean_iou", "val_accuracy")
+LOSS_KEYS = ("loss", "val_loss")  # The curves' first panel.
+SCORE_KEYS = ("val_mean_iou", "val_accuracy")  # Their second panel.
 
 
 def colorize_mask(mask: np.ndarray) -> np.ndarray:
@@ -42,7 +30,7 @@ def colorize_mask(mask: np.ndarray) -> np.ndarray:
     >>> colorize_mask(np.array([[1, 2]])).tolist()
     [[[31, 119, 180], [255, 221, 51]]]
     """
-    return PALETTE_ARRAY[_check_mask(mask)]
+    return np.take(PALETTE_ARRAY, _check_mask(mask), axis=0)  # Several times faster than PALETTE_ARRAY[mask].
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> np.ndarray:
@@ -63,20 +51,17 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> n
 
 
 def confidence_map(probabilities: np.ndarray, colormap: str = "magma") -> np.ndarray:
-    """Colour each pixel by its largest class probability: 1/3 (a guess) is dark, 1 (certain) is bright.
-
-    >>> probabilities = np.array([[[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]]], dtype=np.float32)
-    >>> confidence_map(probabilities).shape
-    (1, 2, 3)
-    """
+    """Colour each pixel by its largest class probability: 1/3 (a guess) is dark, 1 (certain) is bright."""
     from matplotlib import colormaps
 
     probabilities = _check_probabilities(probabilities)
     lowest = 1.0 / NUM_CLASSES
-    confidence = (probabilities.max(axis=-1) - lowest) * (255.0 / (1.0 - lowest))
+    # One maximum per class plane: numpy's max over a short last axis is several times slower.
+    largest = functools.reduce(np.maximum, (probabilities[..., index] for index in range(NUM_CLASSES)))
+    confidence = (largest - lowest) * (255.0 / (1.0 - lowest))
     # The colormap's 256 colours, looked up by index: much faster than colouring every float.
     colours = colormaps[colormap](np.arange(256), bytes=True)[:, :3]
-    return colours[np.rint(np.clip(confidence, 0.0, 255.0)).astype(np.uint8)]
+    return np.take(colours, np.rint(np.clip(confidence, 0.0, 255.0)).astype(np.uint8), axis=0)
 
 
 def class_areas(mask: np.ndarray) -> dict[str, float]:
@@ -92,26 +77,12 @@ def class_areas(mask: np.ndarray) -> dict[str, float]:
     return {name: 100.0 * float(count) / mask.size for name, count in zip(CLASS_NAMES, counts)}
 
 
-def sample_grid(
-    images: Sequence[np.ndarray],
-    true_masks: Sequence[np.ndarray | None],
-    predicted_masks: Sequence[np.ndarray],
-    title: str = "",
-) -> np.ndarray:
-    """Draw one row per sample with the columns "Input", "True mask" and "Predicted mask".
-
-    A true mask may be None, for photos without a label; its cell then reads "n/a".
-
-    >>> photo = np.zeros((32, 32, 3), dtype=np.uint8)
-    >>> mask = np.zeros((32, 32), dtype=np.int64)
-    >>> sample_grid([photo], [None], [mask]).shape[2]
-    3
-    """
+def sample_grid(images: Sequence[np.ndarray], true_masks: Sequence[np.ndarray | None],
+                predicted_masks: Sequence[np.ndarray], title: str = "") -> np.ndarray:
+    """One row per sample with the columns "Input", "True mask" and "Predicted mask" (a None true mask: "n/a")."""
     if not len(images) == len(true_masks) == len(predicted_masks):
-        raise ValueError(
-            f"Got {len(images)} images, {len(true_masks)} true masks and {len(predicted_masks)} predicted masks; "
-            "the counts must match."
-        )
+        raise ValueError(f"Got {len(images)} images, {len(true_masks)} true masks and {len(predicted_masks)} "
+                         "predicted masks; the counts must match.")
     if len(images) == 0:
         raise ValueError("sample_grid needs at least one sample.")
     # Rows as tall as the first photo's aspect ratio needs, for three 3-inch-wide columns.
@@ -137,15 +108,8 @@ def sample_grid(
 
 
 def plot_curves(history: Sequence[dict]) -> np.ndarray:
-    """Draw the training losses and the validation mean IoU and accuracy, one point per epoch.
-
-    ``history`` holds one dict per epoch, with any of the keys "epoch", "loss", "val_loss",
-    "val_mean_iou" and "val_accuracy"; missing keys and None values are skipped. Epochs are
-    numbered from 1 when "epoch" is missing.
-
-    >>> plot_curves([{"epoch": 1, "loss": 0.9, "val_loss": 1.0, "val_mean_iou": 0.4}]).ndim
-    3
-    """
+    """The training losses and the validation mean IoU and accuracy, one point per epoch: ``history`` holds a dict
+    per epoch with any of "epoch" (else numbered from 1) and the keys above; missing and None values are skipped."""
     from matplotlib.ticker import MaxNLocator
 
     figure, canvas = _new_figure(width=10.0, height=3.6)
@@ -175,11 +139,7 @@ def plot_curves(history: Sequence[dict]) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an image array as a PNG atomically: a reader sees the old file or the whole new one.
-
-    The data goes to a temporary file in the same folder, is flushed to disk, then renamed over ``path``.
-    ``array`` is ``uint8``, shaped (height, width), (height, width, 3) or (height, width, 4).
-    """
+    """Write a uint8 HxW, HxWx3 or HxWx4 array as a PNG atomically: a reader sees the old file or the whole new one."""
     array = np.asarray(array)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise ValueError(f"save_png needs a uint8 array shaped HxW, HxWx3 or HxWx4, got {array.dtype} {array.shape}.")
@@ -199,9 +159,8 @@ def _check_mask(mask: np.ndarray) -> np.ndarray:
     if not np.issubdtype(mask.dtype, np.integer):
         raise ValueError(f"A mask must hold integer class ids, got dtype {mask.dtype}.")
     if mask.size and (mask.min() < 0 or mask.max() >= NUM_CLASSES):
-        raise ValueError(
-            f"Mask class ids must be between 0 and {NUM_CLASSES - 1}, got values from {mask.min()} to {mask.max()}."
-        )
+        raise ValueError(f"Mask class ids must be between 0 and {NUM_CLASSES - 1}, got values from {mask.min()} to "
+                         f"{mask.max()}.")
     return mask
 
 
@@ -213,13 +172,11 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _check_probabilities(probabilities: np.ndarray, size: tuple[int, ...] | None = None) -> np.ndarray:
-    """Return ``probabilities`` as float32 if shaped (height, width, NUM_CLASSES) and matching ``size``."""
+def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """Return ``probabilities`` as float32 if shaped (height, width, NUM_CLASSES)."""
     probabilities = np.asarray(probabilities, dtype=np.float32)
     if probabilities.ndim != 3 or probabilities.shape[2] != NUM_CLASSES:
         raise ValueError(f"Probabilities must be shaped (height, width, {NUM_CLASSES}), got {probabilities.shape}.")
-    if size is not None and probabilities.shape[:2] != size:
-        raise ValueError(f"The probabilities are {probabilities.shape[:2]} but the image is {size}.")
     return probabilities
 
 

@@ -49,8 +49,8 @@ def training(weights_dir, tmp_path) -> TrainingHandlers:
 
 
 def predict(handlers: PredictHandlers, *args) -> tuple:
-    """The final outputs of the predict generator (what an API client receives)."""
-    return list(handlers.predict(*args))[-1]
+    """What an API client receives from /predict: the final outputs of the page's generator."""
+    return handlers.predict_once(*args)
 
 
 def image_size(path: str) -> tuple[int, int]:
