@@ -28,11 +28,11 @@ python train.py --data-dir "$DATA" --encoder-weights "$VOC" --preset voc --name 
 python -c "from petseg.runs import copy_run_record; copy_run_record('runs/shipped-voc', 'weights/voc.run')"
 # student (the default): finetune continued on the labelled photos plus 8,153 unlabelled ones (6,657 Oxford photos
 # of other breeds, 1,496 other pet photos) labelled by the finetune + voc ensemble, with people marked background by
-# the VOC DeepLab; the 238 photos with people among them are linked 6 more times (people/), so batches show people
+# the VOC DeepLab; the 238 photos with people among them are linked 16 more times (people/), so batches show people
 # more often. 62 photos with people are held out for scripts/people_check.py.
 for set in oxford-iiit-pet-unlabelled unlabelled-pets; do
   python scripts/pseudo_label.py "$UNLABELLED/$set/images" "runs/pseudo-$set" --voc "$VOC" --hold-out 40 \
-    --people-copies 6
+    --people-copies 16
 done
 python train.py --data-dir "$DATA" --preset finetune --init-checkpoint weights/finetune.keras \
   --unlabelled-dir runs/pseudo-oxford-iiit-pet-unlabelled runs/pseudo-unlabelled-pets \
