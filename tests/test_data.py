@@ -188,11 +188,14 @@ def test_tfds_source_on_mock_data():
 
 
 def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tmp_path):
-    import sys
+    import importlib.util
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from pseudo_label import write_people_folder
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pseudo_label.py"
+    spec = importlib.util.spec_from_file_location("pseudo_label", script)
+    pseudo_label = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pseudo_label)
+    write_people_folder = pseudo_label.write_people_folder
 
     folder = pseudo_labelled_folder(tmp_path / "pseudo", count=4)
     names = data.read_split_names(folder, "trainval")
