@@ -164,8 +164,9 @@ def class_ids(probabilities: np.ndarray) -> np.ndarray:
     ids = np.zeros(probabilities.shape[:-1], np.uint8)
     best = probabilities[..., 0]
     for class_id in range(1, probabilities.shape[-1]):
-        np.copyto(ids, class_id, where=probabilities[..., class_id] > best)
-        best = np.maximum(best, probabilities[..., class_id])
+        better = probabilities[..., class_id] > best
+        best = np.where(better, probabilities[..., class_id], best)
+        ids += better.view(np.uint8) * (np.uint8(class_id) - ids)  # uint8 arithmetic: class_id where better.
     return ids
 
 
