@@ -156,7 +156,7 @@ class Predictor:
 
 def class_ids(probabilities: np.ndarray) -> np.ndarray:
     """The most likely class of each pixel as uint8, like ``argmax`` over the last axis (the first class on a tie)
-    but one pass per class plane: numpy's argmax over a short last axis is about fifteen times slower.
+    but one pass per class plane: 1.8 ms against argmax's 2.8 ms for a 500x375 photo.
 
     >>> class_ids(np.array([[[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]]], np.float32))
     array([[1, 0]], dtype=uint8)

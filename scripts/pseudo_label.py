@@ -99,14 +99,17 @@ def write_people_folder(output: Path, rows: list[dict], held_out: set[str], copi
     people = [row["name"] for row in rows if row["person_share"] > 0.01 and row["pet_share"] >= 0.05
               and row["name"] not in held_out and not row["name"].startswith("Sphynx")]
     folder = output / "people"
-    names = [f"{name}_p{copy}" for name in people for copy in range(copies)]
-    for name in names:
-        original = name.rsplit("_p", 1)[0]
-        for kind, suffix in (("images", ".jpg"), ("annotations/trimaps", ".png"), ("annotations/confidence", ".png")):
-            (folder / kind).mkdir(parents=True, exist_ok=True)
-            link = folder / kind / f"{name}{suffix}"
-            if not link.exists():
-                os.symlink((output / kind / f"{original}{suffix}").resolve(), link)
+    kinds = (("images", ".jpg"), ("annotations/trimaps", ".png"), ("annotations/confidence", ".png"))
+    for kind, _ in kinds:
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+    names = []
+    for original in people:
+        for copy in range(copies):
+            names.append(f"{original}_p{copy}")
+            for kind, suffix in kinds:
+                link = folder / kind / f"{names[-1]}{suffix}"
+                if not link.exists():
+                    os.symlink((output / kind / f"{original}{suffix}").resolve(), link)
     (folder / "annotations" / "trainval.txt").write_text("".join(f"{name} 1 1 1\n" for name in names))
     (folder / "annotations" / "test.txt").write_text("")
     return len(people)
