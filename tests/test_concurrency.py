@@ -102,20 +102,21 @@ def wait_for_status(jobs: list, codes: tuple, timeout: float = CALL_TIMEOUT) -> 
 
 
 def test_calls_beyond_the_queue_are_refused_and_the_app_keeps_serving(app_server, tmp_path):
-    """Two large photos keep both workers busy and two more wait first in the queue while a burst of small ones
-    overfills it behind them. On a quiet machine the burst takes about 7 s to arrive and a large photo about 10 s;
-    the waiting pair keeps the workers busy for a second round, so a loaded machine still sees the queue full."""
+    """Two large photos keep both workers busy and more wait first in the queue while a burst of small ones
+    overfills it behind them. On a quiet machine the burst takes about 7 s to arrive and a large photo about 1.3 s
+    (screen-sized pictures): the waiting ones keep both workers busy for eight more rounds, about 10 s, so the
+    queue is still full when the burst arrives."""
     large = make_photo(tmp_path / "large.jpg", 4000, 3000, seed=7)
     small = make_photo(tmp_path / "small.jpg", 160, 120, seed=8)
     burst = QUEUE_SIZE + 12
     # One client whose thread pool holds every job at once, so the whole burst reaches the server together.
     client = gradio_client.Client(app_server.url, verbose=False, download_files=False, httpx_kwargs=HTTP_OPTIONS,
-                                  max_workers=burst + 2 * CONCURRENCY)
+                                  max_workers=burst + 9 * CONCURRENCY)
     busy = [client.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
             for _ in range(CONCURRENCY)]
     wait_for_status(busy, RUNNING)
     waiting = [client.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
-               for _ in range(CONCURRENCY)]
+               for _ in range(8 * CONCURRENCY)]
     wait_for_status(waiting, (Status.IN_QUEUE, Status.SENDING_DATA, *RUNNING))
     jobs = [client.submit(gradio_client.handle_file(str(small)), FIRST_CHECKPOINT, api_name="/predict")
             for _ in range(burst)]
@@ -130,7 +131,7 @@ def test_calls_beyond_the_queue_are_refused_and_the_app_keeps_serving(app_server
         assert "4000x3000 px" in job.result(timeout=CALL_TIMEOUT)[-1]
     refused = [outcome for outcome in outcomes if outcome != "served"]
     assert refused and set(refused) == {"Queue is full! Please try again."}
-    # Every place in the queue was used before refusing: the waiting pair held two of them.
+    # Every place in the queue was used before refusing: the waiting photos held some of them.
     assert outcomes.count("served") >= QUEUE_SIZE - len(waiting)
     after = client.predict(gradio_client.handle_file(str(small)), FIRST_CHECKPOINT, api_name="/predict")
     assert "160x120 px" in after[-1]
