@@ -23,6 +23,7 @@ MATTE_PIXELS = 250_000  # Larger photos are matted at reduced size (about 500x50
 GUIDED_RADIUS = 4  # The guided filter's window radius (pixels at matting size).
 GUIDED_EPSILON = 1e-4  # Its smoothing, on [0, 1] colours.
 CG_ITERATIONS = 2000  # Closed-form matting's conjugate-gradient budget: the band is narrow.
+BAND_MARGIN = 24  # Pixels around the band that a method's windows reach (large-kernel: 2 x 10; closed-form: 2).
 
 
 def trimap_from_mask(mask: np.ndarray) -> np.ndarray:
@@ -149,14 +150,29 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
     if not band.any():
         return trimap  # No unknown band: nothing to solve.
     if size == (width, height):
-        trimap[band] = METHODS[method](photo / 255.0, trimap)[band]
+        box = bounding_box(band, BAND_MARGIN)
+        trimap[box][band[box]] = METHODS[method](photo[box] / 255.0, trimap[box])[band[box]]
     else:
         small_photo = resize_photo(photo, size)
-        small_trimap = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
-        small_alpha = METHODS[method](small_photo, small_trimap)
+        small_alpha = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
+        if (small_alpha == 0.5).any():
+            box = bounding_box(small_alpha == 0.5, BAND_MARGIN)
+            small_alpha[box] = METHODS[method](small_photo[box], small_alpha[box])
         trimap[band] = guided_upsample(small_photo, small_alpha, photo, band)
     trimap[band] = np.clip(trimap[band], 0.0, 1.0)
     return trimap
+
+
+def bounding_box(where: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """The smallest box around the true pixels of a non-empty (h, w) boolean array, widened by ``margin``: the
+    methods' windows that touch the band lie inside it, so the band's alpha is the same as on the whole photo.
+
+    >>> bounding_box(np.eye(4, dtype=bool)[1:3], margin=1)
+    (slice(0, 3, None), slice(0, 4, None))
+    """
+    rows, columns = np.flatnonzero(where.any(axis=1)), np.flatnonzero(where.any(axis=0))
+    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+            slice(max(columns[0] - margin, 0), columns[-1] + margin + 1))
 
 
 def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = MATTE_PIXELS) -> np.ndarray:
@@ -165,8 +181,7 @@ def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = 
     partial = (alpha > 0.0) & (alpha < 1.0)
     if not partial.any():
         return photo.copy()
-    rows, columns = np.flatnonzero(partial.any(axis=1)), np.flatnonzero(partial.any(axis=0))
-    box = slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+    box = bounding_box(partial)
     band = partial[box]
     correction = colour_correction(photo[box], alpha[box], band, max_pixels)
     result = photo.copy()

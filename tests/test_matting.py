@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from petseg.classes import BACKGROUND, BORDER, PET
-from petseg.matting import cutout, estimate_alpha, estimate_foreground, matting_size
+from petseg.matting import METHODS, cutout, estimate_alpha, estimate_foreground, matting_size, trimap_from_mask
 
 SIZE = 96
 RADIUS = 28.0
@@ -80,3 +80,12 @@ def test_bad_arguments_are_refused(scene):
 def test_large_photos_are_matted_at_a_bounded_size():
     width, height = matting_size(3000, 4000)
     assert width * height <= 250_000 and abs(width / height - 4 / 3) < 0.01
+
+
+def test_closed_form_on_the_band_box_equals_the_whole_photo(scene):
+    """Matting solves only the band's bounding box (less memory and time); on a photo with a wide margin around
+    the pet the alpha is exactly the whole photo's solve."""
+    photo = np.pad(scene["photo"], ((40, 8), (30, 60), (0, 0)), mode="edge")
+    mask = np.pad(scene["mask"], ((40, 8), (30, 60)), constant_values=BACKGROUND)
+    whole = METHODS["closed-form"](photo / 255.0, trimap_from_mask(mask))
+    np.testing.assert_array_equal(estimate_alpha(photo, mask, max_pixels=mask.size), np.clip(whole, 0.0, 1.0))
