@@ -6,6 +6,8 @@ number of requests through gradio_client from ``--clients`` threads: photos of 3
 some to ``/compare`` (the first two checkpoints), a few bad files (text, empty, truncated JPEG) that must be
 refused with a readable message, and a few to ``/batch`` when the app has that endpoint. Along the way it records
 the server's resident memory (RSS) and the cache folder's size, and at the end counts the tracebacks in its log.
+The readings it compares (after a tenth of the requests and after all; 40 and 400 within a longer soak) wait until
+no request is in flight: a photo being matted holds 100 MB or more for a moment, which is not what the app keeps.
 
 Usage:
     python bench/soak.py                                  # 400 requests from 8 clients
@@ -101,6 +103,7 @@ class Soak:
         self.process = psutil.Process(pid)
         self.requests, self.sample_every, self.deadline = requests, sample_every, deadline
         self.lock = threading.Lock()
+        self.all_done = threading.Condition(self.lock)  # Notified as each request finishes.
         self.next_index = 0
         self.done = 0
         self.errors: dict[str, int] = {}
@@ -125,7 +128,11 @@ class Soak:
             self.requests = self.next_index
 
     def take(self) -> int | None:
+        """The next request's index, or None when all are sent. At a count whose RSS is compared, no request starts
+        until all before it have finished, so that reading holds no photo in flight, only what the app kept."""
         with self.lock:
+            if self.next_index in growth_marks(self.requests):
+                self.all_done.wait_for(lambda: self.done >= self.next_index)
             if self.next_index >= self.requests:
                 return None
             self.next_index += 1
@@ -139,6 +146,7 @@ class Soak:
                 self.errors[error] = self.errors.get(error, 0) + 1
             if self.done % self.sample_every == 0 or self.done in growth_marks(self.requests):
                 self.sample()
+            self.all_done.notify_all()
 
     def send(self, client, index: int, kind: str, checkpoints: list[str], folder: Path) -> str | None:
         """Send request ``index`` of ``kind``; return None when its outcome is right, else what went wrong.
