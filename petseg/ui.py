@@ -1,19 +1,12 @@
 """The PetSeg web app: Predict, Compare, Batch and Training tabs in one gradio Blocks, with named API endpoints.
 
-This module builds the page and the ``launch()`` options; the tabs live in ``petseg.ui_predict`` and
-``petseg.ui_training`` (the only other modules that import gradio). Every user mistake becomes a readable
-``gr.Error`` or ``gr.Warning``, never a traceback.
-
-    from petseg.ui import build_app, launch_options
-    demo = build_app()
-    demo.queue().launch(**launch_options())
+This module builds the page, the ``launch()`` options and the cache sweep (``prune_cache``); the tabs live in
+``petseg.ui_predict`` and ``petseg.ui_training`` (the only other modules that import gradio). Every user mistake
+becomes a readable ``gr.Error`` or ``gr.Warning``, never a traceback.
 
 Named endpoints: ``/predict`` (photo, checkpoint -> class map, confidence, photo and cutout, areas, status, all
 screen-sized), ``/cutout`` (photo, checkpoint -> the full-resolution transparent PNG), ``/batch`` (photos or .zip
 files, checkpoint -> gallery, .zip of cutouts, CSV of class shares, status), ``/compare`` and ``/list_checkpoints``.
-
-Disk stays bounded: every file the app hands out is deleted once ``CACHE_MAX_AGE`` seconds old, or sooner, oldest
-first, while they take more than the cache limit (``prune_cache``), but never within ``CACHE_MIN_AGE`` seconds.
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ from typing import Any
 import gradio as gr
 
 from petseg.checkpoints import default_checkpoint
-from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, TrainingLauncher, TrainingRequestError,
-                             checkpoints_fingerprint, image_size_for, image_size_rule, log_tail, parse_request,
-                             progress_log, run_fingerprint, run_label, status_markdown)
+from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, IMAGE_SIZE_STEP, TrainingLauncher,
+                             checkpoints_fingerprint, image_size_for, image_size_rule, is_deeplab, log_tail,
+                             parse_request, progress_log, run_fingerprint, run_label, status_markdown)
 from petseg.presets import PRESETS
 from petseg.runs import RunState, list_runs, shipped_runs
 from petseg.segmentation import OutputFolder, checkpoint_choices
+from petseg.ui_predict import readable_errors
 from petseg.visuals import plot_curves
 
 WATCH_SECONDS = 1.0
@@ -51,12 +52,9 @@ class TrainingHandlers:
         """Validate the form and start ``train.py``; returns the run picker and a fresh memory."""
         if not self.allow_training:
             raise gr.Error(TRAINING_OFF_NOTE, print_exception=False)
-        try:
-            request = parse_request(preset, epochs, batch_size, image_size, data_source, data_dir, encoder_weights,
-                                    name, self.weights_dir)
-            run_dir = self.launcher.start(request)
-        except TrainingRequestError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+        with readable_errors():
+            run_dir = self.launcher.start(parse_request(preset, epochs, batch_size, image_size, data_source, data_dir,
+                                                        encoder_weights, name, self.weights_dir))
         gr.Info(f"Run {run_dir.name} started; its epochs appear here as they finish.")
         choices = [(run_label(run), run.run_id) for run in list_runs(self.runs_dir)]
         return gr.update(choices=choices, value=run_dir.name), WatchMemory(run_choices=choices)
@@ -66,10 +64,8 @@ class TrainingHandlers:
             raise gr.Error(TRAINING_OFF_NOTE, print_exception=False)
         if not run_id:
             raise gr.Error("Pick a run to stop.", print_exception=False)
-        try:
+        with readable_errors():
             gr.Info(self.launcher.stop(run_id))
-        except TrainingRequestError as error:
-            raise gr.Error(str(error), print_exception=False) from None
 
     def watch(self, run_id: str | None, memory: WatchMemory | None, *checkpoints: str | None) -> tuple:
         """One timer tick: the run picker, the run's outputs (``draw_run``), memory and one update per checkpoint
@@ -83,11 +79,12 @@ class TrainingHandlers:
                 run_id = runs[0].run_id if runs else None
             picker = gr.update(choices=choices, value=run_id)
         run = next((run for run in runs if run.run_id == run_id), None)
-        outputs = (picker, *self.draw_run(run, memory))
-        checkpoint_updates = self.refresh_checkpoints(memory, checkpoints)
-        fingerprint = run_fingerprint(run) if run else NO_RUN
-        memory = WatchMemory(choices, fingerprint, checkpoints_fingerprint(self.weights_dir))
-        return (*outputs, memory, *checkpoint_updates)
+        dropdowns, weights = [gr.skip() for _ in checkpoints], checkpoints_fingerprint(self.weights_dir)
+        if weights != memory.checkpoints_fingerprint:
+            names, fallback = checkpoint_choices(self.weights_dir), default_checkpoint(self.weights_dir)
+            dropdowns = [gr.update(choices=names, value=value or fallback) for value in checkpoints]
+        return (picker, *self.draw_run(run, memory),
+                WatchMemory(choices, run_fingerprint(run) if run else NO_RUN, weights), *dropdowns)
 
     def draw_run(self, run: RunState | None, memory: WatchMemory) -> tuple:
         """Status, log, latest samples, curves, gallery, process log and stop button for one run."""
@@ -104,13 +101,6 @@ class TrainingHandlers:
         latest = str(run.samples[-1]) if run.samples else None
         stop = gr.update(interactive=self.allow_training and run.state == "running")
         return (status, progress_log(run), latest, curves, gallery, log_tail(run.run_dir), stop)
-
-    def refresh_checkpoints(self, memory: WatchMemory, current: tuple[str | None, ...]) -> list:
-        """New choices for each checkpoint dropdown when the weights folder changed, else ``gr.skip()``."""
-        if checkpoints_fingerprint(self.weights_dir) == memory.checkpoints_fingerprint:
-            return [gr.skip() for _ in current]
-        choices, fallback = checkpoint_choices(self.weights_dir), default_checkpoint(self.weights_dir)
-        return [gr.update(choices=choices, value=value or fallback) for value in current]
 
 
 def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr.Dropdown]) -> None:
@@ -174,7 +164,7 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
 
 
 def image_size_field(preset: str, image_size: Any) -> dict:
-    step = 1 if PRESETS[preset].architecture == "deeplab" else 32  # Browsers step from multiples of the step.
+    step = 1 if is_deeplab(preset) else IMAGE_SIZE_STEP  # Browsers step from multiples of the step.
     return gr.update(value=image_size_for(preset, image_size), info=f"32 to 512, {image_size_rule(preset)}", step=step)
 
 
