@@ -94,8 +94,7 @@ def checkpoint_path(name: str, weights_dir: str | os.PathLike | None = None) -> 
     if not isinstance(name, str):
         raise CheckpointError(f"Refused checkpoint name {name!r}: a name is a string.")
     weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR).resolve()
-    if name.endswith(CHECKPOINT_SUFFIX):
-        name = name[: -len(CHECKPOINT_SUFFIX)]
+    name = name.removesuffix(CHECKPOINT_SUFFIX)
     # fullmatch, not match: "$" alone would accept a trailing newline.
     if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise CheckpointError(f"Refused checkpoint name {name!r}: use letters, digits, '.', '_' and '-' only.")

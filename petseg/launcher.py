@@ -254,9 +254,8 @@ def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
     """One line: the state, the epochs, the time taken and, while running, the time left."""
     total, done, message = run.status.get("epochs"), len(run.epochs), run.status.get("message") or ""
     started = _parse_time(run.status.get("started"))
-    if run.state == "running":
-        ended = now or datetime.datetime.now(datetime.timezone.utc)
-    else:
+    ended = now or datetime.datetime.now(datetime.timezone.utc)
+    if run.state != "running":
         ended = _parse_time(run.status.get("finished") or run.status.get("updated"))
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":

@@ -313,11 +313,10 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
                 [preset, data_source, data_dir, encoder_weights, epochs, batch_size, image_size, name],
                 [run_picker, memory], api_visibility="private")
     stop.click(handlers.stop_training, run_picker, None, api_visibility="private")
-    timer = gr.Timer(WATCH_SECONDS)
-    timer.tick(handlers.watch, [run_picker, memory, *checkpoint_dropdowns],
-               [run_picker, run_status, log, latest, curves, gallery, process_log, stop, memory,
-                *checkpoint_dropdowns],
-               api_visibility="private", concurrency_limit=None, show_progress="hidden", trigger_mode="once")
+    gr.Timer(WATCH_SECONDS).tick(handlers.watch, [run_picker, memory, *checkpoint_dropdowns],
+                                 [run_picker, run_status, log, latest, curves, gallery, process_log, stop, memory,
+                                  *checkpoint_dropdowns], api_visibility="private", concurrency_limit=None,
+                                 show_progress="hidden", trigger_mode="once")
 
 
 def image_size_field(preset: str, image_size: Any) -> dict:

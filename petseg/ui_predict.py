@@ -95,8 +95,7 @@ class PredictHandlers:
     def predict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
         """Segment one photo (the input's raw value, a path or None): yields (class map, confidence, None, areas,
         status), then the same with the photo | cutout slider, all screen-sized."""
-        upload = uploaded_photo(photo)
-        if upload is None:
+        if (upload := uploaded_photo(photo)) is None:
             yield None, None, None, None, NO_PHOTO_MESSAGE
             return
         name = self.require_checkpoint(checkpoint)
@@ -113,13 +112,11 @@ class PredictHandlers:
     def predict_once(self, photo: Any, checkpoint: str | None) -> tuple:
         """``predict``'s final value alone: the ``/predict`` endpoint's answer. An API client downloads every file
         of every value a generator sends, so the first pictures would cost it one more round of downloads."""
-        *_, final = self.predict(photo, checkpoint)
-        return final
+        return list(self.predict(photo, checkpoint))[-1]
 
     def cutout(self, photo: Any, checkpoint: str | None) -> str | None:
         """The cutout at the photo's full resolution (a transparent PNG), made once per photo and checkpoint."""
-        upload = uploaded_photo(photo)
-        if upload is None:
+        if (upload := uploaded_photo(photo)) is None:
             return None
         with readable_errors():
             return self.segmenter.full_cutout(upload, self.require_checkpoint(checkpoint), photo_name(photo)).path
@@ -168,12 +165,9 @@ class PredictHandlers:
 
     def require_checkpoint(self, checkpoint: str | None) -> str:
         """The checkpoint to use, or a readable error when there is none."""
-        if checkpoint:
-            return checkpoint
-        fallback = default_checkpoint(self.weights_dir)
-        if fallback is None:
+        if not (name := checkpoint or default_checkpoint(self.weights_dir)):
             raise gr.Error(NO_CHECKPOINT_MESSAGE, print_exception=False)
-        return fallback
+        return name
 
     def compare(self, photo: Any, first: str | None, second: str | None) -> tuple:
         """Segment one photo with two checkpoints; returns the verdict, then card and class map for each."""
