@@ -159,8 +159,7 @@ class TrainingLauncher:
     """Starts training processes, at most one at a time, and stops runs by their folder."""
 
     def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike):
-        self.weights_dir = Path(weights_dir).resolve()
-        self.runs_dir = Path(runs_dir).resolve()
+        self.weights_dir, self.runs_dir = Path(weights_dir).resolve(), Path(runs_dir).resolve()
         self._process: tuple[str, subprocess.Popen] | None = None  # The last run this app started, and its process.
         self._lock = threading.Lock()
 
