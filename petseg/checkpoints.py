@@ -94,8 +94,7 @@ def checkpoint_path(name: str, weights_dir: str | os.PathLike | None = None) -> 
     if not isinstance(name, str):
         raise CheckpointError(f"Refused checkpoint name {name!r}: a name is a string.")
     weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR).resolve()
-    if name.endswith(CHECKPOINT_SUFFIX):
-        name = name[: -len(CHECKPOINT_SUFFIX)]
+    name = name.removesuffix(CHECKPOINT_SUFFIX)
     # fullmatch, not match: "$" alone would accept a trailing newline.
     if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise CheckpointError(f"Refused checkpoint name {name!r}: use letters, digits, '.', '_' and '-' only.")
@@ -129,7 +128,8 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def check_checkpoint_file(path: Path, with_export: bool = False) -> dict[str, Any]:
-    """Validate a checkpoint (and ``with_export``, its export) without building its model; return its sidecar."""
+    """Validate a checkpoint without building its model; return its sidecar. ``with_export``: also check that its
+    export exists and that both files match the sidecar's sha256, else say what drifted."""
     if not path.is_file():
         raise CheckpointError("file not found")
     if not _resolves_inside(path.with_suffix(SIDECAR_SUFFIX), path.resolve().parent):
@@ -139,9 +139,23 @@ def check_checkpoint_file(path: Path, with_export: bool = False) -> dict[str, An
         raise CheckpointError(f"sidecar lacks {', '.join(missing)}")
     if list(sidecar["classes"]) != list(CLASS_NAMES):
         raise CheckpointError(f"incompatible classes {sidecar['classes']} (this app uses {list(CLASS_NAMES)})")
-    check_archive(path)
-    if with_export:
-        check_export(path, sidecar)
+    if problem := _archive_problem(*_file_version(path)):
+        raise CheckpointError(problem)
+    if not with_export:
+        return sidecar
+    export_path, serving, hint = path.with_suffix(EXPORT_SUFFIX), sidecar.get("serving"), REBUILD_HINT.format(path.stem)
+    if not isinstance(serving, dict) or not {"sha256", "keras_sha256"} <= serving.keys():
+        raise CheckpointError(f"its sidecar records no LiteRT export; {hint}")
+    if file_sha256(path) != serving["keras_sha256"]:
+        raise CheckpointError(f"{path.name} changed after its LiteRT export was made (its sha256 is not the one "
+                              f"in its sidecar); {hint}")
+    if not export_path.is_file():
+        raise CheckpointError(f"its LiteRT export {export_path.name} is missing; {hint}")
+    if not _resolves_inside(export_path, path.resolve().parent):
+        raise CheckpointError("its LiteRT export points outside the weights folder")
+    if file_sha256(export_path) != serving["sha256"]:
+        raise CheckpointError(f"corrupt export ({export_path.name} is not the file its sidecar records: replaced "
+                              f"or damaged); {hint}")
     return sidecar
 
 
@@ -151,14 +165,9 @@ def _file_version(path: Path) -> tuple:
     return str(path.resolve()), stat.st_mtime_ns, stat.st_size
 
 
-def check_archive(path: Path) -> None:
-    """CRC-check the archive and parse its model description, once per version of the file."""
-    if problem := _archive_problem(*_file_version(path)):
-        raise CheckpointError(problem)
-
-
 @functools.lru_cache(maxsize=1024)
 def _archive_problem(path: str, *version) -> str:
+    """What is wrong with the archive (CRC-checked, its model description parsed) once per version of the file."""
     try:
         with zipfile.ZipFile(path) as archive:
             if archive.testzip() is not None or "config.json" not in archive.namelist():
@@ -184,29 +193,10 @@ def _sha256(path: str, *version) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def check_export(path: Path, sidecar: dict[str, Any]) -> None:
-    """Check that the export exists and both files match the sidecar's sha256; else say what drifted."""
-    export_path = path.with_suffix(EXPORT_SUFFIX)
-    serving = sidecar.get("serving")
-    if not isinstance(serving, dict) or not {"sha256", "keras_sha256"} <= serving.keys():
-        raise CheckpointError(f"its sidecar records no LiteRT export; {REBUILD_HINT.format(path.stem)}")
-    if file_sha256(path) != serving["keras_sha256"]:
-        raise CheckpointError(f"{path.name} changed after its LiteRT export was made (its sha256 is not the one "
-                              f"in its sidecar); {REBUILD_HINT.format(path.stem)}")
-    if not export_path.is_file():
-        raise CheckpointError(f"its LiteRT export {export_path.name} is missing; {REBUILD_HINT.format(path.stem)}")
-    if not _resolves_inside(export_path, path.resolve().parent):
-        raise CheckpointError("its LiteRT export points outside the weights folder")
-    if file_sha256(export_path) != serving["sha256"]:
-        raise CheckpointError(f"corrupt export ({export_path.name} is not the file its sidecar records: replaced "
-                              f"or damaged); {REBUILD_HINT.format(path.stem)}")
-
-
 def servable_entry(name: str, weights_dir: str | os.PathLike | None = None) -> CheckpointInfo:
     """Checkpoint ``name``'s entry if it can be served, else ``CheckpointError``."""
     path = checkpoint_path(name, weights_dir)
-    sidecar = _check_or_raise(path, with_export=True)
-    return CheckpointInfo(path.stem, path, sidecar, True)
+    return CheckpointInfo(path.stem, path, _check_or_raise(path, with_export=True), True)
 
 
 def read_export(entry: CheckpointInfo) -> bytes:
@@ -240,8 +230,7 @@ def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[Check
 
 def default_checkpoint(weights_dir: str | os.PathLike | None = None) -> str | None:
     """The name of the best available checkpoint, or None when there is none."""
-    available = [info for info in list_checkpoints(weights_dir) if info.available]
-    return available[0].name if available else None
+    return next((info.name for info in list_checkpoints(weights_dir) if info.available), None)
 
 
 _cache: dict[tuple, LoadedCheckpoint] = {}
@@ -267,8 +256,7 @@ def load_checkpoint(name: str, weights_dir: str | os.PathLike | None = None) -> 
 
 def load_checkpoint_file(path: str | os.PathLike) -> LoadedCheckpoint:
     """Load a checkpoint given by file path (for CLIs); the same rules apply inside its folder."""
-    path = Path(path)
-    return load_checkpoint(path.name, path.parent)
+    return load_checkpoint(Path(path).name, Path(path).parent)
 
 
 def _check_or_raise(path: Path, with_export: bool = False) -> dict:

@@ -46,12 +46,8 @@ def training_allowed(allow_training: bool | None = None, environ: Mapping[str, s
     if allow_training is not None:
         return bool(allow_training)
     environ = os.environ if environ is None else environ
-    flag = environ.get("PETSEG_ALLOW_TRAINING", "").strip().lower()
-    if flag in ("1", "true", "yes", "on"):
-        return True
-    if flag in ("0", "false", "no", "off"):
-        return False
-    return not environ.get("SPACE_ID")
+    answers = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(("0", "false", "no", "off"), False)
+    return answers.get(environ.get("PETSEG_ALLOW_TRAINING", "").strip().lower(), not environ.get("SPACE_ID"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +78,37 @@ def parse_request(preset: str, epochs: Any, batch_size: Any, image_size: Any, da
                                    f"{image_size}; the nearest it takes is {nearest}.")
     if data_source not in DATA_SOURCES:
         raise TrainingRequestError(f"Unknown data source {data_source!r}; choose one of: {', '.join(DATA_SOURCES)}.")
-    # Synthetic runs never download: their encoder starts from random weights.
-    return TrainingRequest(preset, epochs, batch_size, image_size, data_source,
-                           check_data_folder(data_dir) if data_source == "folder" else None,
-                           "none" if data_source == "synthetic" else check_encoder_weights(encoder_weights),
-                           check_new_checkpoint_name(name, weights_dir))
+    folder = None
+    if data_source == "folder":
+        if not data_dir or not str(data_dir).strip():
+            raise TrainingRequestError("Enter the path of a data folder holding images/ and annotations/.")
+        folder = Path(str(data_dir).strip()).expanduser()
+        if not folder.is_dir():
+            raise TrainingRequestError(f"No folder at {folder}.")
+        if missing := [part for part in ("images", "annotations/trainval.txt", "annotations/trimaps")
+                       if not (folder / part).exists()]:
+            raise TrainingRequestError(f"{folder} is not in the official Oxford-IIIT Pet layout: it lacks "
+                                       f"{', '.join(missing)}.")
+        folder = str(folder.resolve())
+    encoder = (encoder_weights or "").strip()
+    if data_source == "synthetic":
+        encoder = "none"  # Synthetic runs never download: their encoder starts from random weights.
+    elif encoder.lower() in ENCODER_WEIGHTS:
+        encoder = encoder.lower()
+    elif encoder and Path(encoder).expanduser().is_file():
+        encoder = str(Path(encoder).expanduser().resolve())
+    else:
+        raise TrainingRequestError(f"Encoder weights must be 'imagenet', 'none' or the path of a Keras weights file; "
+                                   f"no file at {encoder or '(empty)'}.")
+    if name := (name or "").strip():  # Else the default name.
+        try:
+            path = checkpoint_path(name, weights_dir)
+        except CheckpointError as error:
+            raise TrainingRequestError(str(error)) from None
+        if path.exists():
+            raise TrainingRequestError(f"A checkpoint called {path.stem} already exists; choose another name.")
+        name = path.stem
+    return TrainingRequest(preset, epochs, batch_size, image_size, data_source, folder, encoder, name or None)
 
 
 def image_size_rule(preset: str) -> str:
@@ -124,45 +146,6 @@ def whole_number(value: Any, label: str, low: int, high: int) -> int:
     return int(number)
 
 
-def check_data_folder(data_dir: str | None) -> str:
-    """The absolute path of a folder in the official layout, or a ``TrainingRequestError``."""
-    if not data_dir or not str(data_dir).strip():
-        raise TrainingRequestError("Enter the path of a data folder holding images/ and annotations/.")
-    folder = Path(str(data_dir).strip()).expanduser()
-    if not folder.is_dir():
-        raise TrainingRequestError(f"No folder at {folder}.")
-    if missing := [part for part in ("images", "annotations/trainval.txt", "annotations/trimaps")
-                   if not (folder / part).exists()]:
-        raise TrainingRequestError(f"{folder} is not in the official Oxford-IIIT Pet layout: it lacks "
-                                   f"{', '.join(missing)}.")
-    return str(folder.resolve())
-
-
-def check_encoder_weights(encoder_weights: str | None) -> str:
-    """"imagenet", "none", or the absolute path of an existing weights file."""
-    value = (encoder_weights or "").strip()
-    if value.lower() in ENCODER_WEIGHTS:
-        return value.lower()
-    path = Path(value).expanduser()
-    if not value or not path.is_file():
-        raise TrainingRequestError(f"Encoder weights must be 'imagenet', 'none' or the path of a Keras weights file; "
-                                   f"no file at {value or '(empty)'}.")
-    return str(path.resolve())
-
-
-def check_new_checkpoint_name(name: str | None, weights_dir: str | os.PathLike | None) -> str | None:
-    """A valid checkpoint name that is not taken yet, or None for the default name."""
-    if not (name := (name or "").strip()):
-        return None
-    try:
-        path = checkpoint_path(name, weights_dir)
-    except CheckpointError as error:
-        raise TrainingRequestError(str(error)) from None
-    if path.exists():
-        raise TrainingRequestError(f"A checkpoint called {path.stem} already exists; choose another name.")
-    return path.stem
-
-
 def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
                      name: str) -> list[str]:
     """The ``python train.py`` command line for ``request``."""
@@ -176,8 +159,7 @@ class TrainingLauncher:
     """Starts training processes, at most one at a time, and stops runs by their folder."""
 
     def __init__(self, weights_dir: str | os.PathLike, runs_dir: str | os.PathLike):
-        self.weights_dir = Path(weights_dir).resolve()
-        self.runs_dir = Path(runs_dir).resolve()
+        self.weights_dir, self.runs_dir = Path(weights_dir).resolve(), Path(runs_dir).resolve()
         self._process: tuple[str, subprocess.Popen] | None = None  # The last run this app started, and its process.
         self._lock = threading.Lock()
 
@@ -193,10 +175,9 @@ class TrainingLauncher:
             if active := self.active_run():
                 raise TrainingRequestError(f"Run {active} is still training; stop it or wait for it to finish.")
             run_id = base = new_run_id()
-            for suffix in itertools.count(2):  # Two runs started within a second get folders of their own.
-                if not (self.runs_dir / run_id).exists():
-                    break
-                run_id = f"{base}-{suffix}"
+            suffixes = itertools.count(2)
+            while (self.runs_dir / run_id).exists():  # Two runs started within a second get folders of their own.
+                run_id = f"{base}-{next(suffixes)}"
             run_dir, data_dir = self.runs_dir / run_id, request.data_dir
             name = request.name or f"{request.preset}-{run_id}"
             run_dir.mkdir(parents=True)
@@ -272,9 +253,8 @@ def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
     """One line: the state, the epochs, the time taken and, while running, the time left."""
     total, done, message = run.status.get("epochs"), len(run.epochs), run.status.get("message") or ""
     started = _parse_time(run.status.get("started"))
-    if run.state == "running":
-        ended = now or datetime.datetime.now(datetime.timezone.utc)
-    else:
+    ended = now or datetime.datetime.now(datetime.timezone.utc)
+    if run.state != "running":
         ended = _parse_time(run.status.get("finished") or run.status.get("updated"))
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":

@@ -181,8 +181,7 @@ def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, 
     run = read_run(run_dir)
     if run.state not in ("done", "stopped"):
         raise ValueError(f"Only a finished or stopped run ships; {run_dir} is {run.state}.")
-    destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
+    destination = Path(destination)  # Its first atomic write makes it.
     status = {key: value for key, value in run.status.items() if key not in ("pid", "host")}
     if status.get("checkpoint"):
         status["checkpoint"] = Path(status["checkpoint"]).name

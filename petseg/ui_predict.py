@@ -23,12 +23,12 @@ from gradio.data_classes import FileData
 from petseg.batch import MAX_PHOTOS, BatchError, cut_out_batch
 from petseg.checkpoints import CheckpointError, default_checkpoint, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE
+from petseg.launcher import TrainingRequestError
 from petseg.photos import PhotoError
 from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
                                  find_checkpoint, mask_agreement, pet_area_change)
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES_DIR = ROOT / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 IMAGE_HEIGHT = 340
 COLOR_MAP = {name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in zip(CLASS_NAMES, PALETTE)}
 NO_PHOTO_MESSAGE = "Upload a photo, paste one, or pick an example."
@@ -36,6 +36,7 @@ NO_BATCH_MESSAGE = (f"Drop up to {MAX_PHOTOS} photos, or a .zip of photos, then 
                     "get one .zip of full-resolution transparent PNGs and a CSV of each photo's class shares.")
 NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: train one in the Training tab or with "
                          "`python train.py`, then pick it here.")
+NO_COMPARE_MESSAGE = "Upload a photo or pick an example to compare the two checkpoints on it."
 
 
 def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
@@ -44,9 +45,8 @@ def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> Ann
     (see ``OutputFolder``)."""
     if value is None:
         return None
-    photo, layers = value
-    return AnnotatedImageData(image=FileData(path=photo),
-                              annotations=[Annotation(image=FileData(path=path), label=label) for path, label in layers])
+    annotations = [Annotation(image=FileData(path=path), label=label) for path, label in value[1]]
+    return AnnotatedImageData(image=FileData(path=value[0]), annotations=annotations)
 
 
 def uploaded_photo(value: Any) -> str | bytes | None:
@@ -78,10 +78,10 @@ def photo_name(value: Any) -> str | None:
 
 @contextlib.contextmanager
 def readable_errors() -> Iterator[None]:
-    """Turn the layer below's ``PhotoError`` and ``CheckpointError`` into a readable ``gr.Error``."""
+    """Turn the errors of the layers below (bad photos, checkpoints, batches, training requests) into ``gr.Error``."""
     try:
         yield
-    except (PhotoError, CheckpointError, BatchError) as error:
+    except (PhotoError, CheckpointError, BatchError, TrainingRequestError) as error:
         raise gr.Error(str(error), print_exception=False) from None
 
 
@@ -90,14 +90,12 @@ class PredictHandlers:
 
     def __init__(self, weights_dir: str | os.PathLike, outputs: OutputFolder | None = None):
         self.weights_dir = Path(weights_dir)
-        # Every image goes out as a file of its own (see OutputFolder), never as an array.
-        self.segmenter = Segmenter(self.weights_dir, outputs)
+        self.segmenter = Segmenter(self.weights_dir, outputs)  # Every image goes out as a file (see OutputFolder).
 
     def predict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
         """Segment one photo (the input's raw value, a path or None): yields (class map, confidence, None, areas,
         status), then the same with the photo | cutout slider, all screen-sized."""
-        upload = uploaded_photo(photo)
-        if upload is None:
+        if (upload := uploaded_photo(photo)) is None:
             yield None, None, None, None, NO_PHOTO_MESSAGE
             return
         name = self.require_checkpoint(checkpoint)
@@ -114,13 +112,11 @@ class PredictHandlers:
     def predict_once(self, photo: Any, checkpoint: str | None) -> tuple:
         """``predict``'s final value alone: the ``/predict`` endpoint's answer. An API client downloads every file
         of every value a generator sends, so the first pictures would cost it one more round of downloads."""
-        *_, final = self.predict(photo, checkpoint)
-        return final
+        return list(self.predict(photo, checkpoint))[-1]
 
     def cutout(self, photo: Any, checkpoint: str | None) -> str | None:
         """The cutout at the photo's full resolution (a transparent PNG), made once per photo and checkpoint."""
-        upload = uploaded_photo(photo)
-        if upload is None:
+        if (upload := uploaded_photo(photo)) is None:
             return None
         with readable_errors():
             return self.segmenter.full_cutout(upload, self.require_checkpoint(checkpoint), photo_name(photo)).path
@@ -169,29 +165,25 @@ class PredictHandlers:
 
     def require_checkpoint(self, checkpoint: str | None) -> str:
         """The checkpoint to use, or a readable error when there is none."""
-        if checkpoint:
-            return checkpoint
-        fallback = default_checkpoint(self.weights_dir)
-        if fallback is None:
+        if not (name := checkpoint or default_checkpoint(self.weights_dir)):
             raise gr.Error(NO_CHECKPOINT_MESSAGE, print_exception=False)
-        return fallback
+        return name
 
     def compare(self, photo: Any, first: str | None, second: str | None) -> tuple:
         """Segment one photo with two checkpoints; returns the verdict, then card and class map for each."""
-        if uploaded_photo(photo) is None:
-            return "Upload a photo or pick an example to compare the two checkpoints on it.", *[None] * 4
+        if (upload := uploaded_photo(photo)) is None:
+            return NO_COMPARE_MESSAGE, *[None] * 4
         names = [self.require_checkpoint(checkpoint) for checkpoint in (first, second)]
         with readable_errors():
-            results = [self.segmenter.pictures(uploaded_photo(photo), name, photo_name(photo)) for name in names]
-        first_mask, second_mask = results[0].mask, results[1].mask
-        verdict = (f"On this {results[0].size} photo, **{names[0]}** and **{names[1]}** agree on "
-                   f"**{mask_agreement(first_mask, second_mask):.1f} %** of the pixels; the pet area changes by "
-                   f"{pet_area_change(first_mask, second_mask):+.1f} points from the first to the second.")
-        outputs = [verdict]
+            results = [self.segmenter.pictures(upload, name, photo_name(photo)) for name in names]
+        masks = [result.mask for result in results]
+        outputs = [f"On this {results[0].size} photo, **{names[0]}** and **{names[1]}** agree on "
+                   f"**{mask_agreement(*masks):.1f} %** of the pixels; the pet area changes by "
+                   f"{pet_area_change(*masks):+.1f} points from the first to the second."]
         for name, result in zip(names, results):
             areas = ", ".join(f"{label} {result.areas[label]:.1f} %" for label in CLASS_NAMES)
-            outputs.append(checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.")
-            outputs.append(result.class_map)
+            outputs += [checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.",
+                        result.class_map]
         return tuple(outputs)
 
     def list_checkpoints(self) -> list[dict]:
@@ -268,17 +260,16 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
 
 def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The Compare tab; returns its two checkpoint dropdowns."""
-    names = [info.name for info in list_checkpoints(handlers.weights_dir) if info.available]
+    names = [info.name for info in list_checkpoints(handlers.weights_dir) if info.available] or [None]
     with gr.Row():
         with gr.Column(scale=1):
             photo = photo_input(IMAGE_HEIGHT - 60, elem_id="compare-photo")
             gr.Examples(example_photos(), inputs=photo, label="Example photos", cache_examples=False)
-            first = checkpoint_dropdown(handlers.weights_dir, "First checkpoint", names[0] if names else None)
-            second = checkpoint_dropdown(handlers.weights_dir, "Second checkpoint",
-                                         names[min(1, len(names) - 1)] if names else None)
+            first = checkpoint_dropdown(handlers.weights_dir, "First checkpoint", names[0])
+            second = checkpoint_dropdown(handlers.weights_dir, "Second checkpoint", names[min(1, len(names) - 1)])
             button = gr.Button("Compare", variant="primary")
         with gr.Column(scale=2):
-            verdict = gr.Markdown("Upload a photo or pick an example to compare the two checkpoints on it.")
+            verdict = gr.Markdown(NO_COMPARE_MESSAGE)
             with gr.Row(equal_height=True):
                 columns = []
                 for heading in ("First", "Second"):

@@ -17,9 +17,8 @@ from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestE
                              parse_request, training_allowed, training_command)
 from petseg.runs import RunWriter, read_run
 from petseg.segmentation import OutputFolder, safe_stem
-from petseg.ui import build_app, launch_options
+from petseg.ui import TrainingHandlers, build_app, image_size_field, launch_options
 from petseg.ui_predict import PredictHandlers, uploaded_photo
-from petseg.ui_training import TrainingHandlers, image_size_field
 from petseg.visuals import save_png
 from conftest import copy_checkpoint
 from tests.corpus import EXPECTED, bad_inputs
