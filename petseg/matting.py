@@ -23,6 +23,9 @@ MATTE_PIXELS = 250_000  # Larger photos are matted at reduced size (about 500x50
 GUIDED_RADIUS = 4  # The guided filter's window radius (pixels at matting size).
 GUIDED_EPSILON = 1e-4  # Its smoothing, on [0, 1] colours.
 CG_ITERATIONS = 2000  # Closed-form matting's conjugate-gradient budget: the band is narrow.
+# Its tolerance: pymatting's is relative only, so a band with no pet beside it (a zero right-hand side, alpha 0) would
+# never be solved; it divided by zero and spun through every iteration, then fell back to the guided filter's ghost.
+SOLVER = {"maxiter": CG_ITERATIONS, "atol": 1e-12}
 BAND_MARGIN = 24  # Pixels around the band that a method's windows reach (large-kernel: 2 x 10; closed-form: 2).
 
 
@@ -109,7 +112,7 @@ def alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     from pymatting import estimate_alpha_cf
 
     try:
-        return estimate_alpha_cf(image, trimap, cg_kwargs={"maxiter": CG_ITERATIONS})
+        return estimate_alpha_cf(image, trimap, cg_kwargs=SOLVER)
     except ValueError:
         # Conjugate gradients can stop short on a wide band of busy texture: the guided filter's edge stands in.
         return alpha_guided(image, trimap)
@@ -120,7 +123,7 @@ def alpha_lkm(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     from pymatting import estimate_alpha_lkm
 
     return estimate_alpha_lkm(image, trimap, laplacian_kwargs={"epsilon": 1e-6, "radius": 10},
-                              cg_kwargs={"maxiter": CG_ITERATIONS})
+                              cg_kwargs=SOLVER)
 
 
 def alpha_guided(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
@@ -150,22 +153,28 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
     if not band.any():
         return trimap  # No unknown band: nothing to solve.
     if size == (width, height):
-        box = bounding_box(band, BAND_MARGIN)
-        trimap[box][band[box]] = METHODS[method](photo[box] / 255.0, trimap[box])[band[box]]
+        trimap[band] = solve_band(photo / 255.0, trimap, method)[band]
     else:
         small_photo = resize_photo(photo, size)
-        small_alpha = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
-        if (small_alpha == 0.5).any():
-            box = bounding_box(small_alpha == 0.5, BAND_MARGIN)
-            small_alpha[box] = METHODS[method](small_photo[box], small_alpha[box])
-        trimap[band] = guided_upsample(small_photo, small_alpha, photo, band)
+        small_trimap = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
+        trimap[band] = guided_upsample(small_photo, solve_band(small_photo, small_trimap, method), photo, band)
     trimap[band] = np.clip(trimap[band], 0.0, 1.0)
     return trimap
 
 
+def solve_band(image: np.ndarray, trimap: np.ndarray, method: str) -> np.ndarray:
+    """Alpha for a [0, 1] image and its trimap: ``method`` on the unknown band's bounding box (with the margin its
+    windows reach, so the band's alpha is the whole photo's), 0 in a band with no pet in reach."""
+    alpha = np.where(trimap == 0.5, 0.0, trimap)
+    if (trimap == 0.5).any():
+        box = bounding_box(trimap == 0.5, BAND_MARGIN)
+        if (trimap[box] == 1.0).any():
+            alpha[box] = METHODS[method](image[box], trimap[box])
+    return alpha
+
+
 def bounding_box(where: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
-    """The smallest box around the true pixels of a non-empty (h, w) boolean array, widened by ``margin``: the
-    methods' windows that touch the band lie inside it, so the band's alpha is the same as on the whole photo.
+    """The smallest box around the true pixels of a non-empty (h, w) boolean array, widened by ``margin``.
 
     >>> bounding_box(np.eye(4, dtype=bool)[1:3], margin=1)
     (slice(0, 3, None), slice(0, 4, None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,17 @@ def test_closed_form_on_the_band_box_equals_the_whole_photo(scene):
     mask = np.pad(scene["mask"], ((40, 8), (30, 60)), constant_values=BACKGROUND)
     whole = METHODS["closed-form"](photo / 255.0, trimap_from_mask(mask))
     np.testing.assert_array_equal(estimate_alpha(photo, mask, max_pixels=mask.size), np.clip(whole, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("pet", ["none", "far away"])
+def test_a_band_with_no_pet_beside_it_is_clear_at_once(scene, pet):
+    """A border band with no pet beside it has alpha 0 (a zero right-hand side for the solver, which once divided by
+    zero, spun through all its iterations and fell back to a faint ghost of the band)."""
+    mask = np.full((SIZE, SIZE), BACKGROUND, np.uint8)
+    mask[40:60, 40:60] = BORDER
+    if pet == "far away":
+        mask[:10, :10] = PET
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alpha = estimate_alpha(scene["photo"], mask)
+    assert np.all(alpha[mask != PET] == 0.0)
