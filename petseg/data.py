@@ -13,6 +13,7 @@ each epoch then only augments, batches and prefetches the arrays kept in memory.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -153,18 +154,15 @@ def read_or_skip(read, item, skipped: list | None) -> Example | None:
         return None
 
 
-def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
+def load_tfds_split(split: str, tfds_data_dir: str | None = None) -> tf.data.Dataset:
     """Load Oxford-IIIT Pet from tfds as feature dicts: prepared data in ``tfds_data_dir`` without the network,
     else a download (about 800 MB) once its host answers (offline, tfds would retry for minutes)."""
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
 
     check_split(split)
     arguments = {"split": TFDS_SPLITS[split], "data_dir": tfds_data_dir, "shuffle_files": False}
-    try:
+    with contextlib.suppress(Exception):  # Not prepared there yet (tfds raises an AssertionError): download it below.
         return tfds.load("oxford_iiit_pet", download=False, **arguments)
-    except Exception:  # Not prepared there yet (tfds raises an AssertionError): download it below.
-        if not download:
-            raise DataError(f"oxford_iiit_pet is not prepared in {tfds_data_dir or 'the tfds data folder'}.") from None
     require_download_host()
     try:
         return tfds.load("oxford_iiit_pet", download=True, **arguments)

@@ -32,7 +32,7 @@ from petseg.checkpoints import (EXPORT_SUFFIX, CheckpointError, LoadedCheckpoint
                                 load_checkpoint, load_checkpoint_file, write_export)
 from petseg.classes import CLASS_NAMES
 from petseg.litert import (CHECK_PHOTOS, INPUT_NAME, MIN_AGREEMENT, QUANTIZATIONS, ImagesFunction, convert_to_tflite,
-                           images_function, make_export, parity, takes_any_size)
+                           make_export, parity, takes_any_size)
 
 FORMATS = ("saved_model", "tflite", "serving")
 DEFAULT_EXPORTS_DIR = Path(os.environ.get("PETSEG_EXPORTS_DIR", Path(__file__).resolve().parent.parent / "exports"))
@@ -131,31 +131,36 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     if export_format == "serving":
         return rebuild_serving_export(checkpoint, output)
     path = Path(output) if output is not None else default_output_path(checkpoint.name, export_format, quantize)
-    check_destination(path, export_format)
-    started = time.perf_counter()
+    if export_format == "tflite" and path.is_dir():
+        raise ExportError(f"{path} is a folder; give a file path for a TFLite export.")
+    if export_format == "tflite" and path.suffix != ".tflite":
+        raise ExportError(f"A TFLite export's file name must end in .tflite, got {path.name}.")
+    if export_format == "saved_model" and path.exists() and not (path / "saved_model.pb").is_file():
+        raise ExportError(f"{path} exists and is not a SavedModel export; choose another --output.")
+    started, size = time.perf_counter(), checkpoint.image_size
     description = describe_export(checkpoint, export_format, quantize)
     path.parent.mkdir(parents=True, exist_ok=True)
     if export_format == "tflite":
         flatbuffer = convert_to_tflite(checkpoint.model, quantize)
-        agreement = verify_export(checkpoint, images_function(flatbuffer), min_agreement) if verify else None
-        description.update(mask_agreement=agreement, size_bytes=len(flatbuffer))
+        agreement = checked(parity, checkpoint.model, flatbuffer, size, min_agreement) if verify else {}
+        description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
         atomic_write_json(description_path(path), description)
     else:
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             write_saved_model(checkpoint.model, temporary)
-            agreement = (verify_export(checkpoint, load_saved_model_function(temporary), min_agreement)
-                         if verify else None)
-            description.update(mask_agreement=agreement, size_bytes=folder_size(temporary))
+            agreement = (checked(parity, checkpoint.model, load_saved_model_function(temporary), size, min_agreement)
+                         if verify else {})
+            description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=folder_size(temporary))
             (temporary / SAVED_MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
             temporary.chmod(0o755)  # mkdtemp makes it private; exports are for everyone to read.
             replace_folder(temporary, path)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
-    size_bytes = folder_size(path) if path.is_dir() else path.stat().st_size
-    return ExportResult(path, export_format, quantize, f"(batch, {checkpoint.image_size}, {checkpoint.image_size}, 3)",
-                        size_bytes, agreement, round(time.perf_counter() - started, 1), description)
+    return ExportResult(path, export_format, quantize, f"(batch, {size}, {size}, 3)",
+                        folder_size(path) if path.is_dir() else path.stat().st_size, description["mask_agreement"],
+                        round(time.perf_counter() - started, 1), description)
 
 
 def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLike | None = None) -> ExportResult:
@@ -163,10 +168,7 @@ def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLi
     if output is not None:
         raise ExportError("A serving export always goes beside its checkpoint; leave out --output.")
     started = time.perf_counter()
-    try:
-        flatbuffer, serving = make_export(checkpoint.model, checkpoint.sidecar)
-    except ValueError as error:
-        raise ExportError(f"{str(error)[0].upper()}{str(error)[1:]}; nothing was written.") from error
+    flatbuffer, serving = checked(make_export, checkpoint.model, checkpoint.sidecar)
     sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)
     size = checkpoint.image_size
     shape = (f"(batch, height, width, 3) in multiples of 32 (shorter side {size} in the app)"
@@ -176,10 +178,10 @@ def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLi
                         sidecar["serving"])
 
 
-def verify_export(checkpoint: LoadedCheckpoint, exported: ImagesFunction, min_agreement: float) -> float:
-    """The mask agreement of ``exported`` with the Keras model; ``ExportError`` below the minimum."""
+def checked(check, *args):
+    """``check(*args)`` (a parity check), its ``ValueError`` raised as an ``ExportError``: nothing was written."""
     try:
-        return parity(checkpoint.model, exported, checkpoint.image_size, min_agreement)["mask_agreement"]
+        return check(*args)
     except ValueError as error:
         raise ExportError(f"{str(error)[0].upper()}{str(error)[1:]}; nothing was written.") from error
 
@@ -202,17 +204,6 @@ def describe_export(checkpoint: LoadedCheckpoint, export_format: str, quantize: 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__,
     }
-
-
-def check_destination(path: Path, export_format: str) -> None:
-    """Refuse a destination that holds something other than an export of the same format."""
-    if export_format == "tflite":
-        if path.is_dir():
-            raise ExportError(f"{path} is a folder; give a file path for a TFLite export.")
-        if path.suffix != ".tflite":
-            raise ExportError(f"A TFLite export's file name must end in .tflite, got {path.name}.")
-    elif path.exists() and not (path.is_dir() and (path / "saved_model.pb").is_file()):
-        raise ExportError(f"{path} exists and is not a SavedModel export; choose another --output.")
 
 
 def replace_folder(source: Path, destination: Path) -> None:

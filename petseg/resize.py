@@ -45,13 +45,11 @@ def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: st
         left = tf.random.uniform((), 0, cached_size - crop_width + 1, dtype=tf.int32)
         image = tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
         mask = tf.image.crop_to_bounding_box(mask, top, left, crop_height, crop_width)
-    if augmentation != "strong" and tuple(image.shape[:2]) == (image_size, image_size):
-        # Cached at the model's size already: only convert (resizing to the same size would copy it twice).
-        image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else image
-    else:
-        image = resize_image(image, image_size) if augmentation == "strong" or image.dtype == tf.uint8 else image
-        mask = resize_mask(mask, image_size)
-    if augmentation in ("flip", "strong"):
+    if augmentation == "strong" or tuple(image.shape[:2]) != (image_size, image_size):
+        image, mask = resize_image(image, image_size), resize_mask(mask, image_size)
+    elif image.dtype == tf.uint8:  # Cached at the model's size already: only convert (a resize would copy it twice).
+        image = tf.cast(image, tf.float32) / 255.0
+    if augmentation != "none":
         flip = tf.random.uniform(()) > 0.5
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
         mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)
