@@ -81,7 +81,6 @@ class TrainingData:
     steps_per_epoch: int
 
 
-# Shared transforms.
 def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2; any other value (tfds' mock
     data draws 0..255) becomes border, so masks stay valid.
@@ -93,7 +92,6 @@ def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     return np.where((trimap >= 1) & (trimap <= NUM_CLASSES), trimap - 1, BORDER).astype(np.uint8)
 
 
-# Sources: each yields ``Example`` objects at the photo's original size.
 def check_split(split: str) -> None:
     if split not in TFDS_SPLITS:
         raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(TFDS_SPLITS)}.")
@@ -124,10 +122,8 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
 
 def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: float | None = None) -> Example:
     """Read one photo (decoded as the app decodes uploads) and its trimap; ``OSError``/``ValueError`` if unreadable.
-
     With ``min_confidence`` the folder holds pseudo-labels (``scripts/pseudo_label.py``): pixels whose
-    ``annotations/confidence/`` value is lower become ``IGNORE``.
-    """
+    ``annotations/confidence/`` value is lower become ``IGNORE``."""
     root = Path(data_dir)
     image, trimap = load_labelled_photo(root / "images" / f"{name}.jpg",
                                         root / "annotations" / "trimaps" / f"{name}.png")
@@ -228,7 +224,6 @@ def describe_source(data_dir: str | os.PathLike | None) -> str:
     return "tfds:oxford_iiit_pet" if data_dir is None else f"folder:{Path(data_dir).resolve().name}"
 
 
-# Decode once, resize once.
 @functools.lru_cache(maxsize=None)
 def compiled_resize(size: int):
     """One compiled function per ``size`` that resizes a photo and its mask in one call, as the app resizes."""
@@ -286,17 +281,14 @@ def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarr
     return np.sort(np.argsort(keys)[:count])
 
 
-# Pipelines.
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
                        augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
                        sample_count: int = 3, tfds_data_dir: str | None = None,
                        validation_names: list[str] | None = None, unlabelled_dirs: list[str] | None = None,
                        min_confidence: float = 0.0, unlabelled_share: float = 0.5) -> TrainingData:
     """Build the train and validation pipelines from the trainval split (a seeded fraction, or ``validation_names``).
-
     ``unlabelled_dirs`` hold pseudo-labelled photos (``scripts/pseudo_label.py``) that make up ``unlabelled_share``
-    of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos.
-    """
+    of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos."""
     cache_size = cache_size_for(image_size, augmentation)
     examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)
     if validation_names is None:

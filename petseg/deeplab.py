@@ -118,11 +118,9 @@ def tflite_interpreter(path: str | os.PathLike):
 
 
 def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) -> int:
-    """Copy named TFLite tensors into the layers of the same scope; return how many layers were set.
-
-    Kernels (out, kh, kw, in) and depthwise kernels (1, kh, kw, channels) take the same transpose to Keras' layout.
-    A tensor without a layer, or a layer without its tensors, raises ``ValueError``.
-    """
+    """Copy named TFLite tensors into the layers of the same scope; return how many layers were set. Kernels (out,
+    kh, kw, in) and depthwise kernels (1, kh, kw, channels) take the same transpose to Keras' layout. A tensor
+    without a layer, or a layer without its tensors, raises ``ValueError``."""
     kernels = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("weights")}
     biases = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("_bias")}
     by_name = all_layers(model)

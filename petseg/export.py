@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
 import shutil
@@ -31,8 +30,9 @@ from petseg.atomic import atomic_write_bytes, atomic_write_json
 from petseg.checkpoints import (EXPORT_SUFFIX, CheckpointError, LoadedCheckpoint, headline_metrics, list_checkpoints,
                                 load_checkpoint, load_checkpoint_file, write_export)
 from petseg.classes import CLASS_NAMES
-from petseg.litert import (CHECK_PHOTOS, INPUT_NAME, MIN_AGREEMENT, QUANTIZATIONS, ImagesFunction, convert_to_tflite,
-                           make_export, parity, takes_any_size)
+from petseg.litert import (CHECK_PHOTOS, INPUT_NAME, QUANTIZATIONS, ImagesFunction, convert_to_tflite, make_export,
+                           parity, takes_any_size)
+from petseg.runs import now_iso
 
 FORMATS = ("saved_model", "tflite", "serving")
 DEFAULT_EXPORTS_DIR = Path(os.environ.get("PETSEG_EXPORTS_DIR", Path(__file__).resolve().parent.parent / "exports"))
@@ -70,10 +70,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, weights_dir: str | os.Pa
 def default_output_path(checkpoint_name: str, export_format: str, quantize: str = "float32",
                         exports_dir: str | os.PathLike | None = None) -> Path:
     """``exports/<name>.saved_model`` or ``exports/<name>.<quantize>.tflite``."""
-    exports_dir = Path(exports_dir or DEFAULT_EXPORTS_DIR)
-    if export_format == "saved_model":
-        return exports_dir / f"{checkpoint_name}.saved_model"
-    return exports_dir / f"{checkpoint_name}.{quantize}.tflite"
+    suffix = "saved_model" if export_format == "saved_model" else f"{quantize}.tflite"
+    return Path(exports_dir or DEFAULT_EXPORTS_DIR) / f"{checkpoint_name}.{suffix}"
 
 
 def description_path(export_path: str | os.PathLike) -> Path:
@@ -100,11 +98,8 @@ def write_saved_model(model, directory: str | os.PathLike) -> None:
 
     # No archive.track(model): the endpoint tracks its variables, and tracking the model too stores them twice.
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(
-        name=ENDPOINT_NAME,
-        fn=lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
-        input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)],
-    )
+    archive.add_endpoint(ENDPOINT_NAME, lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
+                         [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)])
     archive.write_out(os.fspath(directory), verbose=False)
 
 
@@ -119,12 +114,10 @@ def load_saved_model_function(directory: str | os.PathLike) -> ImagesFunction:
 
 def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_format: str,
                       quantize: str = "float32", output: str | os.PathLike | None = None,
-                      weights_dir: str | os.PathLike | None = None, verify: bool = True,
-                      min_agreement: float = MIN_AGREEMENT) -> ExportResult:
+                      weights_dir: str | os.PathLike | None = None, verify: bool = True) -> ExportResult:
     """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) to ``output`` (default:
     ``default_output_path``; an older export there is replaced, anything else refused), checked first if ``verify``.
-    ``ExportError`` for bad options, a bad destination or a failed check, ``CheckpointError`` for a bad checkpoint.
-    """
+    ``ExportError`` for bad options, a bad destination or a failed check, ``CheckpointError`` for a bad checkpoint."""
     check_options(export_format, quantize)
     if not isinstance(checkpoint, LoadedCheckpoint):
         checkpoint = resolve_checkpoint(checkpoint, weights_dir)
@@ -142,7 +135,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     path.parent.mkdir(parents=True, exist_ok=True)
     if export_format == "tflite":
         flatbuffer = convert_to_tflite(checkpoint.model, quantize)
-        agreement = checked(parity, checkpoint.model, flatbuffer, size, min_agreement) if verify else {}
+        agreement = checked(parity, checkpoint.model, flatbuffer, size) if verify else {}
         description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
         atomic_write_json(description_path(path), description)
@@ -150,8 +143,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             write_saved_model(checkpoint.model, temporary)
-            agreement = (checked(parity, checkpoint.model, load_saved_model_function(temporary), size, min_agreement)
-                         if verify else {})
+            agreement = checked(parity, checkpoint.model, load_saved_model_function(temporary), size) if verify else {}
             description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=folder_size(temporary))
             (temporary / SAVED_MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
             temporary.chmod(0o755)  # mkdtemp makes it private; exports are for everyone to read.
@@ -201,8 +193,7 @@ def describe_export(checkpoint: LoadedCheckpoint, export_format: str, quantize: 
                    "meaning": "softmax probabilities per pixel over classes"},
         "endpoint": ENDPOINT_NAME if export_format == "saved_model" else None,
         "checkpoint_metrics": {headline[0]: headline[1]} if headline else {},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__,
+        "created": now_iso(), "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__,
     }
 
 

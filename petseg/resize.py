@@ -29,10 +29,8 @@ def resize_mask(mask: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
 def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
             ) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.
-
     "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop
-    (one box for both), the flip, and colour jitter on the photo alone.
-    """
+    (one box for both), the flip, and colour jitter on the photo alone."""
     if augmentation not in ("none", "flip", "strong"):
         raise ValueError(f"Unknown augmentation {augmentation!r}; choose none, flip or strong.")
     if augmentation == "strong":

@@ -1,15 +1,11 @@
-"""Training: fit a preset on a data source, report each epoch into a run folder, keep the best checkpoint.
-
-``petseg.callbacks`` writes the run folder each epoch and saves the checkpoint with the best validation mean IoU.
-Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the encoder's
-convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command line; in
-Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``.
-"""
+"""Training: fit a preset on a data source; ``petseg.callbacks`` reports each epoch into a run folder and keeps the
+best checkpoint. Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the
+encoder's convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command
+line; in Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import shutil
@@ -34,7 +30,7 @@ from petseg.model import build_model, set_encoder_trainable
 from petseg.photos import load_photo
 from petseg.presets import Preset, apply_overrides, get_preset
 from petseg.resize import resize_image
-from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, read_resume_state
+from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, now_iso, read_resume_state
 
 
 @dataclasses.dataclass
@@ -76,11 +72,9 @@ class TrainResult:
 
 
 def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
-    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes.
-
-    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring: a contour off by one pixel
-    costs the thin ring most of its IoU.
-    """
+    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes;
+    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring (a contour off by one pixel
+    costs the thin ring most of its IoU)."""
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     if dice_weight == 0 and border_weight == 1:
         return cross_entropy
@@ -129,13 +123,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     try:
         data = load_training_data(config, preset)
         used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
-        with strategy.scope():
-            started_from = weights is not None or config.init_checkpoint  # Then no encoder weights are needed.
-            model = build_model(preset, config.image_size, None if started_from else config.encoder_weights)
+        if weights is None and config.init_checkpoint:
+            weights = checkpoint_weights(config.init_checkpoint, preset.name, config.image_size)
+        with strategy.scope():  # Started from weights, it needs no encoder weights.
+            model = build_model(preset, config.image_size, config.encoder_weights if weights is None else None)
             if weights is not None:
                 model.set_weights(weights)
-            elif config.init_checkpoint:
-                start_from_checkpoint(model, config.init_checkpoint, preset.name, config.image_size)
         sidecar = describe_run(config, preset, model, data, strategy.num_replicas_in_sync, used, shared_run_dir)
         reporter = EpochReporter(writer, data, checkpoint_path, sidecar, dataclasses.asdict(config))
         if resume:
@@ -225,8 +218,8 @@ def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: 
         "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
         "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
         "parameters": int(model.count_params()), "hardware": hardware_description(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": run_dir.name,
+        "created": now_iso(), "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__,
+        "run": run_dir.name,
     }
 
 
@@ -307,20 +300,19 @@ def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
     return data
 
 
-def start_from_checkpoint(model: keras.Model, path: str, preset: str, image_size: int) -> None:
-    """Set the model's weights to a trained checkpoint's of the same preset and size (``CheckpointError`` else)."""
+def checkpoint_weights(path: str, preset: str, image_size: int) -> list[np.ndarray]:
+    """The weights of a trained checkpoint of the same preset and size to start from (``CheckpointError`` else)."""
     loaded = load_checkpoint_file(path)
     found = (loaded.sidecar.get("preset"), int(loaded.sidecar.get("image_size", 0)))
     if found != (preset, image_size):
         raise CheckpointError(f"Cannot start from {path}: it is {found[0]} at {found[1]} px, this run {preset} at "
                               f"{image_size} px.")
-    model.set_weights(loaded.model.get_weights())
+    return loaded.model.get_weights()
 
 
 def load_sample_photos(paths: list[str], image_size: int, data_dir: str | None = None
                        ) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """Photos at the model's input size in [0, 1], resized as training resizes, with their true masks where
-    the data folder has their trimap (else None)."""
+    """Photos at the model's input size in [0, 1], resized as training resizes, with their true masks (else None)."""
     images, masks = [], []
     for path in map(Path, paths):
         trimap = Path(data_dir or "") / "annotations" / "trimaps" / f"{path.stem}.png"
