@@ -210,17 +210,14 @@ def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: 
     weights = config.encoder_weights
     return {
         "name": config.name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
-        "overrides": config.overrides or {},
-        "classes": list(CLASS_NAMES), "epochs_planned": config.epochs, "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate, "encoder_weights": str(weights) if weights in (None, "none", "imagenet")
-        else f"file:{Path(weights).name}",
+        "overrides": config.overrides or {}, "classes": list(CLASS_NAMES), "epochs_planned": config.epochs,
+        "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+        "encoder_weights": str(weights) if weights in (None, "none", "imagenet") else f"file:{Path(weights).name}",
         **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
         "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
-        "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
-        "parameters": int(model.count_params()), "hardware": hardware_description(),
-        "created": now_iso(), "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__,
-        "run": run_dir.name,
-    }
+        "replicas": replicas, **({"photos_per_epoch": used} if used else {}), "parameters": int(model.count_params()),
+        "hardware": hardware_description(), "created": now_iso(), "petseg_version": petseg.__version__,
+        "tensorflow_version": tf.__version__, "run": run_dir.name}
 
 
 class Phase(NamedTuple):
