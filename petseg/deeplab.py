@@ -286,9 +286,7 @@ def build_zero_shot(encoder_weights: str | os.PathLike | None) -> keras.Model:
     probabilities = layers.Softmax(name="voc_probabilities")(voc(layers.Rescaling(2.0, offset=-1.0)(inputs)))
     merge = layers.Conv2D(NUM_CLASSES, 1, use_bias=False, trainable=False, name="merge_classes")
     outputs = merge(probabilities)
-    kernel = np.zeros((1, 1, VOC_CLASSES, NUM_CLASSES), np.float32)
-    kernel[0, 0, :, BACKGROUND] = 1.0
-    kernel[0, 0, list(VOC_ANIMALS), BACKGROUND] = 0.0
-    kernel[0, 0, list(VOC_ANIMALS), PET] = 1.0
+    kernel, animal = np.zeros((1, 1, VOC_CLASSES, NUM_CLASSES), np.float32), np.isin(range(VOC_CLASSES), VOC_ANIMALS)
+    kernel[0, 0, :, PET], kernel[0, 0, :, BACKGROUND] = animal, ~animal
     merge.set_weights([kernel])
     return keras.Model(inputs, outputs, name="voc_zero_shot")

@@ -41,7 +41,6 @@ def compute_metrics(confusion: np.ndarray) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, true_positive / union, np.nan)
     total = confusion.sum()
-
     pet_pet = np.delete(np.delete(confusion, BACKGROUND, 0), BACKGROUND, 1).sum()
     binary_union = total - confusion[BACKGROUND, BACKGROUND]
     return {
