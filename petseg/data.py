@@ -109,8 +109,7 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
 def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     """Read the photo names of ``split`` ("trainval" or "test") from ``annotations/<split>.txt``."""
     check_split(split)
-    root = Path(data_dir)
-    list_path = root / "annotations" / f"{split}.txt"
+    root, list_path = Path(data_dir), Path(data_dir) / "annotations" / f"{split}.txt"
     if not root.is_dir():
         raise DataError(f"Data folder not found: {root}. Give a folder in the Oxford-IIIT Pet layout, or omit it "
                         "to use tfds.")
@@ -193,12 +192,10 @@ def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_
 def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: list | None = None
                        ) -> Iterator[Example]:
     """Yield every example of a tfds split at its original size."""
-    dataset = load_tfds_split(split, tfds_data_dir)
-    for index, features in enumerate(dataset.as_numpy_iterator()):
+    for index, features in enumerate(load_tfds_split(split, tfds_data_dir).as_numpy_iterator()):
         name = features.get("file_name", f"{split}_{index}".encode())
         name = Path(name.decode() if isinstance(name, bytes) else str(name)).stem
-        image = np.asarray(features["image"], dtype=np.uint8)
-        mask = np.asarray(features["segmentation_mask"])
+        image, mask = np.asarray(features["image"], dtype=np.uint8), np.asarray(features["segmentation_mask"])
         if image.ndim != 3 or image.shape[-1] != 3 or mask.ndim != 3:
             if skipped is not None:
                 skipped.append((name, f"unexpected shapes {image.shape} and {mask.shape}"))

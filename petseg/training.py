@@ -163,14 +163,25 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 def fit_phases(model: keras.Model, preset: Preset, config: TrainConfig, data: TrainingData,
                strategy: tf.distribute.Strategy, reporter: "EpochReporter", epochs_done: int = 0,
                optimizer_values: list[np.ndarray] | None = None) -> None:
-    """Fit each training phase not yet done; a resumed phase gets its optimizer state (and so its schedule) back."""
+    """Fit each training phase not yet done, the encoder frozen or unfrozen (fine-tuning decays its rate along a
+    cosine to a tenth, to settle at the end); a resumed phase gets its optimizer state (and so its schedule) back."""
     callbacks = [reporter, keras.callbacks.TensorBoard(str(reporter.writer.run_dir / TENSORBOARD_FOLDER),
                                                        write_graph=False)]
     for phase in training_phases(preset, config.epochs, config.learning_rate):
         if phase.last_epoch <= epochs_done:
             continue
+        learning_rate = phase.learning_rate
+        if phase.fine_tune:
+            print(f"Epoch {phase.first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
+                  f"{learning_rate} with cosine decay.", flush=True)
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=data.steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
         with strategy.scope():
-            compile_for_phase(model, preset, phase, data.steps_per_epoch)
+            set_encoder_trainable(model, phase.fine_tune)
+            mean_iou = keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy", mean_iou],
+                          loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight))
+            raise_if_signalled()  # A stop signal that came meanwhile: compiling frees functions, ``__del__`` drops it.
             if optimizer_values is not None and phase.first_epoch < epochs_done:
                 model.optimizer.build(model.trainable_variables)
                 if len(model.optimizer.variables) != len(optimizer_values):
@@ -242,23 +253,6 @@ def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[P
     if preset.fine_tune_after is not None and preset.fine_tune_after < epochs:
         phases.append(Phase(preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
     return phases
-
-
-def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_per_epoch: int) -> None:
-    """Freeze or unfreeze the encoder and compile; fine-tuning decays its rate along a cosine to a tenth. Then raise
-    a stop signal that came meanwhile (compiling frees functions, and ``__del__`` drops interrupts)."""
-    set_encoder_trainable(model, phase.fine_tune)
-    learning_rate = phase.learning_rate
-    if phase.fine_tune:
-        print(f"Epoch {phase.first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
-              f"{learning_rate} with cosine decay.", flush=True)
-        # Decaying to a tenth lets the fine-tuning settle at the end.
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
-    mean_iou = keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy", mean_iou],
-                  loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight))
-    raise_if_signalled()
 
 
 def store_training_summary(checkpoint_path: Path, reporter: "EpochReporter", train_seconds: float) -> dict:
