@@ -184,17 +184,15 @@ def describe_export(checkpoint: LoadedCheckpoint, export_format: str, quantize: 
 
     size = checkpoint.image_size
     headline = headline_metrics(checkpoint.sidecar)
-    return {
-        "checkpoint": checkpoint.name, "preset": checkpoint.sidecar.get("preset"), "format": export_format,
-        "quantize": quantize, "image_size": size, "classes": list(CLASS_NAMES),
-        "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0.0, 1.0],
-                  "resize": "bilinear with antialiasing (petseg.resize.resize_image)"},
-        "output": {"shape": [None, size, size, len(CLASS_NAMES)], "dtype": "float32",
-                   "meaning": "softmax probabilities per pixel over classes"},
-        "endpoint": ENDPOINT_NAME if export_format == "saved_model" else None,
-        "checkpoint_metrics": {headline[0]: headline[1]} if headline else {},
-        "created": now_iso(), "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__,
-    }
+    return {"checkpoint": checkpoint.name, "preset": checkpoint.sidecar.get("preset"), "format": export_format,
+            "quantize": quantize, "image_size": size, "classes": list(CLASS_NAMES),
+            "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0.0, 1.0],
+                      "resize": "bilinear with antialiasing (petseg.resize.resize_image)"},
+            "output": {"shape": [None, size, size, len(CLASS_NAMES)], "dtype": "float32",
+                       "meaning": "softmax probabilities per pixel over classes"},
+            "endpoint": ENDPOINT_NAME if export_format == "saved_model" else None,
+            "checkpoint_metrics": {headline[0]: headline[1]} if headline else {},
+            "created": now_iso(), "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__}
 
 
 def replace_folder(source: Path, destination: Path) -> None:
