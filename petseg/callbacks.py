@@ -26,11 +26,9 @@ STOP_SIGNALLED = threading.Event()
 
 
 def stop_on_signal(signum, frame) -> None:
-    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the next batch end.
-
-    Raising inside TensorFlow's tracing can crash the run, so while fitting it only sets the flag ``EpochReporter``
-    checks. Elsewhere it raises at once and keeps the flag, as Python drops an interrupt raised inside a ``__del__``.
-    """
+    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the next batch end:
+    raising inside TensorFlow's tracing can crash the run, so while fitting it only sets the flag ``EpochReporter``
+    checks. Elsewhere it raises at once and keeps the flag, as Python drops an interrupt raised inside a ``__del__``."""
     STOP_SIGNALLED.set()
     if not FITTING.is_set():
         raise KeyboardInterrupt

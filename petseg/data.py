@@ -13,6 +13,7 @@ each epoch then only augments, batches and prefetches the arrays kept in memory.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -80,7 +81,6 @@ class TrainingData:
     steps_per_epoch: int
 
 
-# Shared transforms.
 def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     """Map trimap values 1 pet, 2 background, 3 border to class ids 0, 1, 2; any other value (tfds' mock
     data draws 0..255) becomes border, so masks stay valid.
@@ -92,7 +92,6 @@ def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     return np.where((trimap >= 1) & (trimap <= NUM_CLASSES), trimap - 1, BORDER).astype(np.uint8)
 
 
-# Sources: each yields ``Example`` objects at the photo's original size.
 def check_split(split: str) -> None:
     if split not in TFDS_SPLITS:
         raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(TFDS_SPLITS)}.")
@@ -110,8 +109,7 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
 def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     """Read the photo names of ``split`` ("trainval" or "test") from ``annotations/<split>.txt``."""
     check_split(split)
-    root = Path(data_dir)
-    list_path = root / "annotations" / f"{split}.txt"
+    root, list_path = Path(data_dir), Path(data_dir) / "annotations" / f"{split}.txt"
     if not root.is_dir():
         raise DataError(f"Data folder not found: {root}. Give a folder in the Oxford-IIIT Pet layout, or omit it "
                         "to use tfds.")
@@ -123,10 +121,8 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
 
 def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: float | None = None) -> Example:
     """Read one photo (decoded as the app decodes uploads) and its trimap; ``OSError``/``ValueError`` if unreadable.
-
     With ``min_confidence`` the folder holds pseudo-labels (``scripts/pseudo_label.py``): pixels whose
-    ``annotations/confidence/`` value is lower become ``IGNORE``.
-    """
+    ``annotations/confidence/`` value is lower become ``IGNORE``."""
     root = Path(data_dir)
     image, trimap = load_labelled_photo(root / "images" / f"{name}.jpg",
                                         root / "annotations" / "trimaps" / f"{name}.png")
@@ -153,18 +149,15 @@ def read_or_skip(read, item, skipped: list | None) -> Example | None:
         return None
 
 
-def load_tfds_split(split: str, tfds_data_dir: str | None = None, download: bool = True) -> tf.data.Dataset:
+def load_tfds_split(split: str, tfds_data_dir: str | None = None) -> tf.data.Dataset:
     """Load Oxford-IIIT Pet from tfds as feature dicts: prepared data in ``tfds_data_dir`` without the network,
     else a download (about 800 MB) once its host answers (offline, tfds would retry for minutes)."""
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
 
     check_split(split)
     arguments = {"split": TFDS_SPLITS[split], "data_dir": tfds_data_dir, "shuffle_files": False}
-    try:
+    with contextlib.suppress(Exception):  # Not prepared there yet (tfds raises an AssertionError): download it below.
         return tfds.load("oxford_iiit_pet", download=False, **arguments)
-    except Exception:  # Not prepared there yet (tfds raises an AssertionError): download it below.
-        if not download:
-            raise DataError(f"oxford_iiit_pet is not prepared in {tfds_data_dir or 'the tfds data folder'}.") from None
     require_download_host()
     try:
         return tfds.load("oxford_iiit_pet", download=True, **arguments)
@@ -199,12 +192,10 @@ def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_
 def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: list | None = None
                        ) -> Iterator[Example]:
     """Yield every example of a tfds split at its original size."""
-    dataset = load_tfds_split(split, tfds_data_dir)
-    for index, features in enumerate(dataset.as_numpy_iterator()):
+    for index, features in enumerate(load_tfds_split(split, tfds_data_dir).as_numpy_iterator()):
         name = features.get("file_name", f"{split}_{index}".encode())
         name = Path(name.decode() if isinstance(name, bytes) else str(name)).stem
-        image = np.asarray(features["image"], dtype=np.uint8)
-        mask = np.asarray(features["segmentation_mask"])
+        image, mask = np.asarray(features["image"], dtype=np.uint8), np.asarray(features["segmentation_mask"])
         if image.ndim != 3 or image.shape[-1] != 3 or mask.ndim != 3:
             if skipped is not None:
                 skipped.append((name, f"unexpected shapes {image.shape} and {mask.shape}"))
@@ -230,7 +221,6 @@ def describe_source(data_dir: str | os.PathLike | None) -> str:
     return "tfds:oxford_iiit_pet" if data_dir is None else f"folder:{Path(data_dir).resolve().name}"
 
 
-# Decode once, resize once.
 @functools.lru_cache(maxsize=None)
 def compiled_resize(size: int):
     """One compiled function per ``size`` that resizes a photo and its mask in one call, as the app resizes."""
@@ -288,17 +278,14 @@ def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarr
     return np.sort(np.argsort(keys)[:count])
 
 
-# Pipelines.
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
                        augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
                        sample_count: int = 3, tfds_data_dir: str | None = None,
                        validation_names: list[str] | None = None, unlabelled_dirs: list[str] | None = None,
                        min_confidence: float = 0.0, unlabelled_share: float = 0.5) -> TrainingData:
     """Build the train and validation pipelines from the trainval split (a seeded fraction, or ``validation_names``).
-
     ``unlabelled_dirs`` hold pseudo-labelled photos (``scripts/pseudo_label.py``) that make up ``unlabelled_share``
-    of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos.
-    """
+    of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos."""
     cache_size = cache_size_for(image_size, augmentation)
     examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)
     if validation_names is None:

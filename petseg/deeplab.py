@@ -60,30 +60,23 @@ def upsample_aligned(tensor, factor: int, name: str):
     return layers.AveragePooling2D(factor, strides=1, padding="valid", name=f"{name}_mean")(tensor)
 
 
-def inverted_residual(tensor, index: int, expansion: int, filters: int, stride: int, rate: int):
-    """One MobileNetV2 block named after its TFLite scope; ReLU6 activations, biases instead of BatchNorm."""
-    scope = "MobilenetV2/expanded_conv" + (f"_{index}" if index else "")
-    block_input = tensor
-    if expansion != 1:
-        tensor = layers.Conv2D(tensor.shape[-1] * expansion, 1, name=layer_name(f"{scope}/expand"))(tensor)
-        tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/expand/relu6"))(tensor)
-    tensor = layers.DepthwiseConv2D(3, strides=stride, dilation_rate=rate, padding="same",
-                                    name=layer_name(f"{scope}/depthwise"))(tensor)
-    tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/depthwise/relu6"))(tensor)
-    tensor = layers.Conv2D(filters, 1, name=layer_name(f"{scope}/project"))(tensor)
-    if stride == 1 and block_input.shape[-1] == filters:
-        tensor = layers.Add(name=layer_name(f"{scope}/add"))([block_input, tensor])
-    return tensor
-
-
 def voc_encoder(image_size: int) -> keras.Model:
     """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to features at 1/2 and 1/4, and 256 channels at 1/8."""
     check_image_size(image_size)
     inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
     tensor = layers.Conv2D(16, 3, strides=2, padding="same", name=layer_name("MobilenetV2/Conv"))(inputs)
     tensor = layers.ReLU(6.0, name="MobilenetV2_Conv_relu6")(tensor)
-    for index, (expansion, filters, stride, rate) in enumerate(BLOCKS):
-        tensor = inverted_residual(tensor, index, expansion, filters, stride, rate)
+    for index, (expansion, filters, stride, rate) in enumerate(BLOCKS):  # Inverted residuals named as in the file.
+        scope, block_input = "MobilenetV2/expanded_conv" + (f"_{index}" if index else ""), tensor
+        if expansion != 1:
+            tensor = layers.Conv2D(tensor.shape[-1] * expansion, 1, name=layer_name(f"{scope}/expand"))(tensor)
+            tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/expand/relu6"))(tensor)
+        tensor = layers.DepthwiseConv2D(3, strides=stride, dilation_rate=rate, padding="same",
+                                        name=layer_name(f"{scope}/depthwise"))(tensor)
+        tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/depthwise/relu6"))(tensor)
+        tensor = layers.Conv2D(filters, 1, name=layer_name(f"{scope}/project"))(tensor)
+        if stride == 1 and block_input.shape[-1] == filters:
+            tensor = layers.Add(name=layer_name(f"{scope}/add"))([block_input, tensor])
     feature_size = tensor.shape[1]
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="image_pooling_mean")(tensor)
     pooled = layers.Conv2D(256, 1, activation="relu", name="image_pooling")(pooled)
@@ -124,19 +117,10 @@ def tflite_interpreter(path: str | os.PathLike):
     return interpreter
 
 
-def read_tflite_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every weight tensor of a TFLite file by name ("scope/weights", "scope/..._bias")."""
-    interpreter = tflite_interpreter(path)
-    return {detail["name"]: np.array(interpreter.get_tensor(detail["index"]))
-            for detail in interpreter.get_tensor_details() if detail["name"].endswith(("weights", "_bias"))}
-
-
 def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) -> int:
-    """Copy named TFLite tensors into the layers of the same scope; return how many layers were set.
-
-    Kernels (out, kh, kw, in) and depthwise kernels (1, kh, kw, channels) take the same transpose to Keras' layout.
-    A tensor without a layer, or a layer without its tensors, raises ``ValueError``.
-    """
+    """Copy named TFLite tensors into the layers of the same scope; return how many layers were set. Kernels (out,
+    kh, kw, in) and depthwise kernels (1, kh, kw, channels) take the same transpose to Keras' layout. A tensor
+    without a layer, or a layer without its tensors, raises ``ValueError``."""
     kernels = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("weights")}
     biases = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("_bias")}
     by_name = all_layers(model)
@@ -229,7 +213,10 @@ def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
     path = resolve_voc_weights(encoder_weights)
     if path is not None:
         check_tflite_options(path)
-        assign_tflite_weights(model, read_tflite_tensors(path))
+        interpreter = tflite_interpreter(path)  # Its weight tensors are named "scope/weights", "scope/..._bias".
+        assign_tflite_weights(model, {detail["name"]: np.array(interpreter.get_tensor(detail["index"]))
+                                      for detail in interpreter.get_tensor_details()
+                                      if detail["name"].endswith(("weights", "_bias"))})
         photo, _ = make_synthetic_pet(np.random.default_rng(0), 257, 257)  # No real photo ships with the code.
         check_parity(model, path, np.asarray(photo, np.float32) / 127.5 - 1.0)
     return model
@@ -238,15 +225,13 @@ def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
 def voc_head_weights(voc_model: keras.Model) -> list[np.ndarray]:
     """A 3-class head from VOC's 21: pet = mean of cat and dog, background = background, border = their mean plus 1,
     so at the start border wins where pet and background are within 2 logits of each other: along the outline."""
+    def head(weights: np.ndarray, border_offset: float) -> np.ndarray:
+        rows = {PET: (weights[..., VOC_CAT] + weights[..., VOC_DOG]) / 2, BACKGROUND: weights[..., VOC_BACKGROUND]}
+        rows[BORDER] = (rows[PET] + rows[BACKGROUND]) / 2 + border_offset
+        return np.stack([rows[index] for index in range(NUM_CLASSES)], axis=-1).astype(np.float32)
+
     kernel, bias = voc_model.get_layer("logits_semantic").get_weights()
-    head_kernel = np.zeros(kernel.shape[:-1] + (NUM_CLASSES,), np.float32)
-    head_bias = np.zeros(NUM_CLASSES, np.float32)
-    head_kernel[..., PET] = (kernel[..., VOC_CAT] + kernel[..., VOC_DOG]) / 2
-    head_bias[PET] = (bias[VOC_CAT] + bias[VOC_DOG]) / 2
-    head_kernel[..., BACKGROUND], head_bias[BACKGROUND] = kernel[..., VOC_BACKGROUND], bias[VOC_BACKGROUND]
-    head_kernel[..., BORDER] = (head_kernel[..., PET] + head_kernel[..., BACKGROUND]) / 2
-    head_bias[BORDER] = (head_bias[PET] + head_bias[BACKGROUND]) / 2 + 1.0
-    return [head_kernel, head_bias]
+    return [head(kernel, 0.0), head(bias, 1.0)]
 
 
 def conv_bn_relu(tensor, filters: int, kernel_size: int, momentum: float, name: str, separable: bool = False):
@@ -260,8 +245,7 @@ def conv_bn_relu(tensor, filters: int, kernel_size: int, momentum: float, name: 
 def build_deeplab(preset, image_size: int, encoder_weights: str | os.PathLike | None) -> keras.Model:
     """DeepLabV3+ on the frozen VOC encoder for [0, 1] images of ``image_size`` (8k+1): the coarse head starts from
     VOC's rows, and decoder stages at 1/4 (and ``half_resolution_stage``, 1/2) add zero-initialised logits."""
-    check_image_size(image_size)
-    encoder = voc_encoder(image_size)
+    encoder = voc_encoder(image_size)  # It checks the size.
     encoder.trainable = False
     momentum = preset.batchnorm_momentum
     inputs = keras.Input((image_size, image_size, 3), name="image")
@@ -302,9 +286,7 @@ def build_zero_shot(encoder_weights: str | os.PathLike | None) -> keras.Model:
     probabilities = layers.Softmax(name="voc_probabilities")(voc(layers.Rescaling(2.0, offset=-1.0)(inputs)))
     merge = layers.Conv2D(NUM_CLASSES, 1, use_bias=False, trainable=False, name="merge_classes")
     outputs = merge(probabilities)
-    kernel = np.zeros((1, 1, VOC_CLASSES, NUM_CLASSES), np.float32)
-    kernel[0, 0, :, BACKGROUND] = 1.0
-    kernel[0, 0, list(VOC_ANIMALS), BACKGROUND] = 0.0
-    kernel[0, 0, list(VOC_ANIMALS), PET] = 1.0
+    kernel, animal = np.zeros((1, 1, VOC_CLASSES, NUM_CLASSES), np.float32), np.isin(range(VOC_CLASSES), VOC_ANIMALS)
+    kernel[0, 0, :, PET], kernel[0, 0, :, BACKGROUND] = animal, ~animal
     merge.set_weights([kernel])
     return keras.Model(inputs, outputs, name="voc_zero_shot")

@@ -22,27 +22,21 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 LOGICAL_CPUS_VARIABLE = "PETSEG_LOGICAL_CPUS"
 
 
-def split_cpu(value: str) -> None:
-    """Split the first CPU into ``value`` logical devices (a whole number); only before TensorFlow starts."""
-    if not value.isdigit() or (count := int(value)) < 1:
-        raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number of at least 1, got {value!r}.")
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    if count == 1 or len(tf.config.get_logical_device_configuration(cpu) or []) == count:
-        return
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-    except RuntimeError as error:
-        raise ValueError(f"{LOGICAL_CPUS_VARIABLE}={count} came too late: TensorFlow had already started. Set it "
-                         "in the environment of a new training process.") from error
-
-
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The strategy: one device, every local GPU (else every logical CPU) for "mirrored", or the workers of
     ``TF_CONFIG`` for "multiworker". Make it before anything else touches TensorFlow."""
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.")
-    if os.environ.get(LOGICAL_CPUS_VARIABLE, "").strip():
-        split_cpu(os.environ[LOGICAL_CPUS_VARIABLE].strip())
+    if value := os.environ.get(LOGICAL_CPUS_VARIABLE, "").strip():  # Split the first CPU into logical devices.
+        if not value.isdigit() or (count := int(value)) < 1:
+            raise ValueError(f"{LOGICAL_CPUS_VARIABLE} must be a whole number of at least 1, got {value!r}.")
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        if count > 1 and len(tf.config.get_logical_device_configuration(cpu) or []) != count:
+            try:
+                tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+            except RuntimeError as error:
+                raise ValueError(f"{LOGICAL_CPUS_VARIABLE}={count} came too late: TensorFlow had already started. "
+                                 "Set it in the environment of a new training process.") from error
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
 import shutil
@@ -31,8 +30,9 @@ from petseg.atomic import atomic_write_bytes, atomic_write_json
 from petseg.checkpoints import (EXPORT_SUFFIX, CheckpointError, LoadedCheckpoint, headline_metrics, list_checkpoints,
                                 load_checkpoint, load_checkpoint_file, write_export)
 from petseg.classes import CLASS_NAMES
-from petseg.litert import (CHECK_PHOTOS, INPUT_NAME, MIN_AGREEMENT, QUANTIZATIONS, ImagesFunction, convert_to_tflite,
-                           images_function, make_export, parity, takes_any_size)
+from petseg.litert import (CHECK_PHOTOS, INPUT_NAME, QUANTIZATIONS, ImagesFunction, convert_to_tflite, make_export,
+                           parity, takes_any_size)
+from petseg.runs import now_iso
 
 FORMATS = ("saved_model", "tflite", "serving")
 DEFAULT_EXPORTS_DIR = Path(os.environ.get("PETSEG_EXPORTS_DIR", Path(__file__).resolve().parent.parent / "exports"))
@@ -70,10 +70,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, weights_dir: str | os.Pa
 def default_output_path(checkpoint_name: str, export_format: str, quantize: str = "float32",
                         exports_dir: str | os.PathLike | None = None) -> Path:
     """``exports/<name>.saved_model`` or ``exports/<name>.<quantize>.tflite``."""
-    exports_dir = Path(exports_dir or DEFAULT_EXPORTS_DIR)
-    if export_format == "saved_model":
-        return exports_dir / f"{checkpoint_name}.saved_model"
-    return exports_dir / f"{checkpoint_name}.{quantize}.tflite"
+    suffix = "saved_model" if export_format == "saved_model" else f"{quantize}.tflite"
+    return Path(exports_dir or DEFAULT_EXPORTS_DIR) / f"{checkpoint_name}.{suffix}"
 
 
 def description_path(export_path: str | os.PathLike) -> Path:
@@ -100,11 +98,8 @@ def write_saved_model(model, directory: str | os.PathLike) -> None:
 
     # No archive.track(model): the endpoint tracks its variables, and tracking the model too stores them twice.
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(
-        name=ENDPOINT_NAME,
-        fn=lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
-        input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)],
-    )
+    archive.add_endpoint(ENDPOINT_NAME, lambda images: tf.nn.softmax(model(images, training=False), axis=-1),
+                         [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME)])
     archive.write_out(os.fspath(directory), verbose=False)
 
 
@@ -119,43 +114,45 @@ def load_saved_model_function(directory: str | os.PathLike) -> ImagesFunction:
 
 def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_format: str,
                       quantize: str = "float32", output: str | os.PathLike | None = None,
-                      weights_dir: str | os.PathLike | None = None, verify: bool = True,
-                      min_agreement: float = MIN_AGREEMENT) -> ExportResult:
+                      weights_dir: str | os.PathLike | None = None, verify: bool = True) -> ExportResult:
     """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) to ``output`` (default:
     ``default_output_path``; an older export there is replaced, anything else refused), checked first if ``verify``.
-    ``ExportError`` for bad options, a bad destination or a failed check, ``CheckpointError`` for a bad checkpoint.
-    """
+    ``ExportError`` for bad options, a bad destination or a failed check, ``CheckpointError`` for a bad checkpoint."""
     check_options(export_format, quantize)
     if not isinstance(checkpoint, LoadedCheckpoint):
         checkpoint = resolve_checkpoint(checkpoint, weights_dir)
     if export_format == "serving":
         return rebuild_serving_export(checkpoint, output)
     path = Path(output) if output is not None else default_output_path(checkpoint.name, export_format, quantize)
-    check_destination(path, export_format)
-    started = time.perf_counter()
+    if export_format == "tflite" and path.is_dir():
+        raise ExportError(f"{path} is a folder; give a file path for a TFLite export.")
+    if export_format == "tflite" and path.suffix != ".tflite":
+        raise ExportError(f"A TFLite export's file name must end in .tflite, got {path.name}.")
+    if export_format == "saved_model" and path.exists() and not (path / "saved_model.pb").is_file():
+        raise ExportError(f"{path} exists and is not a SavedModel export; choose another --output.")
+    started, size = time.perf_counter(), checkpoint.image_size
     description = describe_export(checkpoint, export_format, quantize)
     path.parent.mkdir(parents=True, exist_ok=True)
     if export_format == "tflite":
         flatbuffer = convert_to_tflite(checkpoint.model, quantize)
-        agreement = verify_export(checkpoint, images_function(flatbuffer), min_agreement) if verify else None
-        description.update(mask_agreement=agreement, size_bytes=len(flatbuffer))
+        agreement = checked(parity, checkpoint.model, flatbuffer, size) if verify else {}
+        description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
         atomic_write_json(description_path(path), description)
     else:
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             write_saved_model(checkpoint.model, temporary)
-            agreement = (verify_export(checkpoint, load_saved_model_function(temporary), min_agreement)
-                         if verify else None)
-            description.update(mask_agreement=agreement, size_bytes=folder_size(temporary))
+            agreement = checked(parity, checkpoint.model, load_saved_model_function(temporary), size) if verify else {}
+            description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=folder_size(temporary))
             (temporary / SAVED_MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
             temporary.chmod(0o755)  # mkdtemp makes it private; exports are for everyone to read.
             replace_folder(temporary, path)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
-    size_bytes = folder_size(path) if path.is_dir() else path.stat().st_size
-    return ExportResult(path, export_format, quantize, f"(batch, {checkpoint.image_size}, {checkpoint.image_size}, 3)",
-                        size_bytes, agreement, round(time.perf_counter() - started, 1), description)
+    return ExportResult(path, export_format, quantize, f"(batch, {size}, {size}, 3)",
+                        folder_size(path) if path.is_dir() else path.stat().st_size, description["mask_agreement"],
+                        round(time.perf_counter() - started, 1), description)
 
 
 def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLike | None = None) -> ExportResult:
@@ -163,10 +160,7 @@ def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLi
     if output is not None:
         raise ExportError("A serving export always goes beside its checkpoint; leave out --output.")
     started = time.perf_counter()
-    try:
-        flatbuffer, serving = make_export(checkpoint.model, checkpoint.sidecar)
-    except ValueError as error:
-        raise ExportError(f"{str(error)[0].upper()}{str(error)[1:]}; nothing was written.") from error
+    flatbuffer, serving = checked(make_export, checkpoint.model, checkpoint.sidecar)
     sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)
     size = checkpoint.image_size
     shape = (f"(batch, height, width, 3) in multiples of 32 (shorter side {size} in the app)"
@@ -176,10 +170,10 @@ def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLi
                         sidecar["serving"])
 
 
-def verify_export(checkpoint: LoadedCheckpoint, exported: ImagesFunction, min_agreement: float) -> float:
-    """The mask agreement of ``exported`` with the Keras model; ``ExportError`` below the minimum."""
+def checked(check, *args):
+    """``check(*args)`` (a parity check), its ``ValueError`` raised as an ``ExportError``: nothing was written."""
     try:
-        return parity(checkpoint.model, exported, checkpoint.image_size, min_agreement)["mask_agreement"]
+        return check(*args)
     except ValueError as error:
         raise ExportError(f"{str(error)[0].upper()}{str(error)[1:]}; nothing was written.") from error
 
@@ -190,29 +184,15 @@ def describe_export(checkpoint: LoadedCheckpoint, export_format: str, quantize: 
 
     size = checkpoint.image_size
     headline = headline_metrics(checkpoint.sidecar)
-    return {
-        "checkpoint": checkpoint.name, "preset": checkpoint.sidecar.get("preset"), "format": export_format,
-        "quantize": quantize, "image_size": size, "classes": list(CLASS_NAMES),
-        "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0.0, 1.0],
-                  "resize": "bilinear with antialiasing (petseg.resize.resize_image)"},
-        "output": {"shape": [None, size, size, len(CLASS_NAMES)], "dtype": "float32",
-                   "meaning": "softmax probabilities per pixel over classes"},
-        "endpoint": ENDPOINT_NAME if export_format == "saved_model" else None,
-        "checkpoint_metrics": {headline[0]: headline[1]} if headline else {},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__,
-    }
-
-
-def check_destination(path: Path, export_format: str) -> None:
-    """Refuse a destination that holds something other than an export of the same format."""
-    if export_format == "tflite":
-        if path.is_dir():
-            raise ExportError(f"{path} is a folder; give a file path for a TFLite export.")
-        if path.suffix != ".tflite":
-            raise ExportError(f"A TFLite export's file name must end in .tflite, got {path.name}.")
-    elif path.exists() and not (path.is_dir() and (path / "saved_model.pb").is_file()):
-        raise ExportError(f"{path} exists and is not a SavedModel export; choose another --output.")
+    return {"checkpoint": checkpoint.name, "preset": checkpoint.sidecar.get("preset"), "format": export_format,
+            "quantize": quantize, "image_size": size, "classes": list(CLASS_NAMES),
+            "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0.0, 1.0],
+                      "resize": "bilinear with antialiasing (petseg.resize.resize_image)"},
+            "output": {"shape": [None, size, size, len(CLASS_NAMES)], "dtype": "float32",
+                       "meaning": "softmax probabilities per pixel over classes"},
+            "endpoint": ENDPOINT_NAME if export_format == "saved_model" else None,
+            "checkpoint_metrics": {headline[0]: headline[1]} if headline else {},
+            "created": now_iso(), "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__}
 
 
 def replace_folder(source: Path, destination: Path) -> None:

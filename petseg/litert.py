@@ -89,22 +89,6 @@ def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
     return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
 
-def check_images(image_size: int | tuple[int, int], count: int = CHECK_PHOTOS, seed: int = 0) -> np.ndarray:
-    """Synthetic pet photos resized as the app resizes them to ``image_size`` (a side, or height and width)."""
-    import tensorflow as tf
-
-    from petseg.resize import resize_image
-    from petseg.synthetic import make_synthetic_pet
-
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(count):
-        width, height = (int(value) for value in rng.integers(96, 201, size=2))
-        photo, _trimap = make_synthetic_pet(rng, width, height)
-        images.append(resize_image(tf.convert_to_tensor(np.asarray(photo)), image_size).numpy())
-    return np.stack(images).astype(np.float32)
-
-
 def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     """The fraction of pixels whose most likely class is the same in two probability arrays."""
     if reference.shape != candidate.shape:
@@ -115,8 +99,16 @@ def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int, int],
            min_agreement: float = MIN_AGREEMENT) -> dict[str, float]:
     """How closely an export (a flatbuffer or a function) reproduces the Keras model on synthetic photos: mask
-    agreement and largest difference; ``ValueError`` below ``min_agreement``."""
-    images = check_images(image_size)
+    agreement and largest difference; ``ValueError`` below ``min_agreement``. The photos are resized as the app
+    resizes them to ``image_size`` (a side, or height and width)."""
+    import tensorflow as tf
+
+    from petseg.resize import resize_image
+    from petseg.synthetic import make_synthetic_pet
+
+    rng = np.random.default_rng(0)
+    photos = [make_synthetic_pet(rng, *map(int, rng.integers(96, 201, size=2)))[0] for _ in range(CHECK_PHOTOS)]
+    images = np.stack([resize_image(tf.convert_to_tensor(np.asarray(photo)), image_size).numpy() for photo in photos])
     expected = keras_probabilities(model, images)
     actual = (exported if callable(exported) else images_function(exported))(images)
     agreement = mask_agreement(expected, actual)
@@ -146,11 +138,10 @@ def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
 
     from petseg.model import model_with_dtype
 
-    image_size = int(sidecar["image_size"])
-    any_size = takes_any_size(sidecar)
+    image_size, any_size = int(sidecar["image_size"]), takes_any_size(sidecar)
     model = model_with_dtype(model, "float32", any_size=any_size)
     quantize = "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
     flatbuffer = convert_to_tflite(model, quantize)
     check = parity(model, flatbuffer, (image_size, image_size + 64) if any_size else image_size)
-    version = getattr(ai_edge_litert, "__version__", "unknown")
-    return flatbuffer, {"quantize": quantize, "litert_version": version, **check}
+    return flatbuffer, {"quantize": quantize, "litert_version": getattr(ai_edge_litert, "__version__", "unknown"),
+                        **check}

@@ -41,16 +41,12 @@ def compute_metrics(confusion: np.ndarray) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, true_positive / union, np.nan)
     total = confusion.sum()
-
     pet_pet = np.delete(np.delete(confusion, BACKGROUND, 0), BACKGROUND, 1).sum()
     binary_union = total - confusion[BACKGROUND, BACKGROUND]
-    return {
-        "pixel_accuracy": float(true_positive.sum() / total) if total else float("nan"),
-        "mean_iou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
-        "iou": {name: float(value) for name, value in zip(CLASS_NAMES, iou)},
-        "binary_pet_iou": float(pet_pet / binary_union) if binary_union else float("nan"),
-        "pixels": int(total),
-    }
+    return {"pixel_accuracy": float(true_positive.sum() / total) if total else float("nan"),
+            "mean_iou": float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
+            "iou": {name: float(value) for name, value in zip(CLASS_NAMES, iou)},
+            "binary_pet_iou": float(pet_pet / binary_union) if binary_union else float("nan"), "pixels": int(total)}
 
 
 def metrics_key(data_dir: str | os.PathLike | None, split: str) -> str:

@@ -26,25 +26,10 @@ WEIGHTS_OPTIONS = ("Options: 'imagenet' (downloads from the Keras servers, needs
 def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_momentum: float = 0.99,
                    name: str | None = None) -> keras.Sequential:
     """pix2pix's upsample block (its package is not on PyPI): Conv2DTranspose, BatchNorm, optional Dropout, ReLU."""
-    return keras.Sequential([
-        layers.Conv2DTranspose(filters, size, strides=2, padding="same", use_bias=False,
-                               kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.02)),
-        layers.BatchNormalization(momentum=batchnorm_momentum), *([layers.Dropout(dropout)] if dropout > 0 else []),
-        layers.ReLU()], name=name)
-
-
-def build_encoder(image_size: int, encoder_weights: str | None) -> keras.Model:
-    """The MobileNetV2 (alpha 1.0) feature extractor returning the five skip outputs."""
-    weights = None if encoder_weights is None or str(encoder_weights).lower() == "none" else os.fspath(encoder_weights)
-    if weights not in (None, "imagenet") and not os.path.isfile(weights):
-        raise EncoderWeightsError(f"Encoder weights file not found: {weights}. {WEIGHTS_OPTIONS}")
-    try:
-        base = keras.applications.MobileNetV2((image_size, image_size, 3), include_top=False, weights=weights)
-    except Exception as error:  # Keras raises several types for a failed download or a mismatched file.
-        raise EncoderWeightsError(f"Could not load MobileNetV2 encoder weights {encoder_weights!r}: {error}. "
-                                  f"{WEIGHTS_OPTIONS}") from error
-    skips = [base.get_layer(name).output for name in SKIP_LAYER_NAMES]
-    return keras.Model(inputs=base.inputs, outputs=skips, name="encoder")
+    return keras.Sequential([layers.Conv2DTranspose(filters, size, strides=2, padding="same", use_bias=False,
+                                                    kernel_initializer=keras.initializers.RandomNormal(stddev=0.02)),
+                             layers.BatchNormalization(momentum=batchnorm_momentum),
+                             *([layers.Dropout(dropout)] if dropout > 0 else []), layers.ReLU()], name=name)
 
 
 def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None, encoder_weights: str | None = None
@@ -54,7 +39,15 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
     image_size = image_size or preset.image_size
     if image_size % 32 != 0 or image_size < 32:
         raise ValueError(f"image_size must be a multiple of 32 (at least 32), got {image_size}.")
-    encoder = build_encoder(image_size, encoder_weights)
+    weights = None if encoder_weights is None or str(encoder_weights).lower() == "none" else os.fspath(encoder_weights)
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise EncoderWeightsError(f"Encoder weights file not found: {weights}. {WEIGHTS_OPTIONS}")
+    try:  # MobileNetV2 (alpha 1.0) as the encoder, returning the five skip outputs.
+        base = keras.applications.MobileNetV2((image_size, image_size, 3), include_top=False, weights=weights)
+    except Exception as error:  # Keras raises several types for a failed download or a mismatched file.
+        raise EncoderWeightsError(f"Could not load MobileNetV2 encoder weights {encoder_weights!r}: {error}. "
+                                  f"{WEIGHTS_OPTIONS}") from error
+    encoder = keras.Model(base.inputs, [base.get_layer(name).output for name in SKIP_LAYER_NAMES], name="encoder")
     encoder.trainable = False
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     features = layers.Rescaling(2.0, offset=-1.0, name="scale_to_mobilenet")(inputs) if preset.scale_inputs else inputs
@@ -124,14 +117,17 @@ def model_with_dtype(model, dtype: str, any_size: bool = False, subpixel: bool =
 
     def rewrite(node):
         if isinstance(node, dict):
-            if subpixel and node.get("class_name") == "Conv2DTranspose" and is_subpixel_ready(node["config"]):
+            config = node.get("config", {})  # Only the 3x3, stride-2, "same" kind is computed sub-pixel:
+            if subpixel and node.get("class_name") == "Conv2DTranspose" and (
+                    tuple(config["kernel_size"]), tuple(config["strides"]), config["padding"],
+                    tuple(config.get("dilation_rate", (1, 1)))) == ((3, 3), (2, 2), "same", (1, 1)):
                 node = {**node, "class_name": "SubPixelConv2DTranspose", "module": None,
                         "registered_name": "SubPixelConv2DTranspose"}
             if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
-                return {**node, "config": {**node.get("config", {}), "name": dtype}}
+                return {**node, "config": {**config, "name": dtype}}
             if any_size and node.get("class_name") == "InputLayer":
-                batch, *_, channels = node["config"]["batch_shape"]
-                return {**node, "config": {**node["config"], "batch_shape": [batch, None, None, channels]}}
+                batch, *_, channels = config["batch_shape"]
+                return {**node, "config": {**config, "batch_shape": [batch, None, None, channels]}}
             return {key: rewrite(value) for key, value in node.items()}
         if isinstance(node, list):
             return [rewrite(value) for value in node]
@@ -142,8 +138,3 @@ def model_with_dtype(model, dtype: str, any_size: bool = False, subpixel: bool =
     rebuilt.set_weights([weight.astype(dtype) for weight in model.get_weights()])
     return rebuilt
 
-
-def is_subpixel_ready(config: dict) -> bool:
-    """Whether a Conv2DTranspose config is the 3x3, stride-2, "same" kind ``SubPixelConv2DTranspose`` computes."""
-    return (tuple(config["kernel_size"]) == (3, 3) and tuple(config["strides"]) == (2, 2)
-            and config["padding"] == "same" and tuple(config.get("dilation_rate", (1, 1))) == (1, 1))

@@ -29,10 +29,8 @@ def resize_mask(mask: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
 def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
             ) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.
-
     "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop
-    (one box for both), the flip, and colour jitter on the photo alone.
-    """
+    (one box for both), the flip, and colour jitter on the photo alone."""
     if augmentation not in ("none", "flip", "strong"):
         raise ValueError(f"Unknown augmentation {augmentation!r}; choose none, flip or strong.")
     if augmentation == "strong":
@@ -45,13 +43,11 @@ def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: st
         left = tf.random.uniform((), 0, cached_size - crop_width + 1, dtype=tf.int32)
         image = tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
         mask = tf.image.crop_to_bounding_box(mask, top, left, crop_height, crop_width)
-    if augmentation != "strong" and tuple(image.shape[:2]) == (image_size, image_size):
-        # Cached at the model's size already: only convert (resizing to the same size would copy it twice).
-        image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else image
-    else:
-        image = resize_image(image, image_size) if augmentation == "strong" or image.dtype == tf.uint8 else image
-        mask = resize_mask(mask, image_size)
-    if augmentation in ("flip", "strong"):
+    if augmentation == "strong" or tuple(image.shape[:2]) != (image_size, image_size):
+        image, mask = resize_image(image, image_size), resize_mask(mask, image_size)
+    elif image.dtype == tf.uint8:  # Cached at the model's size already: only convert (a resize would copy it twice).
+        image = tf.cast(image, tf.float32) / 255.0
+    if augmentation != "none":
         flip = tf.random.uniform(()) > 0.5
         image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
         mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)

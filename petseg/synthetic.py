@@ -28,11 +28,9 @@ def make_synthetic_pet(rng: np.random.Generator, width: int, height: int) -> tup
     centre_x, centre_y = rng.uniform(0.35, 0.65) * width, rng.uniform(0.4, 0.65) * height
     body_w, body_h = rng.uniform(0.2, 0.32) * width, rng.uniform(0.15, 0.25) * height
     head_r = min(width, height) * rng.uniform(0.09, 0.14)
-    shapes = [
-        (centre_x - body_w, centre_y - body_h, centre_x + body_w, centre_y + body_h),
-        (centre_x - head_r * 0.8, centre_y - body_h - head_r * 1.6, centre_x + head_r * 1.2,
-         centre_y - body_h + head_r * 0.4),
-    ]
+    shapes = [(centre_x - body_w, centre_y - body_h, centre_x + body_w, centre_y + body_h),
+              (centre_x - head_r * 0.8, centre_y - body_h - head_r * 1.6, centre_x + head_r * 1.2,
+               centre_y - body_h + head_r * 0.4)]
     for shape in shapes:
         draw_mask.ellipse(shape, fill=255)
         draw_photo.ellipse(shape, fill=fur)

@@ -1,15 +1,11 @@
-"""Training: fit a preset on a data source, report each epoch into a run folder, keep the best checkpoint.
-
-``petseg.callbacks`` writes the run folder each epoch and saves the checkpoint with the best validation mean IoU.
-Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the encoder's
-convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command line; in
-Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``.
-"""
+"""Training: fit a preset on a data source; ``petseg.callbacks`` reports each epoch into a run folder and keeps the
+best checkpoint. Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the
+encoder's convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command
+line; in Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``."""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import shutil
@@ -34,7 +30,7 @@ from petseg.model import build_model, set_encoder_trainable
 from petseg.photos import load_photo
 from petseg.presets import Preset, apply_overrides, get_preset
 from petseg.resize import resize_image
-from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, read_resume_state
+from petseg.runs import DEFAULT_RUNS_DIR, RunWriter, new_run_id, now_iso, read_resume_state
 
 
 @dataclasses.dataclass
@@ -76,11 +72,9 @@ class TrainResult:
 
 
 def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
-    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes.
-
-    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring: a contour off by one pixel
-    costs the thin ring most of its IoU.
-    """
+    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes;
+    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring (a contour off by one pixel
+    costs the thin ring most of its IoU)."""
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     if dice_weight == 0 and border_weight == 1:
         return cross_entropy
@@ -129,13 +123,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     try:
         data = load_training_data(config, preset)
         used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
-        with strategy.scope():
-            started_from = weights is not None or config.init_checkpoint  # Then no encoder weights are needed.
-            model = build_model(preset, config.image_size, None if started_from else config.encoder_weights)
+        if weights is None and config.init_checkpoint:
+            weights = checkpoint_weights(config.init_checkpoint, preset.name, config.image_size)
+        with strategy.scope():  # Started from weights, it needs no encoder weights.
+            model = build_model(preset, config.image_size, config.encoder_weights if weights is None else None)
             if weights is not None:
                 model.set_weights(weights)
-            elif config.init_checkpoint:
-                start_from_checkpoint(model, config.init_checkpoint, preset.name, config.image_size)
         sidecar = describe_run(config, preset, model, data, strategy.num_replicas_in_sync, used, shared_run_dir)
         reporter = EpochReporter(writer, data, checkpoint_path, sidecar, dataclasses.asdict(config))
         if resume:
@@ -170,14 +163,25 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 def fit_phases(model: keras.Model, preset: Preset, config: TrainConfig, data: TrainingData,
                strategy: tf.distribute.Strategy, reporter: "EpochReporter", epochs_done: int = 0,
                optimizer_values: list[np.ndarray] | None = None) -> None:
-    """Fit each training phase not yet done; a resumed phase gets its optimizer state (and so its schedule) back."""
+    """Fit each training phase not yet done, the encoder frozen or unfrozen (fine-tuning decays its rate along a
+    cosine to a tenth, to settle at the end); a resumed phase gets its optimizer state (and so its schedule) back."""
     callbacks = [reporter, keras.callbacks.TensorBoard(str(reporter.writer.run_dir / TENSORBOARD_FOLDER),
                                                        write_graph=False)]
     for phase in training_phases(preset, config.epochs, config.learning_rate):
         if phase.last_epoch <= epochs_done:
             continue
+        learning_rate = phase.learning_rate
+        if phase.fine_tune:
+            print(f"Epoch {phase.first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
+                  f"{learning_rate} with cosine decay.", flush=True)
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=data.steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
         with strategy.scope():
-            compile_for_phase(model, preset, phase, data.steps_per_epoch)
+            set_encoder_trainable(model, phase.fine_tune)
+            mean_iou = keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy", mean_iou],
+                          loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight))
+            raise_if_signalled()  # A stop signal that came meanwhile: compiling frees functions, ``__del__`` drops it.
             if optimizer_values is not None and phase.first_epoch < epochs_done:
                 model.optimizer.build(model.trainable_variables)
                 if len(model.optimizer.variables) != len(optimizer_values):
@@ -217,17 +221,14 @@ def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: 
     weights = config.encoder_weights
     return {
         "name": config.name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
-        "overrides": config.overrides or {},
-        "classes": list(CLASS_NAMES), "epochs_planned": config.epochs, "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate, "encoder_weights": str(weights) if weights in (None, "none", "imagenet")
-        else f"file:{Path(weights).name}",
+        "overrides": config.overrides or {}, "classes": list(CLASS_NAMES), "epochs_planned": config.epochs,
+        "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+        "encoder_weights": str(weights) if weights in (None, "none", "imagenet") else f"file:{Path(weights).name}",
         **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
         "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
-        "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
-        "parameters": int(model.count_params()), "hardware": hardware_description(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": run_dir.name,
-    }
+        "replicas": replicas, **({"photos_per_epoch": used} if used else {}), "parameters": int(model.count_params()),
+        "hardware": hardware_description(), "created": now_iso(), "petseg_version": petseg.__version__,
+        "tensorflow_version": tf.__version__, "run": run_dir.name}
 
 
 class Phase(NamedTuple):
@@ -252,23 +253,6 @@ def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[P
     if preset.fine_tune_after is not None and preset.fine_tune_after < epochs:
         phases.append(Phase(preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
     return phases
-
-
-def compile_for_phase(model: keras.Model, preset: Preset, phase: Phase, steps_per_epoch: int) -> None:
-    """Freeze or unfreeze the encoder and compile; fine-tuning decays its rate along a cosine to a tenth. Then raise
-    a stop signal that came meanwhile (compiling frees functions, and ``__del__`` drops interrupts)."""
-    set_encoder_trainable(model, phase.fine_tune)
-    learning_rate = phase.learning_rate
-    if phase.fine_tune:
-        print(f"Epoch {phase.first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
-              f"{learning_rate} with cosine decay.", flush=True)
-        # Decaying to a tenth lets the fine-tuning settle at the end.
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
-    mean_iou = keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy", mean_iou],
-                  loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight))
-    raise_if_signalled()
 
 
 def store_training_summary(checkpoint_path: Path, reporter: "EpochReporter", train_seconds: float) -> dict:
@@ -307,20 +291,19 @@ def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
     return data
 
 
-def start_from_checkpoint(model: keras.Model, path: str, preset: str, image_size: int) -> None:
-    """Set the model's weights to a trained checkpoint's of the same preset and size (``CheckpointError`` else)."""
+def checkpoint_weights(path: str, preset: str, image_size: int) -> list[np.ndarray]:
+    """The weights of a trained checkpoint of the same preset and size to start from (``CheckpointError`` else)."""
     loaded = load_checkpoint_file(path)
     found = (loaded.sidecar.get("preset"), int(loaded.sidecar.get("image_size", 0)))
     if found != (preset, image_size):
         raise CheckpointError(f"Cannot start from {path}: it is {found[0]} at {found[1]} px, this run {preset} at "
                               f"{image_size} px.")
-    model.set_weights(loaded.model.get_weights())
+    return loaded.model.get_weights()
 
 
 def load_sample_photos(paths: list[str], image_size: int, data_dir: str | None = None
                        ) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """Photos at the model's input size in [0, 1], resized as training resizes, with their true masks where
-    the data folder has their trimap (else None)."""
+    """Photos at the model's input size in [0, 1], resized as training resizes, with their true masks (else None)."""
     images, masks = [], []
     for path in map(Path, paths):
         trimap = Path(data_dir or "") / "annotations" / "trimaps" / f"{path.stem}.png"

@@ -110,7 +110,7 @@ def test_sigterm_between_phases_survives_an_interrupt_python_drops():
         callbacks.STOP_SIGNALLED.clear()
         FreedBetweenPhases()  # Freed at once: the handler raises inside __del__, and Python drops it.
         with pytest.raises(KeyboardInterrupt):
-            callbacks.raise_if_signalled()  # What compile_for_phase calls last, and the reporter at each batch end.
+            callbacks.raise_if_signalled()  # What fit_phases calls after compiling, and the reporter at each batch end.
     finally:
         callbacks.STOP_SIGNALLED.clear()
 
