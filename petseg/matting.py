@@ -179,9 +179,9 @@ def bounding_box(where: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
     >>> bounding_box(np.eye(4, dtype=bool)[1:3], margin=1)
     (slice(0, 3, None), slice(0, 4, None))
     """
-    rows, columns = np.flatnonzero(where.any(axis=1)), np.flatnonzero(where.any(axis=0))
-    return (slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
-            slice(max(columns[0] - margin, 0), columns[-1] + margin + 1))
+    top, bottom = (int(index) for index in np.flatnonzero(where.any(axis=1))[[0, -1]])
+    left, right = (int(index) for index in np.flatnonzero(where.any(axis=0))[[0, -1]])
+    return slice(max(top - margin, 0), bottom + margin + 1), slice(max(left - margin, 0), right + margin + 1)
 
 
 def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = MATTE_PIXELS) -> np.ndarray:
