@@ -26,10 +26,12 @@ WEIGHTS_OPTIONS = ("Options: 'imagenet' (downloads from the Keras servers, needs
 def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_momentum: float = 0.99,
                    name: str | None = None) -> keras.Sequential:
     """pix2pix's upsample block (its package is not on PyPI): Conv2DTranspose, BatchNorm, optional Dropout, ReLU."""
-    return keras.Sequential([layers.Conv2DTranspose(filters, size, strides=2, padding="same", use_bias=False,
-                                                    kernel_initializer=keras.initializers.RandomNormal(stddev=0.02)),
-                             layers.BatchNormalization(momentum=batchnorm_momentum),
-                             *([layers.Dropout(dropout)] if dropout > 0 else []), layers.ReLU()], name=name)
+    return keras.Sequential([
+        layers.Conv2DTranspose(filters, size, strides=2, padding="same", use_bias=False,
+                               kernel_initializer=keras.initializers.RandomNormal(mean=0.0, stddev=0.02)),
+        layers.BatchNormalization(momentum=batchnorm_momentum),
+        *([layers.Dropout(dropout)] if dropout > 0 else []),
+        layers.ReLU()], name=name)
 
 
 def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None, encoder_weights: str | None = None
