@@ -165,9 +165,10 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
 def solve_band(image: np.ndarray, trimap: np.ndarray, method: str) -> np.ndarray:
     """Alpha for a [0, 1] image and its trimap: ``method`` on the unknown band's bounding box (with the margin its
     windows reach, so the band's alpha is the whole photo's), 0 in a band with no pet in reach."""
-    alpha = np.where(trimap == 0.5, 0.0, trimap)
-    if (trimap == 0.5).any():
-        box = bounding_box(trimap == 0.5, BAND_MARGIN)
+    unknown = trimap == 0.5
+    alpha = np.where(unknown, 0.0, trimap)
+    if unknown.any():
+        box = bounding_box(unknown, BAND_MARGIN)
         if (trimap[box] == 1.0).any():
             alpha[box] = METHODS[method](image[box], trimap[box])
     return alpha
