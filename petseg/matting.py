@@ -23,8 +23,7 @@ MATTE_PIXELS = 250_000  # Larger photos are matted at reduced size (about 500x50
 GUIDED_RADIUS = 4  # The guided filter's window radius (pixels at matting size).
 GUIDED_EPSILON = 1e-4  # Its smoothing, on [0, 1] colours.
 CG_ITERATIONS = 2000  # Closed-form matting's conjugate-gradient budget: the band is narrow.
-# Its tolerance: pymatting's is relative only, so a band with no pet beside it (a zero right-hand side, alpha 0) would
-# never be solved; it divided by zero and spun through every iteration, then fell back to the guided filter's ghost.
+# An absolute tolerance too: pymatting's relative one never ends on a zero right-hand side (a band with no pet).
 SOLVER = {"maxiter": CG_ITERATIONS, "atol": 1e-12}
 BAND_MARGIN = 24  # Pixels around the band that a method's windows reach (large-kernel: 2 x 10; closed-form: 2).
 
@@ -34,10 +33,7 @@ def trimap_from_mask(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"A mask must be shaped (height, width), got {mask.shape}.")
-    trimap = np.full(mask.shape, 0.5)
-    trimap[mask == PET] = 1.0
-    trimap[mask == BACKGROUND] = 0.0
-    return trimap
+    return np.select([mask == PET, mask == BACKGROUND], [1.0, 0.0], 0.5)
 
 
 def box_mean(array: np.ndarray, radius: int) -> np.ndarray:
@@ -48,20 +44,18 @@ def box_mean(array: np.ndarray, radius: int) -> np.ndarray:
     return uniform_filter(array, size=size, mode="nearest")
 
 
-def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, epsilon: float
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int = GUIDED_RADIUS,
+                        epsilon: float = GUIDED_EPSILON) -> tuple[np.ndarray, np.ndarray]:
     """The colour guided filter's (He et al. 2013) local linear model ``source ~ a . guide + b``: ``a`` (h, w, 3)
     and ``b`` (h, w). Each pixel's 3x3 system is solved by its cofactors, all pixels at once."""
-    mean_guide = box_mean(guide, radius)
-    mean_source = box_mean(source, radius)
+    mean_guide, mean_source = box_mean(guide, radius), box_mean(source, radius)
     covariance_source = box_mean(guide * source[..., None], radius) - mean_guide * mean_source[..., None]
     pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]  # The covariance is symmetric: 6 entries of 9.
     products = box_mean(np.stack([guide[..., i] * guide[..., j] for i, j in pairs], axis=-1), radius)
     c00, c01, c02, c11, c12, c22 = (products[..., k] - mean_guide[..., i] * mean_guide[..., j]
                                     + (epsilon if i == j else 0.0) for k, (i, j) in enumerate(pairs))
-    inverse = [c11 * c22 - c12 * c12, c02 * c12 - c01 * c22, c01 * c12 - c02 * c11,  # Cofactors, row by row.
-               c00 * c22 - c02 * c02, c01 * c02 - c00 * c12, c00 * c11 - c01 * c01]
-    a00, a01, a02, a11, a12, a22 = inverse
+    a00, a01, a02, a11, a12, a22 = (c11 * c22 - c12 * c12, c02 * c12 - c01 * c22, c01 * c12 - c02 * c11,  # Cofactors.
+                                    c00 * c22 - c02 * c02, c01 * c02 - c00 * c12, c00 * c11 - c01 * c01)
     determinant = c00 * a00 + c01 * a01 + c02 * a02
     v0, v1, v2 = (covariance_source[..., channel] for channel in range(3))
     a = np.stack([a00 * v0 + a01 * v1 + a02 * v2, a01 * v0 + a11 * v1 + a12 * v2,
@@ -70,26 +64,20 @@ def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int, epsi
     return box_mean(a, radius), box_mean(b, radius)
 
 
-def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int = GUIDED_RADIUS,
-                  epsilon: float = GUIDED_EPSILON) -> np.ndarray:
-    """``source`` (h, w) smoothed so its edges follow the colour ``guide`` (h, w, 3, floats in [0, 1])."""
-    a, b = guided_coefficients(guide, source, radius, epsilon)
-    return np.einsum("hwc,hwc->hw", a, guide) + b
+def guided_filter(image: np.ndarray, trimap: np.ndarray, radius: int = 8, epsilon: float = 1e-3) -> np.ndarray:
+    """``trimap`` smoothed so its edges follow the colour ``image`` (floats in [0, 1]): the "guided filter" method,
+    no matting at all."""
+    a, b = guided_coefficients(image, trimap, radius, epsilon)
+    return np.einsum("hwc,hwc->hw", a, image) + b
 
 
-def guided_upsample(small_guide: np.ndarray, small_source: np.ndarray, guide: np.ndarray, where: np.ndarray,
-                    radius: int = GUIDED_RADIUS, epsilon: float = GUIDED_EPSILON) -> np.ndarray:
-    """The fast guided filter: the model fit at small size, applied to the full-size uint8 ``guide`` where the
-    (h, w) boolean ``where`` is true; returns those pixels' values, flat."""
-    a, b = guided_coefficients(small_guide, small_source, radius, epsilon)
-    size = guide.shape[1], guide.shape[0]
-    a = np.stack([resize_float(a[..., channel], size)[where] for channel in range(3)], axis=-1)
-    return np.einsum("nc,nc->n", a, guide[where] / 255.0) + resize_float(b, size)[where]
-
-
-def resize_float(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a (h, w) float array to ``size`` (width, height) bilinearly."""
-    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.BILINEAR), np.float64)
+def resize_float(array: np.ndarray, size: tuple[int, int], where: np.ndarray | None = None) -> np.ndarray:
+    """Resize a (h, w) or (h, w, channels) float array to ``size`` (width, height) bilinearly; with ``where``, only
+    the pixels where it is true, flat."""
+    if array.ndim == 3:
+        return np.stack([resize_float(plane, size, where) for plane in np.moveaxis(array, -1, 0)], axis=-1)
+    resized = np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.BILINEAR), np.float64)
+    return resized if where is None else resized[where]
 
 
 def resize_photo(photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -115,26 +103,20 @@ def alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
         return estimate_alpha_cf(image, trimap, cg_kwargs=SOLVER)
     except ValueError:
         # Conjugate gradients can stop short on a wide band of busy texture: the guided filter's edge stands in.
-        return alpha_guided(image, trimap)
+        return guided_filter(image, trimap)
 
 
 def alpha_lkm(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     """Large-kernel matting (He, Sun and Tang 2010): a matrix-free Laplacian, a Jacobi-preconditioned solve."""
     from pymatting import estimate_alpha_lkm
 
-    return estimate_alpha_lkm(image, trimap, laplacian_kwargs={"epsilon": 1e-6, "radius": 10},
-                              cg_kwargs=SOLVER)
-
-
-def alpha_guided(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
-    """No matting at all: the trimap itself, smoothed along the photo's edges by a guided filter."""
-    return guided_filter(image, trimap, radius=8, epsilon=1e-3)
+    return estimate_alpha_lkm(image, trimap, laplacian_kwargs={"epsilon": 1e-6, "radius": 10}, cg_kwargs=SOLVER)
 
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "closed-form": alpha_closed_form,
     "large-kernel": alpha_lkm,
-    "guided filter": alpha_guided,
+    "guided filter": guided_filter,
 }
 DEFAULT_METHOD = "closed-form"
 
@@ -155,9 +137,12 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
     if size == (width, height):
         trimap[band] = solve_band(photo / 255.0, trimap, method)[band]
     else:
+        # The fast guided filter: the band's linear model fit at matting size, applied to the full-size photo.
         small_photo = resize_photo(photo, size)
         small_trimap = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
-        trimap[band] = guided_upsample(small_photo, solve_band(small_photo, small_trimap, method), photo, band)
+        a, b = guided_coefficients(small_photo, solve_band(small_photo, small_trimap, method))
+        a, b = resize_float(a, (width, height), band), resize_float(b, (width, height), band)
+        trimap[band] = np.einsum("nc,nc->n", a, photo[band] / 255.0) + b
     trimap[band] = np.clip(trimap[band], 0.0, 1.0)
     return trimap
 
@@ -189,29 +174,23 @@ def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = 
     """The pet's own colours (h, w, 3 uint8): the photo, with partial pixels re-estimated (Germer et al. 2020) on
     their bounding box, at most ``max_pixels`` of it (a larger box's correction is found smaller and scaled up)."""
     partial = (alpha > 0.0) & (alpha < 1.0)
-    if not partial.any():
-        return photo.copy()
-    box = bounding_box(partial)
-    band = partial[box]
-    correction = colour_correction(photo[box], alpha[box], band, max_pixels)
     result = photo.copy()
-    corrected = photo[box][band] + correction * 255.0
-    result[box][band] = np.rint(np.clip(corrected, 0.0, 255.0)).astype(np.uint8)
-    return result
-
-
-def colour_correction(photo: np.ndarray, alpha: np.ndarray, where: np.ndarray, max_pixels: int) -> np.ndarray:
-    """The foreground estimate minus the photo where ``where`` is true ((n, 3), in [-1, 1])."""
+    if not partial.any():
+        return result
     from pymatting import estimate_foreground_ml
 
-    height, width = alpha.shape
+    box = bounding_box(partial)
+    band, (height, width) = partial[box], partial[box].shape
     size = matting_size(height, width, max_pixels)
-    if size == (width, height):
-        image = photo / 255.0
-        return (estimate_foreground_ml(image, alpha) - image)[where]
-    image = resize_photo(photo, size)
-    small = estimate_foreground_ml(image, resize_float(alpha, size)) - image
-    return np.stack([resize_float(small[..., channel], (width, height))[where] for channel in range(3)], axis=-1)
+    if size == (width, height):  # The correction: the foreground estimate minus the photo, in [-1, 1].
+        image = photo[box] / 255.0
+        correction = (estimate_foreground_ml(image, alpha[box]) - image)[band]
+    else:
+        image = resize_photo(photo[box], size)
+        correction = resize_float(estimate_foreground_ml(image, resize_float(alpha[box], size)) - image,
+                                  (width, height), band)
+    result[box][band] = np.rint(np.clip(photo[box][band] + correction * 255.0, 0.0, 255.0)).astype(np.uint8)
+    return result
 
 
 def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
@@ -228,9 +207,7 @@ def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
 def warm_up() -> float:
     """Import pymatting (which loads or compiles its numba kernels) and matte a tiny photo; returns seconds."""
     started = time.perf_counter()
-    mask = np.full((24, 24), BACKGROUND, np.uint8)
-    mask[6:18, 6:18] = BORDER
-    mask[9:15, 9:15] = PET
+    mask = np.pad(np.pad(np.full((6, 6), PET, np.uint8), 3, constant_values=BORDER), 6, constant_values=BACKGROUND)
     photo = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     cutout(photo, mask)
     return time.perf_counter() - started
