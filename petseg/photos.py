@@ -1,8 +1,5 @@
-"""Decode user uploads into upright RGB photos, safely.
-
-`load_photo` (or `decode_photo`, when a screen-sized photo will do) takes a path, bytes, a PIL image or a numpy
-array and returns a C-contiguous ``uint8`` array ``(height, width, 3)``. Anything it cannot use raises
-`PhotoError`, whose message is a short sentence fit to show to a user.
+"""Decode user uploads into upright RGB photos, safely: `load_photo`, or `decode_photo` when a screen-sized photo
+will do.
 
 >>> import numpy as np
 >>> photo = load_photo(np.zeros((375, 500), dtype=np.uint8))
@@ -27,19 +24,15 @@ MIN_SIDE = 8  # Smaller photos hold too little to segment.
 
 PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
-NOT_AN_IMAGE_MESSAGE = (
-    "This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or TIFF photo."
-)
+NOT_AN_IMAGE_MESSAGE = ("This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or TIFF "
+                        "photo.")
 DAMAGED_MESSAGE = "The image data is truncated or damaged; please upload the file again."
 EMPTY_MESSAGE = "The file is empty (0 bytes); please upload the photo again."
 
 # How to turn a photo upright for each EXIF orientation (1, as stored, needs nothing); as ImageOps.exif_transpose.
-ORIENTATION_TRANSPOSES = {
-    1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
+ORIENTATION_TRANSPOSES = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                          6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 # Errors that Pillow's decoders raise on broken or truncated data.
 DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 
@@ -89,15 +82,10 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
         if len(source) == 0:
             raise PhotoError(EMPTY_MESSAGE)
         return _decode(io.BytesIO(source), max_pixels, max_side)
-    if isinstance(source, (str, os.PathLike)):
-        return _decode_file(Path(source), max_pixels, max_side)
-    raise PhotoError(f"Cannot read a photo from a {type(source).__name__}.")
-
-
-def _decode_file(path: Path, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode an image file, turning file system errors into a PhotoError."""
-    # Messages quote the file name, shortened, but never its folder.
-    name = path.name if len(path.name) <= 60 else path.name[:57] + "..."
+    if not isinstance(source, (str, os.PathLike)):
+        raise PhotoError(f"Cannot read a photo from a {type(source).__name__}.")
+    path = Path(source)
+    name = path.name if len(path.name) <= 60 else path.name[:57] + "..."  # Messages never quote the folder.
     try:
         if path.is_dir():
             raise PhotoError(f"{name} is a folder, not a photo.")
@@ -107,8 +95,6 @@ def _decode_file(path: Path, max_pixels: int, max_side: int | None) -> tuple[np.
             if os.fstat(file.fileno()).st_size == 0:
                 raise PhotoError(EMPTY_MESSAGE)
             return _decode(file, max_pixels, max_side)
-    except PhotoError:
-        raise
     except OSError as error:
         raise PhotoError(f"The file {name} could not be read.") from error
 
@@ -143,16 +129,15 @@ def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None
     except DECODING_ERRORS as error:
         raise PhotoError(DAMAGED_MESSAGE) from error
     image = turn(image, orientation)
-    if image.mode.startswith("I"):
-        # 16-bit images ("I;16" and friends, or "I" as older Pillow decodes 16-bit PNG) use 0..65535.
+    if image.mode.startswith("I"):  # 16 bits ("I;16" and friends, or "I" as older Pillow decodes PNG): 0..65535.
         array = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
     elif image.mode == "F":
         array = np.asarray(image)
     else:
         try:
-            # Like Image.has_transparency_data, which needs Pillow 10.1: an alpha band or a transparent colour.
+            # Like Image.has_transparency_data (Pillow 10.1): an alpha band or a transparent colour; RGBA arrays
+            # are composited onto white.
             transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-            # The array path composites RGBA onto white.
             array = np.asarray(image.convert("RGBA" if transparent else "RGB"))
         except ValueError as error:
             raise PhotoError(f"Photos in the {image.mode} colour mode are not supported.") from error
@@ -207,14 +192,34 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 
 
 def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
-    """Convert an HxW, HxWx1, HxWx3 or HxWx4 array to a new RGB ``uint8`` array."""
+    """An HxW, HxWx1, HxWx3 or HxWx4 array of bools, uint8, uint16, floats in [0, 1] or small integers as a new RGB
+    ``uint8`` array."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise PhotoError(f"Expected an image shaped HxW, HxWx1, HxWx3 or HxWx4, got an array shaped {array.shape}.")
     height, width = array.shape[:2]
     _check_size(width, height, max_pixels)
-    pixels = _to_uint8(array)
+    if array.dtype == np.bool_:
+        pixels = array.astype(np.uint8) * 255
+    elif array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype == np.uint16:  # Rounded to nearest: 65535 -> 255, 257 -> 1.
+        pixels = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise PhotoError("The image contains invalid (NaN or infinite) values.")
+        low, high = float(array.min()), float(array.max())
+        if low < 0.0 or high > 1.0:
+            raise PhotoError(f"Float images must hold values between 0 and 1, got values from {low:g} to {high:g}.")
+        pixels = np.rint(array.astype(np.float32) * 255.0).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise PhotoError(f"Integer images must hold values between 0 and 255, got values from {low} to {high}.")
+        pixels = array.astype(np.uint8)
+    else:
+        raise PhotoError(f"Images of data type {array.dtype} are not supported.")
     if pixels.ndim == 2:
         pixels = np.stack([pixels] * 3, axis=-1)
     elif pixels.shape[2] == 4:  # Composited onto white.
@@ -223,26 +228,3 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
     # Always a fresh array: callers may modify it without touching the source.
     return np.array(pixels, dtype=np.uint8, order="C", copy=True)
 
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Map bool, uint8, uint16, float in [0, 1] and small integers to ``uint8``."""
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.uint16:
-        # Round to nearest: 65535 -> 255, 257 -> 1.
-        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise PhotoError("The image contains invalid (NaN or infinite) values.")
-        low, high = float(array.min()), float(array.max())
-        if low < 0.0 or high > 1.0:
-            raise PhotoError(f"Float images must hold values between 0 and 1, got values from {low:g} to {high:g}.")
-        return np.rint(array.astype(np.float32) * 255.0).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or high > 255:
-            raise PhotoError(f"Integer images must hold values between 0 and 255, got values from {low} to {high}.")
-        return array.astype(np.uint8)
-    raise PhotoError(f"Images of data type {array.dtype} are not supported.")
