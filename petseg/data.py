@@ -30,7 +30,7 @@ from PIL import Image
 
 from petseg.classes import BORDER, NUM_CLASSES
 from petseg.photos import load_labelled_photo
-from petseg.resize import augment, cache_size_for, resize_image, resize_mask
+from petseg.resize import augment, resize_image, resize_mask
 
 AUTOTUNE = tf.data.AUTOTUNE
 TFDS_SPLITS = {"trainval": "train", "test": "test"}  # The official splits, as the tfds builder names them.
@@ -137,12 +137,11 @@ def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: 
     return Example(name, image, mask)
 
 
-def read_or_skip(read, item, skipped: list | None) -> Example | None:
-    """``read(item)``, or None after logging why and appending ``(name, reason)`` to ``skipped``."""
+def read_or_skip(read, name, skipped: list | None) -> Example | None:
+    """``read(name)``, or None after logging why and appending ``(name, reason)`` to ``skipped``."""
     try:
-        return read(item)
+        return read(name)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        name = getattr(item, "name", item)
         LOGGER.warning("Skipping %s: %s", name, error)
         if skipped is not None:
             skipped.append((name, str(error)))
@@ -193,8 +192,7 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: li
                        ) -> Iterator[Example]:
     """Yield every example of a tfds split at its original size."""
     for index, features in enumerate(load_tfds_split(split, tfds_data_dir).as_numpy_iterator()):
-        name = features.get("file_name", f"{split}_{index}".encode())
-        name = Path(name.decode() if isinstance(name, bytes) else str(name)).stem
+        name = Path(features.get("file_name", f"{split}_{index}".encode()).decode()).stem
         image, mask = np.asarray(features["image"], dtype=np.uint8), np.asarray(features["segmentation_mask"])
         if image.ndim != 3 or image.shape[-1] != 3 or mask.ndim != 3:
             if skipped is not None:
@@ -286,7 +284,7 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
     """Build the train and validation pipelines from the trainval split (a seeded fraction, or ``validation_names``).
     ``unlabelled_dirs`` hold pseudo-labelled photos (``scripts/pseudo_label.py``) that make up ``unlabelled_share``
     of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos."""
-    cache_size = cache_size_for(image_size, augmentation)
+    cache_size = round(image_size * 1.25) if augmentation == "strong" else image_size  # Strong's crops: a quarter more.
     examples = load_resized(data_dir, "trainval", cache_size, tfds_data_dir)
     if validation_names is None:
         validation_index = validation_indices(examples.names, validation_fraction, seed)
@@ -301,19 +299,16 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         validation.images = np.round(resize_image(validation.images, image_size).numpy() * 255).astype(np.uint8)
         validation.masks = resize_mask(tf.convert_to_tensor(validation.masks), image_size).numpy()
     counts = {"train": len(train.names), "validation": len(validation.names), "skipped": len(examples.skipped)}
-    source, labelled_batch = describe_source(data_dir), batch_size
-    if not unlabelled_dirs:
-        train_dataset = augmented_batches(train, image_size, augmentation, batch_size, seed)
-    else:
-        unlabelled_batch = round(batch_size * unlabelled_share)
-        labelled_batch = batch_size - unlabelled_batch
-        if not 0 < unlabelled_batch < batch_size:
-            raise ValueError(f"An unlabelled share of {unlabelled_share} leaves no labelled or no unlabelled photo "
-                             f"in a batch of {batch_size}.")
+    source, unlabelled_batch = describe_source(data_dir), round(batch_size * unlabelled_share) if unlabelled_dirs else 0
+    if unlabelled_dirs and not 0 < unlabelled_batch < batch_size:
+        raise ValueError(f"An unlabelled share of {unlabelled_share} leaves no labelled or no unlabelled photo in a "
+                         f"batch of {batch_size}.")
+    labelled_batch = batch_size - unlabelled_batch
+    train_dataset = augmented_batches(train, image_size, augmentation, labelled_batch, seed)
+    if unlabelled_dirs:
         unlabelled = load_unlabelled(unlabelled_dirs, cache_size, min_confidence, data_dir, examples.names)
         train_dataset = tf.data.Dataset.zip(
-            augmented_batches(train, image_size, augmentation, labelled_batch, seed),
-            augmented_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True),
+            train_dataset, augmented_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True)
         ).map(lambda labelled, more: (tf.concat([labelled[0], more[0]], 0), tf.concat([labelled[1], more[1]], 0)))
         counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
         folders = ", ".join(describe_source(folder) for folder in unlabelled_dirs)

@@ -38,8 +38,7 @@ def compute_metrics(confusion: np.ndarray) -> dict:
     confusion = np.asarray(confusion, dtype=np.float64)
     true_positive = np.diag(confusion)
     union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positive / union, np.nan)
+    iou = np.divide(true_positive, union, out=np.full(len(union), np.nan), where=union > 0)
     total = confusion.sum()
     pet_pet = np.delete(np.delete(confusion, BACKGROUND, 0), BACKGROUND, 1).sum()
     binary_union = total - confusion[BACKGROUND, BACKGROUND]
@@ -60,8 +59,7 @@ def evaluate_checkpoint(checkpoint: CheckpointInfo, data_dir: str | os.PathLike 
     ``data_dir`` (official layout; None: tfds, from ``tfds_data_dir`` if given)."""
     confusion, skipped, count, started = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64), [], 0, time.perf_counter()
     for example in iterate_split(data_dir, split, skipped, tfds_data_dir):
-        prediction = predict_probabilities(example.image, checkpoint).argmax(axis=-1)
-        confusion += confusion_matrix(example.mask, prediction)
+        confusion += confusion_matrix(example.mask, predict_probabilities(example.image, checkpoint).argmax(axis=-1))
         count += 1
         if limit is not None and count >= limit:
             break

@@ -48,9 +48,8 @@ def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: st
     elif image.dtype == tf.uint8:  # Cached at the model's size already: only convert (a resize would copy it twice).
         image = tf.cast(image, tf.float32) / 255.0
     if augmentation != "none":
-        flip = tf.random.uniform(()) > 0.5
-        image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
-        mask = tf.cond(flip, lambda: tf.image.flip_left_right(mask), lambda: mask)
+        if tf.random.uniform(()) > 0.5:  # One draw for both (AutoGraph makes it a tf.cond in tf.data and tf.function).
+            image, mask = tf.image.flip_left_right(image), tf.image.flip_left_right(mask)
     if augmentation == "strong":
         image = tf.image.random_brightness(image, 0.15)
         image = tf.image.random_contrast(image, 0.75, 1.25)
@@ -58,8 +57,3 @@ def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: st
         image = tf.image.random_hue(image, 0.04)
         image = tf.clip_by_value(image, 0.0, 1.0)
     return image, tf.cast(mask, tf.int32)
-
-
-def cache_size_for(image_size: int, augmentation: str) -> int:
-    """Strong augmentation crops, so it caches photos a quarter larger than the model's input."""
-    return int(round(image_size * 1.25)) if augmentation == "strong" else image_size

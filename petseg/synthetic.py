@@ -23,7 +23,6 @@ def make_synthetic_pet(rng: np.random.Generator, width: int, height: int) -> tup
     pixels = np.clip(background + noise + np.linspace(-30, 30, width)[None, :, None], 0, 255).astype(np.uint8)
     photo = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(1.5))
     pet_mask = Image.new("L", (width, height), 0)
-    draw_mask, draw_photo = ImageDraw.Draw(pet_mask), ImageDraw.Draw(photo)
     fur = tuple(int(value) for value in rng.integers(0, 255, size=3))
     centre_x, centre_y = rng.uniform(0.35, 0.65) * width, rng.uniform(0.4, 0.65) * height
     body_w, body_h = rng.uniform(0.2, 0.32) * width, rng.uniform(0.15, 0.25) * height
@@ -31,16 +30,14 @@ def make_synthetic_pet(rng: np.random.Generator, width: int, height: int) -> tup
     shapes = [(centre_x - body_w, centre_y - body_h, centre_x + body_w, centre_y + body_h),
               (centre_x - head_r * 0.8, centre_y - body_h - head_r * 1.6, centre_x + head_r * 1.2,
                centre_y - body_h + head_r * 0.4)]
-    for shape in shapes:
-        draw_mask.ellipse(shape, fill=255)
-        draw_photo.ellipse(shape, fill=fur)
-    # Ears make the silhouette less of an ellipse.
-    ear_y = centre_y - body_h - head_r * 1.5
-    for ear_x in (centre_x - head_r * 0.5, centre_x + head_r * 0.9):
-        ear = [(ear_x - head_r * 0.4, ear_y + head_r * 0.3), (ear_x + head_r * 0.4, ear_y + head_r * 0.3),
-               (ear_x, ear_y - head_r * 0.6)]
-        draw_mask.polygon(ear, fill=255)
-        draw_photo.polygon(ear, fill=fur)
+    ear_y = centre_y - body_h - head_r * 1.5  # Ears make the silhouette less of an ellipse.
+    ears = [[(ear_x - head_r * 0.4, ear_y + head_r * 0.3), (ear_x + head_r * 0.4, ear_y + head_r * 0.3),
+             (ear_x, ear_y - head_r * 0.6)] for ear_x in (centre_x - head_r * 0.5, centre_x + head_r * 0.9)]
+    for draw, fill in ((ImageDraw.Draw(pet_mask), 255), (ImageDraw.Draw(photo), fur)):
+        for shape in shapes:
+            draw.ellipse(shape, fill=fill)
+        for ear in ears:
+            draw.polygon(ear, fill=fill)
     inside, outer, inner = (np.asarray(mask) > 127 for mask in (
         pet_mask, pet_mask.filter(ImageFilter.MaxFilter(5)), pet_mask.filter(ImageFilter.MinFilter(5))))
     trimap = np.where(outer & ~inner, 3, np.where(inside, 1, 2)).astype(np.uint8)
@@ -54,7 +51,7 @@ def make_synthetic_pets(root: str | os.PathLike, trainval_count: int = 12, test_
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    lines: dict[str, list[str]] = {"trainval": [], "test": []}
+    lines = []
     for index in range(trainval_count + test_count):
         breed, species = BREEDS[index % len(BREEDS)]
         name = f"{breed}_{index + 1}"
@@ -63,8 +60,7 @@ def make_synthetic_pets(root: str | os.PathLike, trainval_count: int = 12, test_
         photo.save(root / "images" / f"{name}.jpg", quality=90)
         trimap.save(root / "annotations" / "trimaps" / f"{name}.png")
         # The official list format: name, class id (1..37), species (1 cat, 2 dog), breed id.
-        split = "trainval" if index < trainval_count else "test"
-        lines[split].append(f"{name} {species} {species} {species}")
-    for split, split_lines in lines.items():
+        lines.append(f"{name} {species} {species} {species}")
+    for split, split_lines in (("trainval", lines[:trainval_count]), ("test", lines[trainval_count:])):
         (root / "annotations" / f"{split}.txt").write_text("\n".join(split_lines) + "\n")
     return root
