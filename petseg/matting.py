@@ -114,10 +114,7 @@ def alpha_lkm(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
 
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "closed-form": alpha_closed_form,
-    "large-kernel": alpha_lkm,
-    "guided filter": guided_filter,
-}
+    "closed-form": alpha_closed_form, "large-kernel": alpha_lkm, "guided filter": guided_filter}
 DEFAULT_METHOD = "closed-form"
 
 
@@ -208,6 +205,5 @@ def warm_up() -> float:
     """Import pymatting (which loads or compiles its numba kernels) and matte a tiny photo; returns seconds."""
     started = time.perf_counter()
     mask = np.pad(np.pad(np.full((6, 6), PET, np.uint8), 3, constant_values=BORDER), 6, constant_values=BACKGROUND)
-    photo = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    cutout(photo, mask)
+    cutout(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8), mask)
     return time.perf_counter() - started

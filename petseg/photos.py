@@ -75,7 +75,7 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
     if source is None or (isinstance(source, str) and not source.strip()):
         raise PhotoError("No photo was given; please upload one.")
     if isinstance(source, np.ndarray):
-        return _shrink(_array_to_rgb(source, max_pixels), max_side)
+        return _array_to_rgb(source, max_pixels, max_side)
     if isinstance(source, Image.Image):
         return _image_to_rgb(source, max_pixels, max_side)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -141,18 +141,7 @@ def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None
             array = np.asarray(image.convert("RGBA" if transparent else "RGB"))
         except ValueError as error:
             raise PhotoError(f"Photos in the {image.mode} colour mode are not supported.") from error
-    return _shrink(_array_to_rgb(array, max_pixels), max_side)[0], size
-
-
-def _shrink(photo: np.ndarray, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
-    """An RGB photo shrunk (antialiased bilinear) to at most ``max_side`` on its longer side, and its own size."""
-    height, width = photo.shape[:2]
-    if max_side and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        shrunk = Image.fromarray(photo).resize((max(1, round(width * scale)), max(1, round(height * scale))),
-                                               Image.Resampling.BILINEAR)
-        photo = np.asarray(shrunk).copy()
-    return photo, (width, height)
+    return _array_to_rgb(array, max_pixels, max_side)[0], size
 
 
 def load_labelled_photo(photo_path: str | os.PathLike, label_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -191,9 +180,9 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
                          "on each side.")
 
 
-def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
+def _array_to_rgb(array: np.ndarray, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
     """An HxW, HxWx1, HxWx3 or HxWx4 array of bools, uint8, uint16, floats in [0, 1] or small integers as a new RGB
-    ``uint8`` array."""
+    ``uint8`` array, shrunk (antialiased bilinear) to at most ``max_side`` on its longer side; and its own size."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
@@ -225,6 +214,10 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> np.ndarray:
     elif pixels.shape[2] == 4:  # Composited onto white.
         alpha = pixels[:, :, 3:4].astype(np.float32) / 255.0
         pixels = np.rint(pixels[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        size = max(1, round(width * scale)), max(1, round(height * scale))
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
     # Always a fresh array: callers may modify it without touching the source.
-    return np.array(pixels, dtype=np.uint8, order="C", copy=True)
+    return np.array(pixels, dtype=np.uint8, order="C", copy=True), (width, height)
 

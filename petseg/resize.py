@@ -35,8 +35,7 @@ def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: st
         raise ValueError(f"Unknown augmentation {augmentation!r}; choose none, flip or strong.")
     if augmentation == "strong":
         cached_size = tf.shape(image)[0]
-        scale = tf.random.uniform((), 0.6, 1.0)
-        aspect = tf.random.uniform((), 0.8, 1.25)
+        scale, aspect = tf.random.uniform((), 0.6, 1.0), tf.random.uniform((), 0.8, 1.25)
         crop_height = tf.cast(tf.minimum(1.0, scale * tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
         crop_width = tf.cast(tf.minimum(1.0, scale / tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
         top = tf.random.uniform((), 0, cached_size - crop_height + 1, dtype=tf.int32)
