@@ -29,7 +29,7 @@ import tensorflow as tf
 from PIL import Image
 
 from petseg.classes import BORDER, NUM_CLASSES
-from petseg.photos import load_labelled_photo
+from petseg.photos import exif_orientation, load_photo, turn
 from petseg.resize import augment, resize_image, resize_mask
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -120,12 +120,13 @@ def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
 
 
 def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: float | None = None) -> Example:
-    """Read one photo (decoded as the app decodes uploads) and its trimap; ``OSError``/``ValueError`` if unreadable.
-    With ``min_confidence`` the folder holds pseudo-labels (``scripts/pseudo_label.py``): pixels whose
-    ``annotations/confidence/`` value is lower become ``IGNORE``."""
-    root = Path(data_dir)
-    image, trimap = load_labelled_photo(root / "images" / f"{name}.jpg",
-                                        root / "annotations" / "trimaps" / f"{name}.png")
+    """Read one photo (decoded as the app decodes uploads) and its trimap, turned by the photo's EXIF orientation;
+    ``OSError``/``ValueError`` if unreadable. With ``min_confidence`` the folder holds pseudo-labels
+    (``scripts/pseudo_label.py``): pixels whose ``annotations/confidence/`` value is lower become ``IGNORE``."""
+    root, photo_path = Path(data_dir), Path(data_dir) / "images" / f"{name}.jpg"
+    image = load_photo(photo_path)
+    with Image.open(photo_path) as stored, Image.open(root / "annotations" / "trimaps" / f"{name}.png") as label:
+        trimap = np.asarray(turn(label, exif_orientation(stored)))
     if trimap.ndim != 2 or trimap.shape != image.shape[:2]:
         raise ValueError(f"trimap shape {trimap.shape} does not match photo shape {image.shape[:2]}")
     mask = trimap_to_classes(trimap)
@@ -188,16 +189,11 @@ def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_
                         "--tfds-data-dir with a folder where tfds has prepared it already.")
 
 
-def iterate_tfds_split(split: str, tfds_data_dir: str | None = None, skipped: list | None = None
-                       ) -> Iterator[Example]:
-    """Yield every example of a tfds split at its original size."""
+def iterate_tfds_split(split: str, tfds_data_dir: str | None = None) -> Iterator[Example]:
+    """Yield every example of a tfds split at its original size (its features fix 3 photo and 1 mask channel)."""
     for index, features in enumerate(load_tfds_split(split, tfds_data_dir).as_numpy_iterator()):
         name = Path(features.get("file_name", f"{split}_{index}".encode()).decode()).stem
         image, mask = np.asarray(features["image"], dtype=np.uint8), np.asarray(features["segmentation_mask"])
-        if image.ndim != 3 or image.shape[-1] != 3 or mask.ndim != 3:
-            if skipped is not None:
-                skipped.append((name, f"unexpected shapes {image.shape} and {mask.shape}"))
-            continue
         if mask.shape[:2] != image.shape[:2]:
             # Real records always match; tfds' mock data draws independent shapes. Align the mask to the photo.
             mask = resize_mask(tf.convert_to_tensor(mask), image.shape[:2]).numpy()
@@ -208,7 +204,7 @@ def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list 
                   tfds_data_dir: str | None = None) -> Iterator[Example]:
     """Yield the readable examples of ``split`` from a folder (tfds if None); the rest go to ``skipped``."""
     if data_dir is None:
-        return iterate_tfds_split(split, tfds_data_dir, skipped)
+        return iterate_tfds_split(split, tfds_data_dir)
     read = functools.partial(read_folder_example, data_dir)  # Names are read now: a bad folder fails at once.
     examples = (read_or_skip(read, name, skipped) for name in read_split_names(data_dir, split))
     return (example for example in examples if example is not None)
@@ -242,7 +238,7 @@ def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds
     release the GIL). With ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_folder_example``)."""
     skipped: list[tuple[str, str]] = []
     if data_dir is None:  # tfds decodes its records itself; the pool only resizes.
-        items, read = iterate_tfds_split(split, tfds_data_dir, skipped), (lambda example: example)
+        items, read = iterate_tfds_split(split, tfds_data_dir), (lambda example: example)
     else:
         items = read_split_names(data_dir, split)
         read = functools.partial(read_folder_example, data_dir, min_confidence=min_confidence)

@@ -65,15 +65,13 @@ def guided_coefficients(guide: np.ndarray, source: np.ndarray, radius: int = GUI
 
 
 def guided_filter(image: np.ndarray, trimap: np.ndarray, radius: int = 8, epsilon: float = 1e-3) -> np.ndarray:
-    """``trimap`` smoothed so its edges follow the colour ``image`` (floats in [0, 1]): the "guided filter" method,
-    no matting at all."""
+    """``trimap`` smoothed along the edges of the colour ``image`` ([0, 1]): the "guided filter" method, no matting."""
     a, b = guided_coefficients(image, trimap, radius, epsilon)
     return np.einsum("hwc,hwc->hw", a, image) + b
 
 
 def resize_float(array: np.ndarray, size: tuple[int, int], where: np.ndarray | None = None) -> np.ndarray:
-    """Resize a (h, w) or (h, w, channels) float array to ``size`` (width, height) bilinearly; with ``where``, only
-    the pixels where it is true, flat."""
+    """Resize a (h, w[, channels]) float array to ``size`` (width, height) bilinearly; with ``where``, those pixels."""
     if array.ndim == 3:
         return np.stack([resize_float(plane, size, where) for plane in np.moveaxis(array, -1, 0)], axis=-1)
     resized = np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.BILINEAR), np.float64)
@@ -101,8 +99,7 @@ def alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
 
     try:
         return estimate_alpha_cf(image, trimap, cg_kwargs=SOLVER)
-    except ValueError:
-        # Conjugate gradients can stop short on a wide band of busy texture: the guided filter's edge stands in.
+    except ValueError:  # Conjugate gradients can stop short on a wide band of busy texture: a guided filter's edge.
         return guided_filter(image, trimap)
 
 

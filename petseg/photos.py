@@ -114,10 +114,8 @@ def _decode(file: BinaryIO, max_pixels: int, max_side: int | None) -> tuple[np.n
         return _image_to_rgb(image, max_pixels, max_side)
 
 
-def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None
-                  ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Check the size, decode (a JPEG at reduced size where that suffices), turn upright, convert to RGB at most
-    ``max_side`` on its longer side; also returns the full upright size."""
+def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Check the size, decode (a JPEG drafted smaller where that suffices), turn upright, RGB; and the upright size."""
     _check_size(*image.size, max_pixels)
     orientation = exif_orientation(image)
     size = image.size if orientation < 5 else image.size[::-1]  # Orientations 5 to 8 swap the sides.
@@ -144,22 +142,11 @@ def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None
     return _array_to_rgb(array, max_pixels, max_side)[0], size
 
 
-def load_labelled_photo(photo_path: str | os.PathLike, label_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A photo decoded as ``load_photo`` does, and its label image (a trimap, drawn on the stored pixels) turned
-    by the same EXIF orientation, its values kept as they are."""
-    photo = load_photo(photo_path)
-    with Image.open(photo_path) as image:
-        orientation = exif_orientation(image)
-    with Image.open(label_path) as label:
-        return photo, np.asarray(turn(label, orientation))
-
-
 def exif_orientation(image: Image.Image) -> int:
     """The EXIF orientation (1 to 8) of an image; 1, "as stored", where it has none or it is broken."""
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except (*DECODING_ERRORS, KeyError, TypeError):
-        # Broken EXIF data says nothing reliable about orientation: keep the pixels as stored.
+    except (*DECODING_ERRORS, KeyError, TypeError):  # Broken EXIF says nothing reliable: keep the pixels as stored.
         return 1
     return orientation if orientation in ORIENTATION_TRANSPOSES else 1
 
