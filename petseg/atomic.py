@@ -1,8 +1,5 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never half of one.
 
-Each file is written to a temporary file in its folder (the rename never crosses file systems), flushed to disk,
-made readable by all, then renamed over the old one.
-
 >>> import tempfile
 >>> path = Path(tempfile.mkdtemp()) / "status.json"
 >>> atomic_write_json(path, {})
@@ -22,8 +19,9 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (a "." name, so listings skip it; ``suffix`` for writers that check
-    extensions); when the block succeeds it replaces ``path``, else it is removed."""
+    """Yield a temporary path beside ``path`` (so the rename never crosses file systems; a "." name, so listings skip
+    it; ``suffix`` for writers that check extensions); when the block succeeds it replaces ``path``, else it is
+    removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)

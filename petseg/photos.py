@@ -24,8 +24,6 @@ MIN_SIDE = 8  # Smaller photos hold too little to segment.
 
 PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
-NOT_AN_IMAGE_MESSAGE = ("This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or TIFF "
-                        "photo.")
 DAMAGED_MESSAGE = "The image data is truncated or damaged; please upload the file again."
 EMPTY_MESSAGE = "The file is empty (0 bytes); please upload the photo again."
 
@@ -104,7 +102,8 @@ def _decode(file: BinaryIO, max_pixels: int, max_side: int | None) -> tuple[np.n
     try:
         image = Image.open(file)
     except UnidentifiedImageError as error:
-        raise PhotoError(NOT_AN_IMAGE_MESSAGE) from error
+        raise PhotoError("This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or "
+                         "TIFF photo.") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # Pillow's own limit; the warning only arrives here when warnings are turned into errors.
         raise PhotoError(f"The photo is too large to process safely; the limit is {max_pixels:,} pixels.") from error
