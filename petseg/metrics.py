@@ -58,9 +58,8 @@ def evaluate_checkpoint(checkpoint: CheckpointInfo, data_dir: str | os.PathLike 
     """Score a servable entry (its export runs) on every readable photo of ``split`` (or the first ``limit``) of
     ``data_dir`` (official layout; None: tfds, from ``tfds_data_dir`` if given)."""
     confusion, skipped, count, started = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64), [], 0, time.perf_counter()
-    for example in iterate_split(data_dir, split, skipped, tfds_data_dir):
+    for count, example in enumerate(iterate_split(data_dir, split, skipped, tfds_data_dir), 1):
         confusion += confusion_matrix(example.mask, predict_probabilities(example.image, checkpoint).argmax(axis=-1))
-        count += 1
         if limit is not None and count >= limit:
             break
     return {**compute_metrics(confusion), "data": describe_source(data_dir), "split": split, "photos": count,
