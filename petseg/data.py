@@ -218,12 +218,8 @@ def describe_source(data_dir: str | os.PathLike | None) -> str:
 @functools.lru_cache(maxsize=None)
 def compiled_resize(size: int):
     """One compiled function per ``size`` that resizes a photo and its mask in one call, as the app resizes."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None, 1], tf.uint8)])
-    def resize_pair(image, mask):
-        return resize_image(image, size), resize_mask(mask, size)
-
-    return resize_pair
+    specs = [tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None, 1], tf.uint8)]
+    return tf.function(lambda image, mask: (resize_image(image, size), resize_mask(mask, size)), input_signature=specs)
 
 
 def resize_example(example: Example, size: int) -> tuple[np.ndarray, np.ndarray]:
