@@ -31,6 +31,7 @@ EMPTY_MESSAGE = "The file is empty (0 bytes); please upload the photo again."
 ORIENTATION_TRANSPOSES = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
 # Errors that Pillow's decoders raise on broken or truncated data.
 DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 
@@ -206,4 +207,3 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int, max_side: int | None) -> t
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
     # Always a fresh array: callers may modify it without touching the source.
     return np.array(pixels, dtype=np.uint8, order="C", copy=True), (width, height)
-
