@@ -19,9 +19,8 @@ from typing import Any, Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (so the rename never crosses file systems; a "." name, so listings skip
-    it; ``suffix`` for writers that check extensions); when the block succeeds it replaces ``path``, else it is
-    removed."""
+    """Yield a temporary path beside ``path`` (the same file system; a "." name, so listings skip it; ``suffix`` for
+    writers that check extensions): it replaces ``path`` when the block succeeds, else it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
