@@ -116,6 +116,5 @@ def cut_out_batch(segmenter: Segmenter, paths: list[str | os.PathLike], checkpoi
         writer.writeheader()
         writer.writerows(rows)
     progress(len(photos), len(photos), "")
-    failed = sum(1 for row in rows if row["error"])
-    return BatchResult(gallery, str(folder / "cutouts.zip"), str(csv_path), len(photos), failed)
+    return BatchResult(gallery, str(folder / "cutouts.zip"), str(csv_path), len(photos), len(photos) - len(gallery))
 

@@ -26,7 +26,7 @@ from petseg.classes import CLASS_NAMES, PALETTE
 from petseg.launcher import TrainingRequestError
 from petseg.photos import PhotoError
 from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
-                                 find_checkpoint, mask_agreement, pet_area_change)
+                                 find_checkpoint, mask_agreement)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 IMAGE_HEIGHT = 340
@@ -123,10 +123,8 @@ class PredictHandlers:
 
     def recutout(self, photo: Any, checkpoint: str | None) -> str | None:
         """Like ``cutout`` after ``repredict``, which has warned about an unusable checkpoint already."""
-        try:
+        with contextlib.suppress(gr.Error):
             return self.cutout(photo, checkpoint)
-        except gr.Error:
-            return None
 
     def repredict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
         """Like ``predict`` after a checkpoint switch, but an unusable checkpoint clears the results with a warning."""
@@ -142,12 +140,9 @@ class PredictHandlers:
         if not files:
             return None, None, None, NO_BATCH_MESSAGE
         name = self.require_checkpoint(checkpoint)
-
-        def report(done: int, total: int, photo: str) -> None:
-            progress((done, total), desc=f"Cutting out {photo}" if photo else "Writing the .zip", unit="photos")
-
         with readable_errors():
-            result = cut_out_batch(self.segmenter, files, name, report)
+            result = cut_out_batch(self.segmenter, files, name, lambda done, total, photo: progress(
+                (done, total), desc=f"Cutting out {photo}" if photo else "Writing the .zip", unit="photos"))
         status = f"Cut out **{result.photos - result.failed}** of {result.photos} photos with **{name}**"
         failed = f"; {result.failed} could not be used (their errors are in the CSV)." if result.failed else "."
         return result.gallery, result.zip_path, result.csv_path, status + failed
@@ -176,10 +171,9 @@ class PredictHandlers:
         names = [self.require_checkpoint(checkpoint) for checkpoint in (first, second)]
         with readable_errors():
             results = [self.segmenter.pictures(upload, name, photo_name(photo)) for name in names]
-        masks = [result.mask for result in results]
         outputs = [f"On this {results[0].size} photo, **{names[0]}** and **{names[1]}** agree on "
-                   f"**{mask_agreement(*masks):.1f} %** of the pixels; the pet area changes by "
-                   f"{pet_area_change(*masks):+.1f} points from the first to the second."]
+                   f"**{mask_agreement(results[0].mask, results[1].mask):.1f} %** of the pixels; the pet area changes "
+                   f"by {results[1].areas['pet'] - results[0].areas['pet']:+.1f} points from the first to the second."]
         for name, result in zip(names, results):
             areas = ", ".join(f"{label} {result.areas[label]:.1f} %" for label in CLASS_NAMES)
             outputs += [checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.",
@@ -222,9 +216,8 @@ def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.
 def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
     """The Predict tab; returns its checkpoint dropdown, which the Training tab refreshes."""
     default = default_checkpoint(handlers.weights_dir)
-    checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", default,
-                                     "Best first; labels give the preset, epochs, input size and test mIoU.",
-                                     elem_id="checkpoint")
+    checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", default, elem_id="checkpoint",
+                                     info="Best first; labels give the preset, epochs, input size and test mIoU.")
     checkpoint_info = gr.Markdown(handlers.describe_checkpoint(default))
     with gr.Row(equal_height=True):
         photo = photo_input(IMAGE_HEIGHT, elem_id="photo")
