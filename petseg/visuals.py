@@ -131,10 +131,8 @@ def plot_curves(history: Sequence[dict]) -> np.ndarray:
             continue
         axis.legend(loc="best", fontsize="small")
         axis.grid(alpha=0.3)
-        if np.ptp(axis.dataLim.intervalx) == 0:
-            # A single epoch: widen the axis so it shows whole epoch numbers around the point.
-            epoch = axis.dataLim.intervalx[0]
-            axis.set_xlim(epoch - 1, epoch + 1)
+        if np.ptp(axis.dataLim.intervalx) == 0:  # A single epoch: widen the axis to whole epochs around the point.
+            axis.set_xlim(*(axis.dataLim.intervalx + [-1, 1]))
     score_axis.set_ylim(0.0, 1.0)
     return _render(canvas)
 
@@ -152,8 +150,7 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
 def _check_mask(mask: np.ndarray) -> np.ndarray:
     """Return ``mask`` as (height, width) if it holds integer class ids in range, else raise ValueError."""
     mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        # Keras datasets often keep a trailing channel axis on masks.
+    if mask.ndim == 3 and mask.shape[2] == 1:  # Keras datasets often keep a trailing channel axis on masks.
         mask = mask[:, :, 0]
     if mask.ndim != 2:
         raise ValueError(f"A mask must be shaped (height, width) or (height, width, 1), got {mask.shape}.")
