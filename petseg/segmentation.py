@@ -103,8 +103,7 @@ class Segmenter:
             return known
         photo = load_photo(upload)
         screen_photo, _ = decode_photo(upload, max_side=SCREEN_SIDE)
-        probabilities, _ = self._predict(screen_photo, checkpoint, size=photo.shape[:2])
-        mask = class_ids(probabilities)
+        mask = class_ids(self._predict(screen_photo, checkpoint, size=photo.shape[:2])[0])
         result = Cutout(self.outputs.write(matting.cutout(photo, mask), name, "cutout.png"), class_areas(mask))
         self._remember(key, result)
         return result

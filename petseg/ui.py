@@ -5,9 +5,8 @@ starts ``train.py`` runs (``petseg.launcher``) and shows any run live; the Predi
 ``petseg.ui_predict`` (the only other module that imports gradio). Every user mistake becomes a readable ``gr.Error``
 or ``gr.Warning``, never a traceback.
 
-Named endpoints: ``/predict`` (photo, checkpoint -> class map, confidence, photo and cutout, areas, status, all
-screen-sized), ``/cutout`` (photo, checkpoint -> the full-resolution transparent PNG), ``/batch`` (photos or .zip
-files, checkpoint -> gallery, .zip of cutouts, CSV of class shares, status), ``/compare`` and ``/list_checkpoints``.
+Named endpoints (docs/app.md shows each; the handlers' docstrings say what they return): ``/predict``, ``/cutout``,
+``/batch``, ``/compare`` and ``/list_checkpoints``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The Predict, Compare and Batch tabs: a photo through one or two checkpoints, or many photos through one.
 
-``gr.AnnotatedImage`` shows the classes over the photo, ``gr.ImageSlider`` the photo against its matted cutout. On
-the page the class map, confidence and areas go out as soon as the model answers and the cutout follows; the
-``/predict`` endpoint answers once, cutout included. Uploads reach ``petseg.photos`` undecoded, so a bad file gets
-a readable message instead of gradio's bare "Error".
+``gr.AnnotatedImage`` shows the classes over the photo, ``gr.ImageSlider`` the photo against its matted cutout; the
+class map, confidence and areas go out as soon as the model answers, and the cutout follows.
 """
 
 from __future__ import annotations
@@ -28,7 +26,8 @@ from petseg.photos import PhotoError
 from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
                                  find_checkpoint, mask_agreement)
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE_PHOTOS = sorted(str(path) for path in (Path(__file__).resolve().parent.parent / "examples").glob("*")
+                        if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
 IMAGE_HEIGHT = 340
 COLOR_MAP = {name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in zip(CLASS_NAMES, PALETTE)}
 NO_PHOTO_MESSAGE = "Upload a photo, paste one, or pick an example."
@@ -143,9 +142,10 @@ class PredictHandlers:
         with readable_errors():
             result = cut_out_batch(self.segmenter, files, name, lambda done, total, photo: progress(
                 (done, total), desc=f"Cutting out {photo}" if photo else "Writing the .zip", unit="photos"))
-        status = f"Cut out **{result.photos - result.failed}** of {result.photos} photos with **{name}**"
-        failed = f"; {result.failed} could not be used (their errors are in the CSV)." if result.failed else "."
-        return result.gallery, result.zip_path, result.csv_path, status + failed
+        failed = result.photos - len(result.gallery)
+        status = f"Cut out **{len(result.gallery)}** of {result.photos} photos with **{name}**"
+        status += f"; {failed} could not be used (their errors are in the CSV)." if failed else "."
+        return result.gallery, result.zip_path, result.csv_path, status
 
     def describe_checkpoint(self, checkpoint: str | None) -> str:
         """The card under the checkpoint dropdown; an unavailable checkpoint also raises a warning with its reason."""
@@ -187,22 +187,17 @@ class PredictHandlers:
                 for info in list_checkpoints(self.weights_dir)]
 
 
-def example_photos() -> list[str]:
-    """The example photos shipped in ``examples/``."""
-    return sorted(str(path) for path in EXAMPLES_DIR.glob("*") if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
-
-
 def photo_input(height: int, elem_id: str) -> gr.Image:
     """A photo upload that also takes webcam shots and pasted images; its events hand over the file undecoded."""
     return gr.Image(label="Pet photo", type="filepath", image_mode=None, height=height, elem_id=elem_id,
                     sources=["upload", "webcam", "clipboard"])
 
 
-def checkpoint_dropdown(weights_dir: Path, label: str, value: str | None, info: str | None = None,
+def checkpoint_dropdown(weights_dir: Path, label: str, value: str | None = None, info: str | None = None,
                         elem_id: str | None = None) -> gr.Dropdown:
-    """A dropdown of every checkpoint; typed names are allowed, for checkpoints saved later."""
-    return gr.Dropdown(choices=checkpoint_choices(weights_dir), value=value, label=label, info=info,
-                       allow_custom_value=True, filterable=True, elem_id=elem_id)
+    """A dropdown of every checkpoint, on ``value`` or the default; typed names are allowed, for later checkpoints."""
+    return gr.Dropdown(choices=checkpoint_choices(weights_dir), value=value or default_checkpoint(weights_dir),
+                       label=label, info=info, allow_custom_value=True, filterable=True, elem_id=elem_id)
 
 
 def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.AnnotatedImage:
@@ -224,7 +219,7 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
         class_map = class_map_output("Classes: hover a name to see it alone", IMAGE_HEIGHT, elem_id="classes")
         slider = gr.ImageSlider(label="Photo | cutout: drag the line", height=IMAGE_HEIGHT, max_height=IMAGE_HEIGHT,
                                 interactive=False, buttons=["fullscreen"], elem_id="cutout")
-    gr.Examples(example_photos(), inputs=photo, label="Example photos", cache_examples=False)
+    gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos", cache_examples=False)
     status = gr.Markdown(NO_PHOTO_MESSAGE, elem_id="predict-status")
     with gr.Row(equal_height=True):
         confidence = gr.Image(label="Confidence: bright = sure", format="jpeg", interactive=False,
@@ -257,7 +252,7 @@ def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdo
     with gr.Row():
         with gr.Column(scale=1):
             photo = photo_input(IMAGE_HEIGHT - 60, elem_id="compare-photo")
-            gr.Examples(example_photos(), inputs=photo, label="Example photos", cache_examples=False)
+            gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos", cache_examples=False)
             first = checkpoint_dropdown(handlers.weights_dir, "First checkpoint", names[0])
             second = checkpoint_dropdown(handlers.weights_dir, "Second checkpoint", names[min(1, len(names) - 1)])
             button = gr.Button("Compare", variant="primary")
@@ -283,8 +278,7 @@ def build_batch_tab(handlers: PredictHandlers) -> gr.Dropdown:
         with gr.Column(scale=1):
             files = gr.File(label="Pet photos, or a .zip of photos", file_count="multiple", type="filepath",
                             elem_id="batch-files")
-            checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint",
-                                             default_checkpoint(handlers.weights_dir))
+            checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint")
             button = gr.Button("Cut out every photo", variant="primary", elem_id="batch-start")
         with gr.Column(scale=2):
             status = gr.Markdown(NO_BATCH_MESSAGE, elem_id="batch-status")
