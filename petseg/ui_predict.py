@@ -236,7 +236,6 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
     photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict_page", api_visibility="private",
                  preprocess=False, concurrency_id="model", trigger_mode="always_last").success(
         **cutout, api_name="cutout")
-    # /predict answers once, with the final value; the page's own event above streams the first pictures.
     gr.Button(visible=False).click(handlers.predict_once, [photo, checkpoint], outputs, api_name="predict",
                                    preprocess=False, concurrency_id="model")
     checkpoint.change(handlers.describe_checkpoint, checkpoint, checkpoint_info, api_visibility="private").then(
