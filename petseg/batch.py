@@ -35,13 +35,12 @@ class BatchError(ValueError):
 
 @dataclasses.dataclass
 class BatchResult:
-    """A finished batch: gallery previews with captions, the .zip of cutouts, the CSV, and how many failed."""
+    """A finished batch: a captioned preview per photo cut out, the .zip of cutouts, the CSV, how many photos."""
 
     gallery: list[tuple[str, str]]
     zip_path: str
     csv_path: str
     photos: int
-    failed: int
 
 
 def collect_photos(paths: list[str | os.PathLike]) -> list[tuple[str, bytes | str]]:
@@ -116,6 +115,5 @@ def cut_out_batch(segmenter: Segmenter, paths: list[str | os.PathLike], checkpoi
         writer.writeheader()
         writer.writerows(rows)
     progress(len(photos), len(photos), "")
-    failed = sum(1 for row in rows if row["error"])
-    return BatchResult(gallery, str(folder / "cutouts.zip"), str(csv_path), len(photos), failed)
+    return BatchResult(gallery, str(folder / "cutouts.zip"), str(csv_path), len(photos))
 

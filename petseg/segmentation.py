@@ -27,19 +27,15 @@ from PIL import Image
 
 from petseg import matting
 from petseg.checkpoints import CheckpointInfo, epochs_trained, headline_metrics, list_checkpoints
-from petseg.classes import CLASS_NAMES, PALETTE, PET
+from petseg.classes import CLASS_NAMES, PALETTE
 from petseg.inference import class_ids, get_predictor, predict_probabilities
 from petseg.photos import PhotoSource, decode_photo, load_photo
 from petseg.visuals import class_areas, confidence_map
 
-# The output folder keeps this many recent images (a /predict call writes six); older ones are deleted.
-KEEP_OUTPUTS = 256
-# How strongly each class colour covers the photo in the class map (gradio shows the layers at 85 % opacity).
-LAYER_OPACITY = 0.6
-# Pictures the page shows are at most this many pixels on their longer side.
-SCREEN_SIDE = 1600
-# Full-resolution cutouts remembered per photo and checkpoint (their files are the output folder's).
-KEEP_CUTOUTS = 32
+KEEP_OUTPUTS = 256  # Recent images the output folder keeps (a /predict call writes six); older ones are deleted.
+LAYER_OPACITY = 0.6  # How strongly a class colour covers the photo in the class map (gradio shows layers at 85 %).
+SCREEN_SIDE = 1600  # Pictures the page shows are at most this many pixels on their longer side.
+KEEP_CUTOUTS = 32  # Full-resolution cutouts remembered per photo and checkpoint (their files are the output folder's).
 
 
 @dataclasses.dataclass
@@ -64,7 +60,6 @@ class Cutout:
 
     path: str
     areas: dict[str, float]  # Percent of pixels per class name, at full size.
-    seconds: float  # Matting time.
 
 
 class Segmenter:
@@ -81,24 +76,22 @@ class Segmenter:
         ``CheckpointError`` for an unusable photo or checkpoint."""
         photo, (width, height) = decode_photo(upload, max_side=SCREEN_SIDE)
         probabilities, seconds = self._predict(photo, checkpoint)
-        key = self._cutout_key(upload, checkpoint, name)
         mask = class_ids(probabilities)
         photo_file = self.outputs.write(photo, name, "photo.jpg")
         layers = [(self.outputs.write(layer, name, f"{label}.png"), label) for layer, label in class_layers(mask)]
         return Pictures(photo=photo, mask=mask, class_map=(photo_file, layers),
                         confidence=self.outputs.write(confidence_map(probabilities), name, "confidence.jpg"),
-                        areas=class_areas(mask), size=f"{width}x{height} px", seconds=seconds, name=name, key=key,
-                        full_size=photo.shape[:2] == (height, width))
+                        areas=class_areas(mask), size=f"{width}x{height} px", seconds=seconds, name=name,
+                        key=self._cutout_key(upload, checkpoint, name), full_size=photo.shape[:2] == (height, width))
 
     def screen_cutout(self, pictures: Pictures) -> tuple[str, float]:
         """The matted cutout of ``pictures``' photo at screen size (a PNG) and its seconds; for a photo shown at
         its own size it is the full-resolution cutout too."""
         started = time.perf_counter()
         path = self.outputs.write(matting.cutout(pictures.photo, pictures.mask), pictures.name, "cutout.png")
-        seconds = time.perf_counter() - started
         if pictures.full_size:
-            self._remember(pictures.key, Cutout(path, pictures.areas, seconds))
-        return path, seconds
+            self._remember(pictures.key, Cutout(path, pictures.areas))
+        return path, time.perf_counter() - started
 
     def full_cutout(self, upload: PhotoSource, checkpoint: str, name: str | None = None) -> Cutout:
         """The matted cutout at full resolution, made once per photo and checkpoint, along the class map's mask (the
@@ -110,19 +103,22 @@ class Segmenter:
             return known
         photo = load_photo(upload)
         screen_photo, _ = decode_photo(upload, max_side=SCREEN_SIDE)
-        probabilities, _ = self._predict(screen_photo, checkpoint, size=photo.shape[:2])
-        mask = class_ids(probabilities)
-        started = time.perf_counter()
-        cutout = matting.cutout(photo, mask)
-        result = Cutout(self.outputs.write(cutout, name, "cutout.png"), class_areas(mask),
-                        time.perf_counter() - started)
+        mask = class_ids(self._predict(screen_photo, checkpoint, size=photo.shape[:2])[0])
+        result = Cutout(self.outputs.write(matting.cutout(photo, mask), name, "cutout.png"), class_areas(mask))
         self._remember(key, result)
         return result
 
     def _cutout_key(self, upload: PhotoSource, checkpoint: str, name: str | None) -> tuple:
-        """What a cutout is remembered by: the photo's bytes and name, the checkpoint's name and current sidecar."""
+        """What a cutout is remembered by: a SHA-256 of the photo's bytes (a file's content), its name, the
+        checkpoint's name and current sidecar."""
+        if isinstance(upload, (str, os.PathLike)):
+            try:
+                upload = Path(upload).read_bytes()
+            except OSError:
+                upload = f"unreadable:{upload}".encode()  # load_photo will explain.
+        data = upload if isinstance(upload, (bytes, bytearray)) else np.asarray(upload).tobytes()
         sidecar = get_predictor(checkpoint, self.weights_dir).checkpoint.sidecar
-        return photo_digest(upload), name, checkpoint, repr(sidecar)
+        return hashlib.sha256(data).hexdigest(), name, checkpoint, repr(sidecar)
 
     def _remember(self, key: tuple, cutout: Cutout) -> None:
         """Keep ``cutout`` for ``key``, forgetting the oldest beyond ``KEEP_CUTOUTS``."""
@@ -138,17 +134,6 @@ class Segmenter:
         started = time.perf_counter()
         probabilities = predict_probabilities(photo, checkpoint, self.weights_dir, size)
         return probabilities, time.perf_counter() - started
-
-
-def photo_digest(upload: PhotoSource) -> str:
-    """A SHA-256 of an upload's bytes (a file's content, not its name), to recognise the same photo again."""
-    if isinstance(upload, (str, os.PathLike)):
-        try:
-            upload = Path(upload).read_bytes()
-        except OSError:
-            return f"unreadable:{upload}"  # load_photo will explain.
-    data = upload if isinstance(upload, (bytes, bytearray)) else np.asarray(upload).tobytes()
-    return hashlib.sha256(data).hexdigest()
 
 
 def class_layers(mask: np.ndarray) -> list[tuple[Image.Image, str]]:
@@ -183,11 +168,6 @@ def mask_agreement(first: np.ndarray, second: np.ndarray) -> float:
     return 100.0 * float(np.mean(first == second))
 
 
-def pet_area_change(first: np.ndarray, second: np.ndarray) -> float:
-    """The second mask's pet area minus the first's, in percentage points."""
-    return 100.0 * (float(np.mean(second == PET)) - float(np.mean(first == PET)))
-
-
 class OutputFolder:
     """A private temporary folder for every image the app sends, each a new file never rewritten; it keeps the
     newest ``keep``.
@@ -216,19 +196,15 @@ class OutputFolder:
         image_format = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(suffix).suffix.lower())
         if image_format is None:
             raise ValueError(f"Cannot write an image called {suffix!r}: name a .png, .jpg or .jpeg file.")
-        self._prune()
+        with self._prune_lock:  # All but the newest keep - 1 folders go, one request thread at a time.
+            folders = sorted(self.root.iterdir(), key=lambda path: path.stat().st_mtime)
+            for folder in folders[: max(len(folders) - self.keep + 1, 0)]:
+                shutil.rmtree(folder, ignore_errors=True)
         path = Path(tempfile.mkdtemp(dir=self.root)) / f"{safe_stem(photo_name)}-{suffix}"
         picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
         options = {"compress_level": 1} if image_format == "PNG" else {}
         picture.save(path, format=image_format, **options)
         return str(path)
-
-    def _prune(self) -> None:
-        """Delete all but the newest ``keep - 1`` folders, one request thread at a time."""
-        with self._prune_lock:
-            folders = sorted(self.root.iterdir(), key=lambda path: path.stat().st_mtime)
-            for folder in folders[: max(len(folders) - self.keep + 1, 0)]:
-                shutil.rmtree(folder, ignore_errors=True)
 
 
 def safe_stem(photo_name: str | None) -> str:
@@ -261,20 +237,13 @@ def checkpoint_markdown(info: CheckpointInfo | None) -> str:
         return "No checkpoint selected."
     if not info.available:
         return f"**{info.name}** is unavailable: {info.reason}."
-    sidecar = info.sidecar
-    data = sidecar.get("data") or {}
-    lines = [f"**{info.name}**: {sidecar.get('preset', '?')} preset, {sidecar.get('image_size', '?')} px input, "
-             f"{epochs_trained(sidecar)} on {data.get('source', 'unknown data')}"
-             + (f" ({data['train']} training photos)" if "train" in data else "") + "."]
-    headline = headline_metrics(sidecar)
-    if headline:
-        split, metrics = headline
-        scores = [f"mIoU **{metrics['mean_iou']:.3f}**"]
-        if metrics.get("pixel_accuracy") is not None:
-            scores.append(f"pixel accuracy {metrics['pixel_accuracy']:.3f}")
-        if metrics.get("binary_pet_iou") is not None:
-            scores.append(f"pet IoU {metrics['binary_pet_iou']:.3f}")
-        lines.append(f"On {split}: " + ", ".join(scores) + ".")
-    else:
-        lines.append("Not evaluated yet.")
-    return "  \n".join(lines)
+    sidecar, data = info.sidecar, info.sidecar.get("data") or {}
+    summary = (f"**{info.name}**: {sidecar.get('preset', '?')} preset, {sidecar.get('image_size', '?')} px input, "
+               f"{epochs_trained(sidecar)} on {data.get('source', 'unknown data')}"
+               + (f" ({data['train']} training photos)" if "train" in data else "") + ".  \n")
+    if not (headline := headline_metrics(sidecar)):
+        return summary + "Not evaluated yet."
+    split, metrics = headline
+    scores = [f"mIoU **{metrics['mean_iou']:.3f}**"] + [f"{label} {metrics[key]:.3f}" for key, label in (
+        ("pixel_accuracy", "pixel accuracy"), ("binary_pet_iou", "pet IoU")) if metrics.get(key) is not None]
+    return summary + f"On {split}: " + ", ".join(scores) + "."

@@ -1,16 +1,12 @@
 """The PetSeg web app: Predict, Compare, Batch and Training tabs in one gradio Blocks, with named API endpoints.
 
-This module builds the page, the ``launch()`` options, the cache sweep (``prune_cache``) and the Training tab; the
-Predict, Compare and Batch tabs live in ``petseg.ui_predict`` (the only other module that imports gradio). Every user
-mistake becomes a readable ``gr.Error`` or ``gr.Warning``, never a traceback.
+This module builds the page, the ``launch()`` options, the cache sweep (``prune_cache``) and the Training tab, which
+starts ``train.py`` runs (``petseg.launcher``) and shows any run live; the Predict, Compare and Batch tabs live in
+``petseg.ui_predict`` (the only other module that imports gradio). Every user mistake becomes a readable ``gr.Error``
+or ``gr.Warning``, never a traceback.
 
-The Training tab starts ``train.py`` runs (``petseg.launcher``) and shows any run live: a ``gr.Timer`` ticks once a
-second, and ``TrainingHandlers.watch`` sends only what changed since the last tick, refreshing the app's checkpoint
-dropdowns when a run saves a checkpoint.
-
-Named endpoints: ``/predict`` (photo, checkpoint -> class map, confidence, photo and cutout, areas, status, all
-screen-sized), ``/cutout`` (photo, checkpoint -> the full-resolution transparent PNG), ``/batch`` (photos or .zip
-files, checkpoint -> gallery, .zip of cutouts, CSV of class shares, status), ``/compare`` and ``/list_checkpoints``.
+Named endpoints (docs/app.md shows each; the handlers' docstrings say what they return): ``/predict``, ``/cutout``,
+``/batch``, ``/compare`` and ``/list_checkpoints``.
 """
 
 from __future__ import annotations
@@ -63,12 +59,10 @@ CSS = """
   background: repeating-conic-gradient(#e5e7eb 0% 25%, #ffffff 0% 50%) 50% / 16px 16px !important; }
 """
 # A paw print in the pet colour, drawn inline: emoji fonts are missing on many servers.
-PAW_ICON = (
-    '<svg width="0.9em" height="0.9em" viewBox="0 0 24 24" fill="rgb(255,127,14)" aria-hidden="true" '
-    'style="display:inline-block;vertical-align:-0.05em"><ellipse cx="12" cy="16.5" rx="5.5" ry="4.5"/>'
-    '<circle cx="5" cy="10" r="2.3"/>'
-    '<circle cx="9" cy="5.5" r="2.3"/><circle cx="15" cy="5.5" r="2.3"/><circle cx="19" cy="10" r="2.3"/></svg>'
-)
+PAW_ICON = ('<svg width="0.9em" height="0.9em" viewBox="0 0 24 24" fill="rgb(255,127,14)" aria-hidden="true" '
+            'style="display:inline-block;vertical-align:-0.05em"><ellipse cx="12" cy="16.5" rx="5.5" ry="4.5"/>'
+            '<circle cx="5" cy="10" r="2.3"/><circle cx="9" cy="5.5" r="2.3"/><circle cx="15" cy="5.5" r="2.3"/>'
+            '<circle cx="19" cy="10" r="2.3"/></svg>')
 HEADER = f"""
 <div class="petseg-header">
 <h1>{PAW_ICON} PetSeg</h1>
@@ -291,17 +285,15 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
                         "but every step of the pipeline runs. Runs keep going if you close the page.",
                         visible=handlers.allow_training)
         with gr.Column(scale=2):
-            run_picker = gr.Dropdown(choices=[], label="Run", elem_id="run-picker",
-                                     info="Runs in the runs folder, newest first, including runs started from a "
-                                          "terminal.")
+            run_picker = gr.Dropdown(choices=[], label="Run", elem_id="run-picker", info="Runs in the runs folder, "
+                                     "newest first, including runs started from a terminal.")
             run_status = gr.Markdown("No training runs yet.", elem_id="run-status")
             with gr.Row(equal_height=True):
                 latest = gr.Image(label="Latest epoch samples", interactive=False, height=300, elem_id="latest-sample")
                 curves = gr.Image(label="Loss and validation scores", interactive=False, height=300, elem_id="curves")
             log = gr.Textbox(label="Log", lines=6, max_lines=12, interactive=False, elem_id="training-log")
             gallery = gr.Gallery(label="Samples after each epoch (input / true mask / predicted mask)", columns=5,
-                                 fit_columns=False, height=220, object_fit="contain", preview=False,
-                                 elem_id="samples")
+                                 fit_columns=False, height=220, object_fit="contain", preview=False, elem_id="samples")
             with gr.Accordion("Process output (train.log)", open=False):
                 process_log = gr.Textbox(show_label=False, lines=12, max_lines=20, interactive=False,
                                          elem_id="process-log")

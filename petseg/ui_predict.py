@@ -1,9 +1,7 @@
 """The Predict, Compare and Batch tabs: a photo through one or two checkpoints, or many photos through one.
 
-``gr.AnnotatedImage`` shows the classes over the photo, ``gr.ImageSlider`` the photo against its matted cutout. On
-the page the class map, confidence and areas go out as soon as the model answers and the cutout follows; the
-``/predict`` endpoint answers once, cutout included. Uploads reach ``petseg.photos`` undecoded, so a bad file gets
-a readable message instead of gradio's bare "Error".
+``gr.AnnotatedImage`` shows the classes over the photo, ``gr.ImageSlider`` the photo against its matted cutout; the
+class map, confidence and areas go out as soon as the model answers, and the cutout follows.
 """
 
 from __future__ import annotations
@@ -26,9 +24,10 @@ from petseg.classes import CLASS_NAMES, PALETTE
 from petseg.launcher import TrainingRequestError
 from petseg.photos import PhotoError
 from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
-                                 find_checkpoint, mask_agreement, pet_area_change)
+                                 find_checkpoint, mask_agreement)
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE_PHOTOS = sorted(str(path) for path in (Path(__file__).resolve().parent.parent / "examples").glob("*")
+                        if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
 IMAGE_HEIGHT = 340
 COLOR_MAP = {name: "#{:02x}{:02x}{:02x}".format(*colour) for name, colour in zip(CLASS_NAMES, PALETTE)}
 NO_PHOTO_MESSAGE = "Upload a photo, paste one, or pick an example."
@@ -123,10 +122,8 @@ class PredictHandlers:
 
     def recutout(self, photo: Any, checkpoint: str | None) -> str | None:
         """Like ``cutout`` after ``repredict``, which has warned about an unusable checkpoint already."""
-        try:
+        with contextlib.suppress(gr.Error):
             return self.cutout(photo, checkpoint)
-        except gr.Error:
-            return None
 
     def repredict(self, photo: Any, checkpoint: str | None) -> Iterator[tuple]:
         """Like ``predict`` after a checkpoint switch, but an unusable checkpoint clears the results with a warning."""
@@ -142,15 +139,13 @@ class PredictHandlers:
         if not files:
             return None, None, None, NO_BATCH_MESSAGE
         name = self.require_checkpoint(checkpoint)
-
-        def report(done: int, total: int, photo: str) -> None:
-            progress((done, total), desc=f"Cutting out {photo}" if photo else "Writing the .zip", unit="photos")
-
         with readable_errors():
-            result = cut_out_batch(self.segmenter, files, name, report)
-        status = f"Cut out **{result.photos - result.failed}** of {result.photos} photos with **{name}**"
-        failed = f"; {result.failed} could not be used (their errors are in the CSV)." if result.failed else "."
-        return result.gallery, result.zip_path, result.csv_path, status + failed
+            result = cut_out_batch(self.segmenter, files, name, lambda done, total, photo: progress(
+                (done, total), desc=f"Cutting out {photo}" if photo else "Writing the .zip", unit="photos"))
+        failed = result.photos - len(result.gallery)
+        status = f"Cut out **{len(result.gallery)}** of {result.photos} photos with **{name}**"
+        status += f"; {failed} could not be used (their errors are in the CSV)." if failed else "."
+        return result.gallery, result.zip_path, result.csv_path, status
 
     def describe_checkpoint(self, checkpoint: str | None) -> str:
         """The card under the checkpoint dropdown; an unavailable checkpoint also raises a warning with its reason."""
@@ -176,10 +171,9 @@ class PredictHandlers:
         names = [self.require_checkpoint(checkpoint) for checkpoint in (first, second)]
         with readable_errors():
             results = [self.segmenter.pictures(upload, name, photo_name(photo)) for name in names]
-        masks = [result.mask for result in results]
         outputs = [f"On this {results[0].size} photo, **{names[0]}** and **{names[1]}** agree on "
-                   f"**{mask_agreement(*masks):.1f} %** of the pixels; the pet area changes by "
-                   f"{pet_area_change(*masks):+.1f} points from the first to the second."]
+                   f"**{mask_agreement(results[0].mask, results[1].mask):.1f} %** of the pixels; the pet area changes "
+                   f"by {results[1].areas['pet'] - results[0].areas['pet']:+.1f} points from the first to the second."]
         for name, result in zip(names, results):
             areas = ", ".join(f"{label} {result.areas[label]:.1f} %" for label in CLASS_NAMES)
             outputs += [checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.",
@@ -193,22 +187,17 @@ class PredictHandlers:
                 for info in list_checkpoints(self.weights_dir)]
 
 
-def example_photos() -> list[str]:
-    """The example photos shipped in ``examples/``."""
-    return sorted(str(path) for path in EXAMPLES_DIR.glob("*") if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
-
-
 def photo_input(height: int, elem_id: str) -> gr.Image:
     """A photo upload that also takes webcam shots and pasted images; its events hand over the file undecoded."""
     return gr.Image(label="Pet photo", type="filepath", image_mode=None, height=height, elem_id=elem_id,
                     sources=["upload", "webcam", "clipboard"])
 
 
-def checkpoint_dropdown(weights_dir: Path, label: str, value: str | None, info: str | None = None,
+def checkpoint_dropdown(weights_dir: Path, label: str, value: str | None = None, info: str | None = None,
                         elem_id: str | None = None) -> gr.Dropdown:
-    """A dropdown of every checkpoint; typed names are allowed, for checkpoints saved later."""
-    return gr.Dropdown(choices=checkpoint_choices(weights_dir), value=value, label=label, info=info,
-                       allow_custom_value=True, filterable=True, elem_id=elem_id)
+    """A dropdown of every checkpoint, on ``value`` or the default; typed names are allowed, for later checkpoints."""
+    return gr.Dropdown(choices=checkpoint_choices(weights_dir), value=value or default_checkpoint(weights_dir),
+                       label=label, info=info, allow_custom_value=True, filterable=True, elem_id=elem_id)
 
 
 def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.AnnotatedImage:
@@ -222,16 +211,15 @@ def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.
 def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
     """The Predict tab; returns its checkpoint dropdown, which the Training tab refreshes."""
     default = default_checkpoint(handlers.weights_dir)
-    checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", default,
-                                     "Best first; labels give the preset, epochs, input size and test mIoU.",
-                                     elem_id="checkpoint")
+    checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", default, elem_id="checkpoint",
+                                     info="Best first; labels give the preset, epochs, input size and test mIoU.")
     checkpoint_info = gr.Markdown(handlers.describe_checkpoint(default))
     with gr.Row(equal_height=True):
         photo = photo_input(IMAGE_HEIGHT, elem_id="photo")
         class_map = class_map_output("Classes: hover a name to see it alone", IMAGE_HEIGHT, elem_id="classes")
         slider = gr.ImageSlider(label="Photo | cutout: drag the line", height=IMAGE_HEIGHT, max_height=IMAGE_HEIGHT,
                                 interactive=False, buttons=["fullscreen"], elem_id="cutout")
-    gr.Examples(example_photos(), inputs=photo, label="Example photos", cache_examples=False)
+    gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos", cache_examples=False)
     status = gr.Markdown(NO_PHOTO_MESSAGE, elem_id="predict-status")
     with gr.Row(equal_height=True):
         confidence = gr.Image(label="Confidence: bright = sure", format="jpeg", interactive=False,
@@ -248,7 +236,6 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
     photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict_page", api_visibility="private",
                  preprocess=False, concurrency_id="model", trigger_mode="always_last").success(
         **cutout, api_name="cutout")
-    # /predict answers once, with the final value; the page's own event above streams the first pictures.
     gr.Button(visible=False).click(handlers.predict_once, [photo, checkpoint], outputs, api_name="predict",
                                    preprocess=False, concurrency_id="model")
     checkpoint.change(handlers.describe_checkpoint, checkpoint, checkpoint_info, api_visibility="private").then(
@@ -264,7 +251,7 @@ def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdo
     with gr.Row():
         with gr.Column(scale=1):
             photo = photo_input(IMAGE_HEIGHT - 60, elem_id="compare-photo")
-            gr.Examples(example_photos(), inputs=photo, label="Example photos", cache_examples=False)
+            gr.Examples(EXAMPLE_PHOTOS, inputs=photo, label="Example photos", cache_examples=False)
             first = checkpoint_dropdown(handlers.weights_dir, "First checkpoint", names[0])
             second = checkpoint_dropdown(handlers.weights_dir, "Second checkpoint", names[min(1, len(names) - 1)])
             button = gr.Button("Compare", variant="primary")
@@ -290,8 +277,7 @@ def build_batch_tab(handlers: PredictHandlers) -> gr.Dropdown:
         with gr.Column(scale=1):
             files = gr.File(label="Pet photos, or a .zip of photos", file_count="multiple", type="filepath",
                             elem_id="batch-files")
-            checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint",
-                                             default_checkpoint(handlers.weights_dir))
+            checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint")
             button = gr.Button("Cut out every photo", variant="primary", elem_id="batch-start")
         with gr.Column(scale=2):
             status = gr.Markdown(NO_BATCH_MESSAGE, elem_id="batch-status")

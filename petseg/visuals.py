@@ -20,9 +20,6 @@ from petseg.classes import CLASS_NAMES, NUM_CLASSES, PALETTE
 
 PALETTE_ARRAY = np.array(PALETTE, dtype=np.uint8)
 
-LOSS_KEYS = ("loss", "val_loss")  # The curves' first panel.
-SCORE_KEYS = ("val_mean_iou", "val_accuracy")  # Their second panel.
-
 
 def colorize_mask(mask: np.ndarray) -> np.ndarray:
     """Paint each class id with its `PALETTE` colour, giving an RGB ``uint8`` image.
@@ -50,17 +47,19 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> n
     return np.rint(blended).astype(np.uint8)
 
 
-def confidence_map(probabilities: np.ndarray, colormap: str = "magma") -> np.ndarray:
-    """Colour each pixel by its largest class probability: 1/3 (a guess) is dark, 1 (certain) is bright."""
+def confidence_map(probabilities: np.ndarray) -> np.ndarray:
+    """Colour each pixel by its largest class probability: 1/3 (a guess) is dark, 1 (certain) is bright (magma)."""
     from matplotlib import colormaps
 
-    probabilities = _check_probabilities(probabilities)
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim != 3 or probabilities.shape[2] != NUM_CLASSES:
+        raise ValueError(f"Probabilities must be shaped (height, width, {NUM_CLASSES}), got {probabilities.shape}.")
     lowest = 1.0 / NUM_CLASSES
     # One maximum per class plane: numpy's max over a short last axis is several times slower.
     largest = functools.reduce(np.maximum, (probabilities[..., index] for index in range(NUM_CLASSES)))
     confidence = (largest - lowest) * (255.0 / (1.0 - lowest))
     # The colormap's 256 colours, looked up by index: much faster than colouring every float.
-    colours = colormaps[colormap](np.arange(256), bytes=True)[:, :3]
+    colours = colormaps["magma"](np.arange(256), bytes=True)[:, :3]
     return np.take(colours, np.rint(np.clip(confidence, 0.0, 255.0)).astype(np.uint8), axis=0)
 
 
@@ -90,11 +89,10 @@ def sample_grid(images: Sequence[np.ndarray], true_masks: Sequence[np.ndarray | 
     row_height = 3.0 * min(max(first_height / max(first_width, 1), 0.5), 2.0) + 0.4
     figure, canvas = _new_figure(width=9.0, height=row_height * len(images) + (0.4 if title else 0.0))
     axes = figure.subplots(len(images), 3, squeeze=False)
-    headings = ("Input", "True mask", "Predicted mask")
     for row, (image, true_mask, predicted_mask) in enumerate(zip(images, true_masks, predicted_masks)):
         true_colours = None if true_mask is None else colorize_mask(true_mask)
         pictures = (_check_image(image), true_colours, colorize_mask(predicted_mask))
-        for axis, picture, heading in zip(axes[row], pictures, headings):
+        for axis, picture, heading in zip(axes[row], pictures, ("Input", "True mask", "Predicted mask")):
             if picture is None:
                 axis.text(0.5, 0.5, "n/a", ha="center", va="center", fontsize=14, color="0.4", transform=axis.transAxes)
             else:
@@ -109,31 +107,32 @@ def sample_grid(images: Sequence[np.ndarray], true_masks: Sequence[np.ndarray | 
 
 def plot_curves(history: Sequence[dict]) -> np.ndarray:
     """The training losses and the validation mean IoU and accuracy, one point per epoch: ``history`` holds a dict
-    per epoch with any of "epoch" (else numbered from 1) and the keys above; missing and None values are skipped."""
+    per epoch with any of "epoch" (else numbered from 1) and the plotted keys; missing and None values are skipped."""
     from matplotlib.ticker import MaxNLocator
 
+    for index, record in enumerate(history):
+        if not isinstance(record, dict):
+            raise ValueError(f"Each history entry must be a dict, entry {index} is a {type(record).__name__}.")
     figure, canvas = _new_figure(width=10.0, height=3.6)
     loss_axis, score_axis = figure.subplots(1, 2)
-    for axis, keys, heading in ((loss_axis, LOSS_KEYS, "Loss"), (score_axis, SCORE_KEYS, "Validation scores")):
+    for axis, keys, heading in ((loss_axis, ("loss", "val_loss"), "Loss"),
+                                (score_axis, ("val_mean_iou", "val_accuracy"), "Validation scores")):
         axis.set_title(heading)
         axis.set_xlabel("epoch")
-        drawn = False
         for key in keys:
-            epochs, values = _series(history, key)
-            if values:
-                axis.plot(epochs, values, marker="o", markersize=4, label=key)
-                drawn = True
+            points = [(index + 1 if record.get("epoch") is None else record["epoch"], record[key])
+                      for index, record in enumerate(history) if record.get(key) is not None]
+            if points:
+                axis.plot(*np.array(points, dtype=float).T, marker="o", markersize=4, label=key)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if not drawn:
+        if not axis.lines:
             message = "no epochs yet" if not history else f"no {heading.lower()} yet"
             axis.text(0.5, 0.5, message, ha="center", va="center", color="0.4", transform=axis.transAxes)
             continue
         axis.legend(loc="best", fontsize="small")
         axis.grid(alpha=0.3)
-        if np.ptp(axis.dataLim.intervalx) == 0:
-            # A single epoch: widen the axis so it shows whole epoch numbers around the point.
-            epoch = axis.dataLim.intervalx[0]
-            axis.set_xlim(epoch - 1, epoch + 1)
+        if np.ptp(axis.dataLim.intervalx) == 0:  # A single epoch: widen the axis to whole epochs around the point.
+            axis.set_xlim(*(axis.dataLim.intervalx + [-1, 1]))
     score_axis.set_ylim(0.0, 1.0)
     return _render(canvas)
 
@@ -151,8 +150,7 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
 def _check_mask(mask: np.ndarray) -> np.ndarray:
     """Return ``mask`` as (height, width) if it holds integer class ids in range, else raise ValueError."""
     mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        # Keras datasets often keep a trailing channel axis on masks.
+    if mask.ndim == 3 and mask.shape[2] == 1:  # Keras datasets often keep a trailing channel axis on masks.
         mask = mask[:, :, 0]
     if mask.ndim != 2:
         raise ValueError(f"A mask must be shaped (height, width) or (height, width, 1), got {mask.shape}.")
@@ -170,27 +168,6 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"An image must be a uint8 array shaped (height, width, 3), got {image.dtype} {image.shape}.")
     return image
-
-
-def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """Return ``probabilities`` as float32 if shaped (height, width, NUM_CLASSES)."""
-    probabilities = np.asarray(probabilities, dtype=np.float32)
-    if probabilities.ndim != 3 or probabilities.shape[2] != NUM_CLASSES:
-        raise ValueError(f"Probabilities must be shaped (height, width, {NUM_CLASSES}), got {probabilities.shape}.")
-    return probabilities
-
-
-def _series(history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
-    """Return the epochs and values of one metric, skipping epochs that lack it."""
-    epochs, values = [], []
-    for index, record in enumerate(history):
-        if not isinstance(record, dict):
-            raise ValueError(f"Each history entry must be a dict, entry {index} is a {type(record).__name__}.")
-        if record.get(key) is not None:
-            epoch = record.get("epoch")
-            epochs.append(float(index + 1 if epoch is None else epoch))
-            values.append(float(record[key]))
-    return epochs, values
 
 
 def _new_figure(width: float, height: float):
