@@ -24,8 +24,6 @@ from petseg.presets import PRESETS
 from petseg.processes import ROOT, start_process, stop_process
 from petseg.runs import RunState, RunWriter, new_run_id, now_iso, read_run, request_stop
 
-TRAIN_SCRIPT = ROOT / "train.py"
-
 DATA_SOURCES: dict[str, str] = {"synthetic": "Synthetic demo data",
                                 "folder": "A local folder (official Oxford-IIIT Pet layout)",
                                 "tfds": "TensorFlow Datasets (downloads about 800 MB)"}
@@ -149,7 +147,7 @@ def whole_number(value: Any, label: str, low: int, high: int) -> int:
 def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
                      name: str) -> list[str]:
     """The ``python train.py`` command line for ``request``."""
-    return [sys.executable, str(TRAIN_SCRIPT), "--preset", request.preset, "--epochs", str(request.epochs),
+    return [sys.executable, str(ROOT / "train.py"), "--preset", request.preset, "--epochs", str(request.epochs),
             "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
             "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir), "--output-dir", str(weights_dir),
             "--name", name, *(["--data-dir", str(data_dir)] if data_dir else [])]
