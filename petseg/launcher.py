@@ -194,8 +194,7 @@ class TrainingLauncher:
 
     def stop(self, run_id: str) -> str:
         """Ask run ``run_id`` to stop after its current batch; return a sentence saying what happened."""
-        run_dir = self.run_folder(run_id)
-        run = read_run(run_dir)
+        run = read_run(run_dir := self.run_folder(run_id))
         if run.state != "running":
             return f"Run {run_id} is not running (it is {run.state})."
         request_stop(run_dir)
@@ -251,9 +250,8 @@ def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
     """One line: the state, the epochs, the time taken and, while running, the time left."""
     total, done, message = run.status.get("epochs"), len(run.epochs), run.status.get("message") or ""
     started = _parse_time(run.status.get("started"))
-    ended = now or datetime.datetime.now(datetime.timezone.utc)
-    if run.state != "running":
-        ended = _parse_time(run.status.get("finished") or run.status.get("updated"))
+    ended = ((now or datetime.datetime.now(datetime.timezone.utc)) if run.state == "running"
+             else _parse_time(run.status.get("finished") or run.status.get("updated")))
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":
         summary = f"**Running** · epoch {done} of {total or '?'} done · {elapsed} elapsed"
