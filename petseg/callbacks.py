@@ -1,6 +1,5 @@
-"""The Keras callback of a training run: each epoch it writes the run folder (metrics line, sample PNG, TensorBoard,
-and the resume state: weights, optimizer variables, so the schedule's position, epochs done, best metric and
-config), keeps the best checkpoint, and ends the run cleanly on a stop request or a signal."""
+"""The Keras callback of a training run: each epoch it writes the run folder (metrics line, sample PNG, TensorBoard
+and the resume state), keeps the best checkpoint, and ends the run cleanly on a stop request or a signal."""
 
 from __future__ import annotations
 

@@ -39,11 +39,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
                                  "Set it in the environment of a new training process.") from error
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        if tf.config.list_logical_devices("GPU"):
-            return tf.distribute.MirroredStrategy()
-        # Without GPUs MirroredStrategy would take only the first CPU; name every logical CPU instead.
-        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("CPU")])
+    if name == "mirrored":  # Every local GPU; without, every logical CPU (left alone, it takes only the first).
+        cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(None if tf.config.list_logical_devices("GPU") else cpus)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     reduce_structures_one_by_one(strategy)
     return strategy

@@ -24,8 +24,6 @@ from petseg.presets import PRESETS
 from petseg.processes import ROOT, start_process, stop_process
 from petseg.runs import RunState, RunWriter, new_run_id, now_iso, read_run, request_stop
 
-TRAIN_SCRIPT = ROOT / "train.py"
-
 DATA_SOURCES: dict[str, str] = {"synthetic": "Synthetic demo data",
                                 "folder": "A local folder (official Oxford-IIIT Pet layout)",
                                 "tfds": "TensorFlow Datasets (downloads about 800 MB)"}
@@ -149,7 +147,7 @@ def whole_number(value: Any, label: str, low: int, high: int) -> int:
 def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
                      name: str) -> list[str]:
     """The ``python train.py`` command line for ``request``."""
-    return [sys.executable, str(TRAIN_SCRIPT), "--preset", request.preset, "--epochs", str(request.epochs),
+    return [sys.executable, str(ROOT / "train.py"), "--preset", request.preset, "--epochs", str(request.epochs),
             "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
             "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir), "--output-dir", str(weights_dir),
             "--name", name, *(["--data-dir", str(data_dir)] if data_dir else [])]
@@ -196,8 +194,7 @@ class TrainingLauncher:
 
     def stop(self, run_id: str) -> str:
         """Ask run ``run_id`` to stop after its current batch; return a sentence saying what happened."""
-        run_dir = self.run_folder(run_id)
-        run = read_run(run_dir)
+        run = read_run(run_dir := self.run_folder(run_id))
         if run.state != "running":
             return f"Run {run_id} is not running (it is {run.state})."
         request_stop(run_dir)
@@ -253,9 +250,8 @@ def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
     """One line: the state, the epochs, the time taken and, while running, the time left."""
     total, done, message = run.status.get("epochs"), len(run.epochs), run.status.get("message") or ""
     started = _parse_time(run.status.get("started"))
-    ended = now or datetime.datetime.now(datetime.timezone.utc)
-    if run.state != "running":
-        ended = _parse_time(run.status.get("finished") or run.status.get("updated"))
+    ended = ((now or datetime.datetime.now(datetime.timezone.utc)) if run.state == "running"
+             else _parse_time(run.status.get("finished") or run.status.get("updated")))
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":
         summary = f"**Running** · epoch {done} of {total or '?'} done · {elapsed} elapsed"

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from petseg.atomic import atomic_path, atomic_write_bytes, atomic_write_json
-from petseg.processes import process_alive
+from petseg.processes import ROOT, process_alive
 
-DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", Path(__file__).resolve().parent.parent / "runs"))
+DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", ROOT / "runs"))
 RESUME_FILE = "resume.npz"
 SHIPPED_RUN_SUFFIX = ".run"
 
@@ -49,12 +49,11 @@ class RunWriter:
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any]):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.status: dict[str, Any] = {
-            "state": "running", "pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(),
-            "updated": now_iso(), "epochs_done": 0, "checkpoint": None, "message": "", **config,
-        }
+        self.status: dict[str, Any] = {"state": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                                       "started": now_iso(), "epochs_done": 0, "checkpoint": None, "message": "",
+                                       **config}
         (self.run_dir / "stop").unlink(missing_ok=True)
-        atomic_write_json(self.run_dir / "status.json", self.status)
+        self.update()  # Writes status.json, with the time it was updated.
 
     def update(self, **fields: Any) -> None:
         self.status.update(fields, updated=now_iso())
@@ -162,15 +161,13 @@ def read_run(run_dir: str | os.PathLike) -> RunState:
 
 def list_runs(runs_dir: str | os.PathLike | None = None) -> list[RunState]:
     """All run folders, newest first."""
-    runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR)
-    folders = [path for path in runs_dir.glob("*/") if (path / "status.json").exists()]
+    folders = [path.parent for path in Path(runs_dir or DEFAULT_RUNS_DIR).glob("*/status.json")]
     return [read_run(path) for path in sorted(folders, key=lambda path: path.stat().st_mtime, reverse=True)]
 
 
 def shipped_runs(weights_dir: str | os.PathLike, checkpoint: str | None) -> list[RunState]:
     """The run records shipped in the weights folder (``<name>.run/``), ``checkpoint``'s first, then by name."""
-    folders = [folder for folder in sorted(Path(weights_dir).glob(f"*{SHIPPED_RUN_SUFFIX}"))
-               if (folder / "status.json").is_file()]
+    folders = sorted(path.parent for path in Path(weights_dir).glob(f"*{SHIPPED_RUN_SUFFIX}/status.json"))
     folders.sort(key=lambda folder: folder.name != f"{checkpoint}{SHIPPED_RUN_SUFFIX}")
     return [read_run(folder) for folder in folders]
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
@@ -58,9 +58,7 @@ class TrainConfig:
     evaluate_test: bool = True
     tfds_data_dir: str | None = None
     verbose: int | str = "auto"
-    # Photos for the per-epoch sample images instead of validation photos (no true mask): a run record that ships
-    # must not show photos of a data set that may not be redistributed.
-    sample_photos: list[str] | None = None
+    sample_photos: list[str] | None = None  # Shown each epoch instead of validation photos a shipped run may not show.
 
 
 @dataclasses.dataclass
@@ -121,8 +119,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                                  "data": config.data_dir or "tfds"})
     started, reporter = time.perf_counter(), None
     try:
-        data = load_training_data(config, preset)
-        used = share_among_replicas(data, config.batch_size, strategy, config.strategy, scratch)
+        data, used = load_training_data(config, preset, strategy, scratch)
         if weights is None and config.init_checkpoint:
             weights = checkpoint_weights(config.init_checkpoint, preset.name, config.image_size)
         with strategy.scope():  # Started from weights, it needs no encoder weights.
@@ -153,8 +150,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     finally:
         FITTING.clear()  # Keras skips on_train_end when fit raises.
         STOP_SIGNALLED.clear()  # The signal ended this run; a later run in this process starts afresh.
-    if scratch is not None:
-        # A non-chief worker's copies are redundant once it finished; report where the chief wrote.
+    if scratch is not None:  # A non-chief worker's copies are redundant once it finished; report the chief's.
         shutil.rmtree(scratch, ignore_errors=True)
         checkpoint_path, run_dir = Path(config.output_dir) / checkpoint_path.name, shared_run_dir
     return TrainResult(checkpoint_path, sidecar, run_dir, outcome)
@@ -167,52 +163,36 @@ def fit_phases(model: keras.Model, preset: Preset, config: TrainConfig, data: Tr
     cosine to a tenth, to settle at the end); a resumed phase gets its optimizer state (and so its schedule) back."""
     callbacks = [reporter, keras.callbacks.TensorBoard(str(reporter.writer.run_dir / TENSORBOARD_FOLDER),
                                                        write_graph=False)]
-    for phase in training_phases(preset, config.epochs, config.learning_rate):
-        if phase.last_epoch <= epochs_done:
+    for first_epoch, last_epoch, fine_tune, learning_rate in training_phases(preset, config.epochs,
+                                                                             config.learning_rate):
+        if last_epoch <= epochs_done:
             continue
-        learning_rate = phase.learning_rate
-        if phase.fine_tune:
-            print(f"Epoch {phase.first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
+        if fine_tune:
+            print(f"Epoch {first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
                   f"{learning_rate} with cosine decay.", flush=True)
             learning_rate = keras.optimizers.schedules.CosineDecay(
-                learning_rate, decay_steps=data.steps_per_epoch * (phase.last_epoch - phase.first_epoch), alpha=0.1)
+                learning_rate, decay_steps=data.steps_per_epoch * (last_epoch - first_epoch), alpha=0.1)
         with strategy.scope():
-            set_encoder_trainable(model, phase.fine_tune)
+            set_encoder_trainable(model, fine_tune)
             mean_iou = keras.metrics.MeanIoU(NUM_CLASSES, sparse_y_pred=False, ignore_class=IGNORE, name="mean_iou")
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy", mean_iou],
                           loss=cross_entropy_dice_loss(preset.dice_weight, preset.border_weight))
             raise_if_signalled()  # A stop signal that came meanwhile: compiling frees functions, ``__del__`` drops it.
-            if optimizer_values is not None and phase.first_epoch < epochs_done:
+            if optimizer_values is not None and first_epoch < epochs_done:
                 model.optimizer.build(model.trainable_variables)
                 if len(model.optimizer.variables) != len(optimizer_values):
                     raise ValueError("The saved optimizer state does not fit this model: start a new run.")
                 for variable, value in zip(model.optimizer.variables, optimizer_values):
                     variable.assign(value)
-        model.fit(data.train, validation_data=data.validation, initial_epoch=max(phase.first_epoch, epochs_done),
-                  epochs=phase.last_epoch, callbacks=callbacks, verbose=config.verbose)
+        model.fit(data.train, validation_data=data.validation, initial_epoch=max(first_epoch, epochs_done),
+                  epochs=last_epoch, callbacks=callbacks, verbose=config.verbose)
         if reporter.stopped:
             break
 
 
 def resume_config(run_dir: str | os.PathLike) -> TrainConfig:
     """The config of a run that saved a resume state, to continue it with ``train(config, resume=True)``."""
-    state, _, _ = read_resume_state(run_dir)
-    return TrainConfig(**{**state["config"], "run_dir": str(run_dir)})
-
-
-def share_among_replicas(data: TrainingData, batch_size: int, strategy: tf.distribute.Strategy, strategy_name: str,
-                         scratch: Path | None) -> dict[str, int]:
-    """Print the data and the strategy; with several replicas, make batches split evenly (see ``distribute``)."""
-    print(f"Data: {data.source}, {data.counts['train']} train / {data.counts['validation']} validation photos, "
-          f"{data.counts['skipped']} skipped; {data.steps_per_epoch} steps per epoch.", flush=True)
-    replicas = strategy.num_replicas_in_sync
-    used = split_batches_evenly(data, batch_size, replicas) if replicas > 1 else {}
-    if any(used[split] < data.counts[split] for split in used):
-        print(f"Each epoch uses {used['train']} train and {used['validation']} validation photos, so that every "
-              f"batch splits evenly over {replicas} replicas.", flush=True)
-    print(f"Strategy: {strategy_name}, {replicas} replica(s)"
-          + ("" if scratch is None else f"; a non-chief worker writing into {scratch}") + ".", flush=True)
-    return used
+    return TrainConfig(**{**read_resume_state(run_dir)[0]["config"], "run_dir": str(run_dir)})
 
 
 def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: TrainingData,
@@ -231,27 +211,19 @@ def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: 
         "tensorflow_version": tf.__version__, "run": run_dir.name}
 
 
-class Phase(NamedTuple):
-    """Epochs ``first_epoch`` (0-based) up to ``last_epoch`` trained with the encoder frozen or fine-tuned."""
-
-    first_epoch: int
-    last_epoch: int
-    fine_tune: bool
-    learning_rate: float
-
-
-def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[Phase]:
-    """A frozen-encoder phase, then, for presets with ``fine_tune_after``, a fine-tuning phase.
+def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[tuple[int, int, bool, float]]:
+    """The phases as (first epoch, 0-based; last epoch; fine-tune; learning rate): a frozen-encoder phase, then, for
+    presets with ``fine_tune_after``, a fine-tuning phase.
 
     >>> from petseg.presets import get_preset
     >>> training_phases(get_preset("tutorial"), 20, 1e-3)
-    [Phase(first_epoch=0, last_epoch=20, fine_tune=False, learning_rate=0.001)]
+    [(0, 20, False, 0.001)]
     """
     if preset.fine_tune_after == 0:  # Fine-tuning from the start: a model started from a trained checkpoint.
-        return [Phase(0, epochs, True, preset.fine_tune_learning_rate)]
-    phases = [Phase(0, min(epochs, preset.fine_tune_after or epochs), False, learning_rate)]
+        return [(0, epochs, True, preset.fine_tune_learning_rate)]
+    phases = [(0, min(epochs, preset.fine_tune_after or epochs), False, learning_rate)]
     if preset.fine_tune_after is not None and preset.fine_tune_after < epochs:
-        phases.append(Phase(preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
+        phases.append((preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
     return phases
 
 
@@ -278,8 +250,10 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
     return store_metrics(checkpoint_path, metrics_key(config.data_dir, "test"), metrics), ""
 
 
-def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
-    """The run's data, with its own sample photos if it names any."""
+def load_training_data(config: TrainConfig, preset: Preset, strategy: tf.distribute.Strategy,
+                       scratch: Path | None) -> tuple[TrainingData, dict[str, int]]:
+    """The run's data (with its own sample photos if it names any) and, with several replicas, the photos each split
+    uses so that batches split evenly (see ``distribute``); print the data and the strategy."""
     validation_names = read_name_list(config.validation_list) if config.validation_list else None
     data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
                               config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
@@ -288,7 +262,16 @@ def load_training_data(config: TrainConfig, preset: Preset) -> TrainingData:
     if config.sample_photos:
         data.sample_images, data.sample_masks = load_sample_photos(config.sample_photos, config.image_size,
                                                                    config.data_dir)
-    return data
+    print(f"Data: {data.source}, {data.counts['train']} train / {data.counts['validation']} validation photos, "
+          f"{data.counts['skipped']} skipped; {data.steps_per_epoch} steps per epoch.", flush=True)
+    replicas = strategy.num_replicas_in_sync
+    used = split_batches_evenly(data, config.batch_size, replicas) if replicas > 1 else {}
+    if any(used[split] < data.counts[split] for split in used):
+        print(f"Each epoch uses {used['train']} train and {used['validation']} validation photos, so that every "
+              f"batch splits evenly over {replicas} replicas.", flush=True)
+    print(f"Strategy: {config.strategy}, {replicas} replica(s)"
+          + ("" if scratch is None else f"; a non-chief worker writing into {scratch}") + ".", flush=True)
+    return data, used
 
 
 def checkpoint_weights(path: str, preset: str, image_size: int) -> list[np.ndarray]:
