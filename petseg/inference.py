@@ -131,10 +131,9 @@ class Predictor(ImagesRunner):
     def predict(self, photo: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """Class probabilities (height, width, 3) float32 for an RGB uint8 photo, at ``size`` (height, width) if
         given, else at the photo's own size."""
-        height, width = size or photo.shape[:2]
         rows, columns = input_shape(*photo.shape[:2], self.image_size, self.any_size)
         probabilities = smooth_probabilities(self.run(resize_photo(photo, rows, columns)))
-        return resize_probabilities(probabilities, height, width)
+        return resize_probabilities(probabilities, *(size or photo.shape[:2]))
 
 
 def class_ids(probabilities: np.ndarray) -> np.ndarray:
