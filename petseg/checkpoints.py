@@ -211,8 +211,6 @@ def read_export(entry: CheckpointInfo) -> bytes:
 def list_checkpoints(weights_dir: str | os.PathLike | None = None) -> list[CheckpointInfo]:
     """Every ``*.keras`` in the weights folder, best test mIoU first; unservable ones last, with the reason."""
     weights_dir = Path(weights_dir or DEFAULT_WEIGHTS_DIR)
-    if not weights_dir.is_dir():
-        return []
     checkpoints = []
     for path in sorted(weights_dir.glob(f"[!.]*{CHECKPOINT_SUFFIX}")):  # ".*": a write in progress.
         try:

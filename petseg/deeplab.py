@@ -41,11 +41,6 @@ class EncoderWeightsError(ValueError):
     """The encoder weights could not be loaded; the message lists the options."""
 
 
-def layer_name(tensor_scope: str) -> str:
-    """The Keras layer name for a TFLite tensor scope ("MobilenetV2/Conv" -> "MobilenetV2_Conv")."""
-    return tensor_scope.replace("/", "_")
-
-
 def check_image_size(image_size: int) -> None:
     """DeepLab's align-corners resizes need sizes of 8k+1 (257 = 8 * 32 + 1): 1/4 and 1/8 features then align."""
     if image_size < 17 or (image_size - 1) % 8:
@@ -64,23 +59,22 @@ def voc_encoder(image_size: int) -> keras.Model:
     """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to features at 1/2 and 1/4, and 256 channels at 1/8."""
     check_image_size(image_size)
     inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
-    tensor = layers.Conv2D(16, 3, strides=2, padding="same", name=layer_name("MobilenetV2/Conv"))(inputs)
+    tensor = layers.Conv2D(16, 3, strides=2, padding="same", name="MobilenetV2_Conv")(inputs)
     tensor = layers.ReLU(6.0, name="MobilenetV2_Conv_relu6")(tensor)
     for index, (expansion, filters, stride, rate) in enumerate(BLOCKS):  # Inverted residuals named as in the file.
-        scope, block_input = "MobilenetV2/expanded_conv" + (f"_{index}" if index else ""), tensor
+        scope, block_input = "MobilenetV2_expanded_conv" + (f"_{index}" if index else ""), tensor
         if expansion != 1:
-            tensor = layers.Conv2D(tensor.shape[-1] * expansion, 1, name=layer_name(f"{scope}/expand"))(tensor)
-            tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/expand/relu6"))(tensor)
+            tensor = layers.Conv2D(tensor.shape[-1] * expansion, 1, name=f"{scope}_expand")(tensor)
+            tensor = layers.ReLU(6.0, name=f"{scope}_expand_relu6")(tensor)
         tensor = layers.DepthwiseConv2D(3, strides=stride, dilation_rate=rate, padding="same",
-                                        name=layer_name(f"{scope}/depthwise"))(tensor)
-        tensor = layers.ReLU(6.0, name=layer_name(f"{scope}/depthwise/relu6"))(tensor)
-        tensor = layers.Conv2D(filters, 1, name=layer_name(f"{scope}/project"))(tensor)
+                                        name=f"{scope}_depthwise")(tensor)
+        tensor = layers.ReLU(6.0, name=f"{scope}_depthwise_relu6")(tensor)
+        tensor = layers.Conv2D(filters, 1, name=f"{scope}_project")(tensor)
         if stride == 1 and block_input.shape[-1] == filters:
-            tensor = layers.Add(name=layer_name(f"{scope}/add"))([block_input, tensor])
-    feature_size = tensor.shape[1]
+            tensor = layers.Add(name=f"{scope}_add")([block_input, tensor])
     pooled = layers.GlobalAveragePooling2D(keepdims=True, name="image_pooling_mean")(tensor)
     pooled = layers.Conv2D(256, 1, activation="relu", name="image_pooling")(pooled)
-    pooled = layers.UpSampling2D(feature_size, name="image_pooling_broadcast")(pooled)
+    pooled = layers.UpSampling2D(tensor.shape[1], name="image_pooling_broadcast")(pooled)
     branch = layers.Conv2D(256, 1, activation="relu", name="aspp0")(tensor)
     features = layers.Concatenate(name="concat")([pooled, branch])
     features = layers.Conv2D(256, 1, activation="relu", name="concat_projection")(features)
@@ -118,9 +112,9 @@ def tflite_interpreter(path: str | os.PathLike):
 
 
 def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) -> int:
-    """Copy named TFLite tensors into the layers of the same scope; return how many layers were set. Kernels (out,
-    kh, kw, in) and depthwise kernels (1, kh, kw, channels) take the same transpose to Keras' layout. A tensor
-    without a layer, or a layer without its tensors, raises ``ValueError``."""
+    """Copy named TFLite tensors into the layers of the same scope ("a/b/weights" into layer "a_b"); return how
+    many layers were set. Kernels (out, kh, kw, in) and depthwise kernels (1, kh, kw, channels) take the same
+    transpose to Keras' layout. A tensor without a layer, or a layer without its tensors, raises ``ValueError``."""
     kernels = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("weights")}
     biases = {name.rsplit("/", 1)[0]: value for name, value in tensors.items() if name.endswith("_bias")}
     by_name = all_layers(model)
@@ -128,7 +122,7 @@ def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) ->
                     if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)) and layer.weights}
     loaded = set()
     for scope, kernel in kernels.items():
-        name = layer_name(scope)
+        name = scope.replace("/", "_")
         if name not in by_name:
             raise ValueError(f"TFLite tensor {scope}/weights has no Keras layer {name!r}.")
         bias_scope = next((key for key in biases if key == scope or key.startswith(scope + "/")), None)

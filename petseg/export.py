@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -134,7 +133,9 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     description = describe_export(checkpoint, export_format, quantize)
     path.parent.mkdir(parents=True, exist_ok=True)
     if export_format == "tflite":
-        flatbuffer = convert_to_tflite(checkpoint.model, quantize)
+        from petseg.model import model_with_dtype
+
+        flatbuffer = convert_to_tflite(model_with_dtype(checkpoint.model, "float32", subpixel=True), quantize)
         agreement = checked(parity, checkpoint.model, flatbuffer, size) if verify else {}
         description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
@@ -145,7 +146,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
             write_saved_model(checkpoint.model, temporary)
             agreement = checked(parity, checkpoint.model, load_saved_model_function(temporary), size) if verify else {}
             description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=folder_size(temporary))
-            (temporary / SAVED_MODEL_DESCRIPTION).write_text(json.dumps(description, indent=2) + "\n")
+            atomic_write_json(description_path(temporary), description)
             temporary.chmod(0o755)  # mkdtemp makes it private; exports are for everyone to read.
             replace_folder(temporary, path)
         finally:

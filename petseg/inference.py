@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from petseg.checkpoints import CheckpointError, CheckpointInfo, read_export, servable_entry
-from petseg.litert import make_interpreter
+from petseg.litert import ImagesRunner
 
 STRIDE = 32  # A U-Net's input sides are multiples of this.
 MAX_ASPECT = 3.0  # The longest input side, in shorter sides.
@@ -103,25 +103,18 @@ def input_shape(height: int, width: int, image_size: int, any_size: bool) -> tup
     return (image_size, longer) if height <= width else (longer, image_size)
 
 
-class Predictor:
+class Predictor(ImagesRunner):
     """One checkpoint's LiteRT interpreter and the request path around it."""
 
     def __init__(self, checkpoint: CheckpointInfo, flatbuffer: bytes):
-        self.checkpoint = checkpoint
-        self.image_size = int(checkpoint.sidecar["image_size"])
+        self.checkpoint, self.image_size = checkpoint, checkpoint.image_size
         try:
-            self.interpreter = make_interpreter(flatbuffer)  # The square below is a shape like any other.
+            super().__init__(flatbuffer)  # The square below is a shape like any other.
         except ValueError as error:
             raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: corrupt export ({error}).") from None
-        details = self.interpreter.get_input_details()[0]
-        self.input_index = details["index"]
-        self.output_index = self.interpreter.get_output_details()[0]["index"]
-        self.any_size = tuple(details["shape_signature"][1:3]) == (-1, -1)
-        self.shape = tuple(int(side) for side in details["shape"][1:])  # What the tensors are allocated for.
         self.lock = threading.Lock()  # An interpreter runs one request at a time; the resizes run in parallel.
         square = (self.image_size, self.image_size, 3)
-        try:
-            # The first run plans the graph; users never wait for it.
+        try:  # The first run plans the graph; users never wait for it.
             shape = self.run(np.zeros(square, np.float32)).shape
         except ValueError:
             shape = None
@@ -133,25 +126,14 @@ class Predictor:
         """The model's probabilities (rows, columns, 3) for one resized photo (rows, columns, 3) float32 in [0, 1];
         ``ValueError`` for a shape the export does not take."""
         with self.lock:
-            try:
-                if model_input.shape != self.shape:
-                    self.interpreter.resize_tensor_input(self.input_index, (1, *model_input.shape), strict=True)
-                    self.interpreter.allocate_tensors()
-                    self.shape = model_input.shape
-                self.interpreter.set_tensor(self.input_index, model_input[np.newaxis])
-                self.interpreter.invoke()
-            except RuntimeError as error:  # A fixed-size export, or a size the model cannot take.
-                self.shape = None  # Reallocate on the next call, whatever its shape.
-                raise ValueError(f"the export does not take {model_input.shape}: {error}") from None
-            return self.interpreter.get_tensor(self.output_index)[0]  # get_tensor returns a copy.
+            return self(model_input[np.newaxis])[0]
 
     def predict(self, photo: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
         """Class probabilities (height, width, 3) float32 for an RGB uint8 photo, at ``size`` (height, width) if
         given, else at the photo's own size."""
-        height, width = size or photo.shape[:2]
         rows, columns = input_shape(*photo.shape[:2], self.image_size, self.any_size)
         probabilities = smooth_probabilities(self.run(resize_photo(photo, rows, columns)))
-        return resize_probabilities(probabilities, height, width)
+        return resize_probabilities(probabilities, *(size or photo.shape[:2]))
 
 
 def class_ids(probabilities: np.ndarray) -> np.ndarray:

@@ -30,15 +30,13 @@ logging.getLogger("absl").addFilter(lambda record: "trackable_obj" not in record
 
 
 def convert_to_tflite(model, quantize: str = "float32") -> bytes:
-    """Convert the model to a TFLite flatbuffer (``float16``: half-precision weights). Transposed convolutions
-    become sub-pixel convolutions (the same numbers), which XNNPACK runs on every core; batch norms are folded."""
+    """Convert the model as it is to a TFLite flatbuffer (``float16``: half-precision weights; batch norms are
+    folded). Give it a model rebuilt by ``model_with_dtype(model, "float32", subpixel=True)``: its transposed
+    convolutions then compute the same numbers as sub-pixel convolutions, which XNNPACK runs on every core."""
     import tensorflow as tf
-
-    from petseg.model import model_with_dtype
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"Unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}.")
-    model = model_with_dtype(model, "float32", subpixel=True)
     function = tf.function(lambda images: tf.nn.softmax(model(images, training=False), axis=-1))
     traced = function.get_concrete_function(tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([traced])
@@ -64,21 +62,30 @@ def make_interpreter(flatbuffer: bytes, threads: int = THREADS, shape: tuple[int
     return interpreter
 
 
-def images_function(flatbuffer: bytes, threads: int = THREADS) -> ImagesFunction:
-    """A function (for one thread) from float images (batch, height, width, 3) to probabilities."""
-    interpreter = make_interpreter(flatbuffer, threads)
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+class ImagesRunner:
+    """A flatbuffer's interpreter as a function (one call at a time) from float images (batch, height, width, 3) to
+    probabilities, its tensors reallocated only for a new shape; ``ValueError`` for one the export does not take."""
 
-    def run(images: np.ndarray) -> np.ndarray:
+    def __init__(self, flatbuffer: bytes):
+        self.interpreter = make_interpreter(flatbuffer)
+        details = self.interpreter.get_input_details()[0]
+        self.input_index, self.output_index = details["index"], self.interpreter.get_output_details()[0]["index"]
+        self.any_size = tuple(details["shape_signature"][1:3]) == (-1, -1)
+        self.shape = tuple(details["shape"])  # What the tensors are allocated for.
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=np.float32)
-        interpreter.resize_tensor_input(input_index, images.shape, strict=True)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(input_index, images)
-        interpreter.invoke()
-        return interpreter.get_tensor(output_index).copy()
-
-    return run
+        try:
+            if images.shape != self.shape:
+                self.interpreter.resize_tensor_input(self.input_index, images.shape, strict=True)
+                self.interpreter.allocate_tensors()
+                self.shape = images.shape
+            self.interpreter.set_tensor(self.input_index, images)
+            self.interpreter.invoke()
+        except RuntimeError as error:  # A fixed-size export, or a size the model cannot take.
+            self.shape = None  # Reallocate on the next call, whatever its shape.
+            raise ValueError(f"the export does not take {images.shape[1:]}: {error}") from None
+        return self.interpreter.get_tensor(self.output_index)  # get_tensor returns a copy.
 
 
 def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
@@ -96,10 +103,9 @@ def mask_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(reference.argmax(axis=-1) == candidate.argmax(axis=-1)))
 
 
-def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int, int],
-           min_agreement: float = MIN_AGREEMENT) -> dict[str, float]:
+def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int, int]) -> dict[str, float]:
     """How closely an export (a flatbuffer or a function) reproduces the Keras model on synthetic photos: mask
-    agreement and largest difference; ``ValueError`` below ``min_agreement``. The photos are resized as the app
+    agreement and largest difference; ``ValueError`` below ``MIN_AGREEMENT``. The photos are resized as the app
     resizes them to ``image_size`` (a side, or height and width)."""
     import tensorflow as tf
 
@@ -110,11 +116,11 @@ def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int,
     photos = [make_synthetic_pet(rng, *map(int, rng.integers(96, 201, size=2)))[0] for _ in range(CHECK_PHOTOS)]
     images = np.stack([resize_image(tf.convert_to_tensor(np.asarray(photo)), image_size).numpy() for photo in photos])
     expected = keras_probabilities(model, images)
-    actual = (exported if callable(exported) else images_function(exported))(images)
+    actual = (exported if callable(exported) else ImagesRunner(exported))(images)
     agreement = mask_agreement(expected, actual)
-    if agreement < min_agreement:
+    if agreement < MIN_AGREEMENT:
         raise ValueError(f"its export agrees with the Keras model on only {agreement:.2%} of mask pixels "
-                         f"(at least {min_agreement:.0%} expected)")
+                         f"(at least {MIN_AGREEMENT:.0%} expected)")
     return {"mask_agreement": agreement, "max_probability_difference": float(np.max(np.abs(expected - actual)))}
 
 
@@ -139,7 +145,8 @@ def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
     from petseg.model import model_with_dtype
 
     image_size, any_size = int(sidecar["image_size"]), takes_any_size(sidecar)
-    model = model_with_dtype(model, "float32", any_size=any_size)
+    # One rebuild is both what is converted and the float32 reference it is checked against.
+    model = model_with_dtype(model, "float32", any_size=any_size, subpixel=True)
     quantize = "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
     flatbuffer = convert_to_tflite(model, quantize)
     check = parity(model, flatbuffer, (image_size, image_size + 64) if any_size else image_size)

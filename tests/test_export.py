@@ -45,7 +45,7 @@ def test_photos(synthetic_data, checkpoint):
 def test_exported_masks_match_the_keras_model(exports, checkpoint, test_photos, variant, tolerance):
     result = exports[variant]
     run = (export.load_saved_model_function(result.path) if variant == "saved_model"
-           else litert.images_function(result.path.read_bytes()))
+           else litert.ImagesRunner(result.path.read_bytes()))
     reference = litert.keras_probabilities(checkpoint.model, test_photos)
     probabilities = run(test_photos)
     assert probabilities.shape == reference.shape == (len(test_photos), 64, 64, 3)
