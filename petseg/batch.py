@@ -1,8 +1,6 @@
-"""Many photos at once: each photo's full-resolution cutout in one .zip, and a CSV of its class shares.
-
-Photos come as files or inside .zip files; each is cut out by ``Segmenter.full_cutout`` (a photo seen before is
-not matted again). A photo that cannot be used is a CSV row with its error; only the limits on count and total
-size refuse a whole batch. No gradio here: the Batch tab and ``/batch`` show what ``cut_out_batch`` returns.
+"""Many photos (files, or .zip files of them) at once: each one's full-resolution cutout (``Segmenter.full_cutout``)
+in one .zip, and a CSV of its class shares. A photo that cannot be used is a CSV row with its error; only the limits
+on count and total size refuse a whole batch. No gradio here.
 
 >>> unique_names(["cat.jpg", "cat.png", "dog.jpg", "Cat.JPG"])
 ['cat.png', 'cat-2.png', 'dog.png', 'Cat-3.png']

@@ -1,9 +1,6 @@
-"""One photo through one checkpoint, ready to show: the files and numbers of the Predict, Compare and Batch tabs,
-made by ``Segmenter`` in one call per step (no gradio here: ``petseg.ui_predict`` hands the files to components).
-
-The page gets screen-sized pictures, at most ``SCREEN_SIDE`` pixels on the longer side (the photo decoded at that
-size, the probabilities brought back to it); only the downloadable cutout is made at full resolution, once per
-photo and checkpoint.
+"""One photo through one checkpoint, ready to show: ``Segmenter`` makes the files and numbers of the Predict, Compare
+and Batch tabs in one call per step (no gradio here). The page gets pictures at most ``SCREEN_SIDE`` pixels on the
+longer side; only the downloadable cutout is made at full resolution, once per photo and checkpoint.
 
 >>> import numpy as np
 >>> [name for _, name in class_layers(np.array([[0, 1], [1, 2]], np.uint8))]
@@ -65,9 +62,8 @@ class Cutout:
 class Segmenter:
     """Photos through checkpoints, written as files into an ``OutputFolder``; one method per step of a request."""
 
-    def __init__(self, weights_dir: str | os.PathLike | None = None, outputs: OutputFolder | None = None):
-        self.weights_dir = weights_dir
-        self.outputs = outputs or OutputFolder()
+    def __init__(self, weights_dir: str | os.PathLike, outputs: OutputFolder):
+        self.weights_dir, self.outputs = weights_dir, outputs
         self._cutouts: collections.OrderedDict[tuple, Cutout] = collections.OrderedDict()
         self._cutouts_lock = threading.Lock()
 
@@ -109,8 +105,7 @@ class Segmenter:
         return result
 
     def _cutout_key(self, upload: PhotoSource, checkpoint: str, name: str | None) -> tuple:
-        """What a cutout is remembered by: a SHA-256 of the photo's bytes (a file's content), its name, the
-        checkpoint's name and current sidecar."""
+        """What a cutout is remembered by: the SHA-256 of the photo, its name, the checkpoint and its sidecar."""
         if isinstance(upload, (str, os.PathLike)):
             try:
                 upload = Path(upload).read_bytes()
@@ -169,8 +164,7 @@ def mask_agreement(first: np.ndarray, second: np.ndarray) -> float:
 
 
 class OutputFolder:
-    """A private temporary folder for every image the app sends, each a new file never rewritten; it keeps the
-    newest ``keep``.
+    """A private folder for every image the app sends, each a new file never rewritten; it keeps the newest ``keep``.
 
     Hand gradio a path from ``write``, never an array: gradio (6.31) saves an array under the hash of its bytes
     and rewrites that file in place (``save_pil_to_cache``), so two identical requests at once truncate the file
@@ -193,17 +187,13 @@ class OutputFolder:
         >>> Path(folder.write(np.zeros((4, 4, 3), np.uint8), "My cat.jpg", "mask.png")).name
         'My_cat-mask.png'
         """
-        image_format = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(suffix).suffix.lower())
-        if image_format is None:
-            raise ValueError(f"Cannot write an image called {suffix!r}: name a .png, .jpg or .jpeg file.")
         with self._prune_lock:  # All but the newest keep - 1 folders go, one request thread at a time.
             folders = sorted(self.root.iterdir(), key=lambda path: path.stat().st_mtime)
             for folder in folders[: max(len(folders) - self.keep + 1, 0)]:
                 shutil.rmtree(folder, ignore_errors=True)
         path = Path(tempfile.mkdtemp(dir=self.root)) / f"{safe_stem(photo_name)}-{suffix}"
         picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
-        options = {"compress_level": 1} if image_format == "PNG" else {}
-        picture.save(path, format=image_format, **options)
+        picture.save(path, compress_level=1)  # JPEG ignores the PNG level.
         return str(path)
 
 
@@ -226,15 +216,8 @@ def checkpoint_choices(weights_dir: str | os.PathLike | None = None) -> list[tup
     return [(info.describe(), info.name) for info in list_checkpoints(weights_dir)]
 
 
-def find_checkpoint(name: str | None, weights_dir: str | os.PathLike | None = None) -> CheckpointInfo | None:
-    """The registry entry called ``name``, or None."""
-    return next((info for info in list_checkpoints(weights_dir) if info.name == name), None)
-
-
-def checkpoint_markdown(info: CheckpointInfo | None) -> str:
+def checkpoint_markdown(info: CheckpointInfo) -> str:
     """A short Markdown card for one checkpoint: what it is, what it was trained on, its scores."""
-    if info is None:
-        return "No checkpoint selected."
     if not info.available:
         return f"**{info.name}** is unavailable: {info.reason}."
     sidecar, data = info.sidecar, info.sidecar.get("data") or {}

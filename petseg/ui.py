@@ -1,12 +1,8 @@
-"""The PetSeg web app: Predict, Compare, Batch and Training tabs in one gradio Blocks, with named API endpoints.
+"""The PetSeg web app: Predict, Compare, Batch and Training tabs in one gradio Blocks, with the API endpoints
+``/predict``, ``/cutout``, ``/batch``, ``/compare`` and ``/list_checkpoints`` (docs/app.md shows each).
 
-This module builds the page, the ``launch()`` options, the cache sweep (``prune_cache``) and the Training tab, which
-starts ``train.py`` runs (``petseg.launcher``) and shows any run live; the Predict, Compare and Batch tabs live in
-``petseg.ui_predict`` (the only other module that imports gradio). Every user mistake becomes a readable ``gr.Error``
-or ``gr.Warning``, never a traceback.
-
-Named endpoints (docs/app.md shows each; the handlers' docstrings say what they return): ``/predict``, ``/cutout``,
-``/batch``, ``/compare`` and ``/list_checkpoints``.
+The Training tab starts ``train.py`` runs (``petseg.launcher``) and shows any run live; the other tabs live in
+``petseg.ui_predict``. Every user mistake becomes a readable ``gr.Error`` or ``gr.Warning``, never a traceback.
 """
 
 from __future__ import annotations
@@ -100,10 +96,8 @@ def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: fl
                    ) -> dict[str, Any]:
     """The app's ``launch()`` arguments: its look, the upload limit, the folders it may serve, the cache limit (MB).
 
-    The run folder is served (its sample PNGs) only outside the working and temporary folders, which gradio serves
-    already; never the weights folder. A run folder holding the working, temporary or home folder raises
-    ``ValueError``: serving it would serve every file in them.
-    """
+    The run folder (its sample PNGs) is served unless gradio serves it already (in the working or temporary folder),
+    the weights folder never; ``ValueError`` for a run folder holding the working, temporary or home folder."""
     runs_dir = Path(runs_dir or DEFAULT_RUNS_DIR).resolve()
     already_allowed = [Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()]
     allowed_paths = [] if any(runs_dir.is_relative_to(folder) for folder in already_allowed) else [str(runs_dir)]
@@ -122,12 +116,9 @@ def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: fl
 def prune_cache(demo: gr.Blocks, limit_bytes: int, max_age: float = CACHE_MAX_AGE,
                 min_age: float = CACHE_MIN_AGE) -> int:
     """Delete the files ``demo`` handed out older than ``max_age`` seconds, then the oldest while they take more
-    than ``limit_bytes`` (down to ``PRUNE_TO`` of it), none younger than ``min_age``; return the bytes left.
-
-    The files are gradio's own record (``temp_file_sets``; its ``delete_cache`` walks the live sets from a thread,
-    which fails when a request adds a file meanwhile, and has no size limit). Deleted and vanished files leave the
-    record, and gradio's emptied folders go; example photos (``keep_in_cache``) are neither deleted nor counted.
-    """
+    than ``limit_bytes`` (down to ``PRUNE_TO`` of it), none younger than ``min_age``; return the bytes left. The
+    files are gradio's own record (``temp_file_sets``; its ``delete_cache`` fails when a request adds a file while
+    it walks them, and has no size limit); example photos (``keep_in_cache``) are neither deleted nor counted."""
     keep = set().union(*(getattr(block, "keep_in_cache", set()) for block in list(demo.blocks.values())))
     file_sets, cache_root = list(demo.temp_file_sets), Path(get_upload_folder()).resolve()
     files: dict[str, os.stat_result] = {}
@@ -156,8 +147,7 @@ def prune_cache(demo: gr.Blocks, limit_bytes: int, max_age: float = CACHE_MAX_AG
 
 
 def cache_lifespan(limit_bytes: int):
-    """A FastAPI lifespan that runs ``prune_cache`` every ``CACHE_SWEEP_SECONDS`` while the app serves, and
-    deletes every file the app handed out when it stops."""
+    """A FastAPI lifespan: ``prune_cache`` every ``CACHE_SWEEP_SECONDS``, and every file handed out at the end."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -24,7 +24,7 @@ from petseg.classes import CLASS_NAMES, PALETTE
 from petseg.launcher import TrainingRequestError
 from petseg.photos import PhotoError
 from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
-                                 find_checkpoint, mask_agreement)
+                                 mask_agreement)
 
 EXAMPLE_PHOTOS = sorted(str(path) for path in (Path(__file__).resolve().parent.parent / "examples").glob("*")
                         if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -39,9 +39,8 @@ NO_COMPARE_MESSAGE = "Upload a photo or pick an example to compare the two check
 
 
 def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
-    """An ``AnnotatedImage`` value made of files, the photo's and ``(layer, class name)`` pairs: it replaces the
-    component's ``postprocess``, which takes arrays, builds them in float64 and writes them under content-hash names
-    (see ``OutputFolder``)."""
+    """An ``AnnotatedImage`` value of files (the photo, ``(layer, class name)`` pairs), replacing the component's
+    ``postprocess``, which builds arrays in float64 and writes them under content-hash names (see ``OutputFolder``)."""
     if value is None:
         return None
     annotations = [Annotation(image=FileData(path=path), label=label) for path, label in value[1]]
@@ -49,11 +48,9 @@ def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> Ann
 
 
 def uploaded_photo(value: Any) -> str | bytes | None:
-    """The uploaded file behind an image input's raw value: a path, or bytes for a pasted data URL.
-
-    Photo events run with ``preprocess=False`` (gradio still checks that the path is an upload): a plain
-    ``gr.Image`` would open the upload with Pillow first, and a text file would end in a bare "Error".
-    """
+    """The uploaded file behind an image input's raw value: a path, or bytes for a pasted data URL. Photo events run
+    with ``preprocess=False`` (gradio still checks that the path is an upload): a ``gr.Image`` would open the upload
+    with Pillow first, and a text file would end in a bare "Error"."""
     if value is None or isinstance(value, (str, os.PathLike, bytes)):
         return value
     if not isinstance(value, dict):
@@ -87,7 +84,7 @@ def readable_errors() -> Iterator[None]:
 class PredictHandlers:
     """The Predict, Compare and Batch tabs' event handlers, as plain methods that tests can call without a browser."""
 
-    def __init__(self, weights_dir: str | os.PathLike, outputs: OutputFolder | None = None):
+    def __init__(self, weights_dir: str | os.PathLike, outputs: OutputFolder):
         self.weights_dir = Path(weights_dir)
         self.segmenter = Segmenter(self.weights_dir, outputs)  # Every image goes out as a file (see OutputFolder).
 
@@ -151,7 +148,7 @@ class PredictHandlers:
         """The card under the checkpoint dropdown; an unavailable checkpoint also raises a warning with its reason."""
         if not checkpoint:
             return NO_CHECKPOINT_MESSAGE
-        info = find_checkpoint(checkpoint, self.weights_dir)
+        info = next((info for info in list_checkpoints(self.weights_dir) if info.name == checkpoint), None)
         if info is None:
             return f"There is no checkpoint called **{checkpoint}** in the weights folder."
         if not info.available:
@@ -176,8 +173,7 @@ class PredictHandlers:
                    f"by {results[1].areas['pet'] - results[0].areas['pet']:+.1f} points from the first to the second."]
         for name, result in zip(names, results):
             areas = ", ".join(f"{label} {result.areas[label]:.1f} %" for label in CLASS_NAMES)
-            outputs += [checkpoint_markdown(find_checkpoint(name, self.weights_dir)) + f"  \nAreas: {areas}.",
-                        result.class_map]
+            outputs += [self.describe_checkpoint(name) + f"  \nAreas: {areas}.", result.class_map]
         return tuple(outputs)
 
     def list_checkpoints(self) -> list[dict]:
@@ -210,10 +206,9 @@ def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.
 
 def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
     """The Predict tab; returns its checkpoint dropdown, which the Training tab refreshes."""
-    default = default_checkpoint(handlers.weights_dir)
-    checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", default, elem_id="checkpoint",
+    checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", elem_id="checkpoint",
                                      info="Best first; labels give the preset, epochs, input size and test mIoU.")
-    checkpoint_info = gr.Markdown(handlers.describe_checkpoint(default))
+    checkpoint_info = gr.Markdown(handlers.describe_checkpoint(checkpoint.value))
     with gr.Row(equal_height=True):
         photo = photo_input(IMAGE_HEIGHT, elem_id="photo")
         class_map = class_map_output("Classes: hover a name to see it alone", IMAGE_HEIGHT, elem_id="classes")

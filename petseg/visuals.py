@@ -1,9 +1,7 @@
 """Colours, overlays and figures for segmentation results, as numpy arrays: images ``uint8`` (height, width, 3),
-masks class ids (height, width) or (height, width, 1), probabilities float (height, width, NUM_CLASSES).
-
-Figures are drawn on a `matplotlib.figure.Figure` with its own Agg canvas, never with pyplot (safe in a web server),
-and matplotlib is imported only by the functions that draw.
-"""
+masks class ids (height, width) or (height, width, 1), probabilities float (height, width, NUM_CLASSES). Figures
+are drawn on a ``Figure`` with its own Agg canvas, never with pyplot (safe in a web server); only the functions
+that draw import matplotlib."""
 
 from __future__ import annotations
 
