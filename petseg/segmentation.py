@@ -179,9 +179,8 @@ class OutputFolder:
         self._prune_lock = threading.Lock()
 
     def write(self, image: np.ndarray | Image.Image, photo_name: str | None, suffix: str) -> str:
-        """Write ``image`` as ``<photo stem>-<suffix>`` in a new folder; the extension picks PNG (the fastest zlib
-        level: five times faster, a fifth more bytes) or JPEG (Pillow's default quality). The file is private until
-        this returns, so it needs no atomic rename.
+        """Write ``image`` as ``<photo stem>-<suffix>`` in a new folder, a PNG at the fastest zlib level (five times
+        faster, a fifth more bytes) or a JPEG; the file is private until this returns, so it needs no atomic rename.
 
         >>> folder = OutputFolder(tempfile.mkdtemp())
         >>> Path(folder.write(np.zeros((4, 4, 3), np.uint8), "My cat.jpg", "mask.png")).name

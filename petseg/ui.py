@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import tempfile
 import time
@@ -110,7 +111,7 @@ def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: fl
         raise ValueError(f"The cache limit must be positive, not {cache_limit_mb} MB.")
     return {"theme": THEME, "css": CSS, "max_file_size": MAX_FILE_SIZE, "allowed_paths": allowed_paths,
             "footer_links": ["api", "gradio", "settings"], "state_session_capacity": SESSIONS,
-            "app_kwargs": {"lifespan": cache_lifespan(int(cache_limit_mb * 2**20))}}
+            "app_kwargs": {"lifespan": functools.partial(cache_lifespan, limit_bytes=int(cache_limit_mb * 2**20))}}
 
 
 def prune_cache(demo: gr.Blocks, limit_bytes: int, max_age: float = CACHE_MAX_AGE,
@@ -146,28 +147,24 @@ def prune_cache(demo: gr.Blocks, limit_bytes: int, max_age: float = CACHE_MAX_AG
     return total
 
 
-def cache_lifespan(limit_bytes: int):
-    """A FastAPI lifespan: ``prune_cache`` every ``CACHE_SWEEP_SECONDS``, and every file handed out at the end."""
+@contextlib.asynccontextmanager
+async def cache_lifespan(app, limit_bytes: int):
+    """A FastAPI lifespan, given ``limit_bytes``: ``prune_cache`` every ``CACHE_SWEEP_SECONDS``, every file at exit."""
+    demo = app.get_blocks()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        demo = app.get_blocks()
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(CACHE_SWEEP_SECONDS)
+            await anyio.to_thread.run_sync(prune_cache, demo, limit_bytes)
 
-        async def sweep() -> None:
-            while True:
-                await asyncio.sleep(CACHE_SWEEP_SECONDS)
-                await anyio.to_thread.run_sync(prune_cache, demo, limit_bytes)
-
-        task = asyncio.create_task(sweep())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            prune_cache(demo, 0, max_age=-1, min_age=-1)
-
-    return lifespan
+    task = asyncio.create_task(sweep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        prune_cache(demo, 0, max_age=-1, min_age=-1)
 
 
 @dataclasses.dataclass

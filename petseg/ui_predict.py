@@ -251,13 +251,11 @@ def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdo
             second = checkpoint_dropdown(handlers.weights_dir, "Second checkpoint", names[min(1, len(names) - 1)])
             button = gr.Button("Compare", variant="primary")
         with gr.Column(scale=2):
-            verdict = gr.Markdown(NO_COMPARE_MESSAGE)
+            outputs = [gr.Markdown(NO_COMPARE_MESSAGE)]  # The verdict, then a card and a class map per checkpoint.
             with gr.Row(equal_height=True):
-                columns = []
                 for heading in ("First", "Second"):
                     with gr.Column():
-                        columns.append((gr.Markdown(), class_map_output(f"{heading} checkpoint", IMAGE_HEIGHT - 60)))
-    outputs = [verdict, *columns[0], *columns[1]]
+                        outputs += [gr.Markdown(), class_map_output(f"{heading} checkpoint", IMAGE_HEIGHT - 60)]
     button.click(handlers.compare, [photo, first, second], outputs, api_name="compare", preprocess=False,
                  concurrency_id="model")
     for trigger in (photo.change, first.change, second.change):
