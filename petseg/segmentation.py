@@ -172,9 +172,9 @@ class OutputFolder:
     reused (``save_file_to_cache``): a file being served is never rewritten.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None, keep: int = KEEP_OUTPUTS):
-        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="petseg-outputs-"))
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, parent: str | os.PathLike | None = None, keep: int = KEEP_OUTPUTS):
+        Path(parent or tempfile.gettempdir()).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="petseg-outputs-", dir=parent))
         self.keep = keep
         self._prune_lock = threading.Lock()
 

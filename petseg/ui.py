@@ -74,8 +74,7 @@ def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.P
     """Build the app's Blocks; launch it with ``demo.queue().launch(**launch_options(runs_dir))``."""
     weights_dir = weights_dir or DEFAULT_WEIGHTS_DIR
     # Results are written inside gradio's cache, which serves them as they are (no copy) and tracks them for pruning.
-    Path(get_upload_folder()).mkdir(parents=True, exist_ok=True)
-    outputs = OutputFolder(tempfile.mkdtemp(prefix="petseg-outputs-", dir=get_upload_folder()))
+    outputs = OutputFolder(get_upload_folder())
     predict = PredictHandlers(weights_dir, outputs)
     training = TrainingHandlers(weights_dir, runs_dir or DEFAULT_RUNS_DIR, training_allowed(allow_training), outputs)
     with gr.Blocks(title="PetSeg: pet photo segmentation") as demo:

@@ -115,8 +115,7 @@ def plot_curves(history: Sequence[dict]) -> np.ndarray:
     loss_axis, score_axis = figure.subplots(1, 2)
     for axis, keys, heading in ((loss_axis, ("loss", "val_loss"), "Loss"),
                                 (score_axis, ("val_mean_iou", "val_accuracy"), "Validation scores")):
-        axis.set_title(heading)
-        axis.set_xlabel("epoch")
+        axis.set(title=heading, xlabel="epoch")
         for key in keys:
             points = [(index + 1 if record.get("epoch") is None else record["epoch"], record[key])
                       for index, record in enumerate(history) if record.get(key) is not None]
