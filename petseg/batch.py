@@ -51,9 +51,8 @@ def collect_photos(paths: list[str | os.PathLike]) -> list[tuple[str, bytes | st
             total += path.stat().st_size
             continue
         with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist()
-                       if not info.is_dir() and not Path(info.filename).name.startswith(".")
-                       and "__MACOSX" not in info.filename]
+            members = [info for info in archive.infolist() if not info.is_dir()
+                       and not Path(info.filename).name.startswith(".") and "__MACOSX" not in info.filename]
             total += sum(info.file_size for info in members)  # Checked before anything is unpacked.
             check_limits(len(photos) + len(members), total)
             photos += [(Path(info.filename).name, archive.read(info)) for info in members]

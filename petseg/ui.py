@@ -21,7 +21,7 @@ import anyio
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from petseg.checkpoints import DEFAULT_WEIGHTS_DIR, default_checkpoint
+from petseg.checkpoints import default_checkpoint
 from petseg.launcher import (DATA_SOURCES, ENCODER_WEIGHTS, IMAGE_SIZE_STEP, TrainingLauncher,
                              checkpoints_fingerprint, image_size_for, image_size_rule, is_deeplab, log_tail,
                              parse_request, progress_log, run_fingerprint, run_label, status_markdown, training_allowed)
@@ -69,14 +69,12 @@ HEADER = f"""
 """
 
 
-def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None,
-              allow_training: bool | None = None) -> gr.Blocks:
+def build_app(weights_dir: str | os.PathLike, runs_dir: str | os.PathLike, allow_training: bool | None) -> gr.Blocks:
     """Build the app's Blocks; launch it with ``demo.queue().launch(**launch_options(runs_dir))``."""
-    weights_dir = weights_dir or DEFAULT_WEIGHTS_DIR
     # Results are written inside gradio's cache, which serves them as they are (no copy) and tracks them for pruning.
     outputs = OutputFolder(get_upload_folder())
     predict = PredictHandlers(weights_dir, outputs)
-    training = TrainingHandlers(weights_dir, runs_dir or DEFAULT_RUNS_DIR, training_allowed(allow_training), outputs)
+    training = TrainingHandlers(weights_dir, runs_dir, training_allowed(allow_training), outputs)
     with gr.Blocks(title="PetSeg: pet photo segmentation") as demo:
         gr.HTML(HEADER)
         with gr.Tabs():
@@ -92,8 +90,7 @@ def build_app(weights_dir: str | os.PathLike | None = None, runs_dir: str | os.P
     return demo
 
 
-def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: float | None = None
-                   ) -> dict[str, Any]:
+def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: float | None = None) -> dict[str, Any]:
     """The app's ``launch()`` arguments: its look, the upload limit, the folders it may serve, the cache limit (MB).
 
     The run folder (its sample PNGs) is served unless gradio serves it already (in the working or temporary folder),
@@ -287,9 +284,8 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
 
     data_source.change(show_source_fields, data_source, [data_dir, encoder_weights], api_visibility="private")
     preset.change(image_size_field, [preset, image_size], image_size, api_visibility="private")
-    start.click(handlers.start_training,
-                [preset, data_source, data_dir, encoder_weights, epochs, batch_size, image_size, name],
-                [run_picker, memory], api_visibility="private")
+    form = [preset, data_source, data_dir, encoder_weights, epochs, batch_size, image_size, name]
+    start.click(handlers.start_training, form, [run_picker, memory], api_visibility="private")
     stop.click(handlers.stop_training, run_picker, None, api_visibility="private")
     gr.Timer(WATCH_SECONDS).tick(handlers.watch, [run_picker, memory, *checkpoint_dropdowns],
                                  [run_picker, run_status, log, latest, curves, gallery, process_log, stop, memory,

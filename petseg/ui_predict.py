@@ -36,6 +36,7 @@ NO_BATCH_MESSAGE = (f"Drop up to {MAX_PHOTOS} photos, or a .zip of photos, then 
 NO_CHECKPOINT_MESSAGE = ("There is no checkpoint in the weights folder yet: train one in the Training tab or with "
                          "`python train.py`, then pick it here.")
 NO_COMPARE_MESSAGE = "Upload a photo or pick an example to compare the two checkpoints on it."
+PHOTO_EVENT = {"preprocess": False, "concurrency_id": "model"}  # The raw upload (see uploaded_photo), one model queue.
 
 
 def class_map_from_files(value: tuple[str, list[tuple[str, str]]] | None) -> AnnotatedImageData | None:
@@ -130,8 +131,7 @@ class PredictHandlers:
             gr.Warning(error.message)
             yield None, None, None, None, error.message
 
-    def batch(self, files: list[str] | None, checkpoint: str | None, progress: gr.Progress = gr.Progress()
-              ) -> tuple:
+    def batch(self, files: list[str] | None, checkpoint: str | None, progress: gr.Progress = gr.Progress()) -> tuple:
         """Cut out many photos (files or .zip files): returns the gallery, the .zip of cutouts, the CSV and status."""
         if not files:
             return None, None, None, NO_BATCH_MESSAGE
@@ -178,9 +178,8 @@ class PredictHandlers:
 
     def list_checkpoints(self) -> list[dict]:
         """Every checkpoint in the weights folder, best first: availability, reason, description and metrics."""
-        return [{"name": info.name, "available": info.available, "reason": info.reason,
-                 "description": info.describe(), "metrics": info.sidecar.get("metrics", {})}
-                for info in list_checkpoints(self.weights_dir)]
+        return [{"name": info.name, "available": info.available, "reason": info.reason, "description": info.describe(),
+                 "metrics": info.sidecar.get("metrics", {})} for info in list_checkpoints(self.weights_dir)]
 
 
 def photo_input(height: int, elem_id: str) -> gr.Image:
@@ -225,18 +224,16 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
 
     outputs = [class_map, confidence, slider, areas, status]
     # The full-resolution cutout follows each prediction as an event of its own, /cutout for API clients.
-    cutout = {"fn": handlers.cutout, "inputs": [photo, checkpoint], "outputs": download, "preprocess": False,
-              "concurrency_id": "model"}
+    cutout = {"fn": handlers.cutout, "inputs": [photo, checkpoint], "outputs": download, **PHOTO_EVENT}
     photo.change(lambda: None, None, download, api_visibility="private", queue=False)
     photo.change(handlers.predict, [photo, checkpoint], outputs, api_name="predict_page", api_visibility="private",
-                 preprocess=False, concurrency_id="model", trigger_mode="always_last").success(
-        **cutout, api_name="cutout")
+                 trigger_mode="always_last", **PHOTO_EVENT).success(**cutout, api_name="cutout")
     gr.Button(visible=False).click(handlers.predict_once, [photo, checkpoint], outputs, api_name="predict",
-                                   preprocess=False, concurrency_id="model")
+                                   **PHOTO_EVENT)
     checkpoint.change(handlers.describe_checkpoint, checkpoint, checkpoint_info, api_visibility="private").then(
         lambda: None, None, download, api_visibility="private", queue=False).then(
-        handlers.repredict, [photo, checkpoint], outputs, api_visibility="private", preprocess=False,
-        concurrency_id="model").then(**{**cutout, "fn": handlers.recutout}, api_visibility="private")
+        handlers.repredict, [photo, checkpoint], outputs, api_visibility="private", **PHOTO_EVENT).then(
+        **{**cutout, "fn": handlers.recutout}, api_visibility="private")
     return checkpoint
 
 
@@ -256,11 +253,10 @@ def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdo
                 for heading in ("First", "Second"):
                     with gr.Column():
                         outputs += [gr.Markdown(), class_map_output(f"{heading} checkpoint", IMAGE_HEIGHT - 60)]
-    button.click(handlers.compare, [photo, first, second], outputs, api_name="compare", preprocess=False,
-                 concurrency_id="model")
+    button.click(handlers.compare, [photo, first, second], outputs, api_name="compare", **PHOTO_EVENT)
     for trigger in (photo.change, first.change, second.change):
-        trigger(handlers.compare, [photo, first, second], outputs, api_visibility="private", preprocess=False,
-                concurrency_id="model", trigger_mode="always_last")
+        trigger(handlers.compare, [photo, first, second], outputs, api_visibility="private", trigger_mode="always_last",
+                **PHOTO_EVENT)
     return first, second
 
 
