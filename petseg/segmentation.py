@@ -81,8 +81,7 @@ class Segmenter:
                         key=self._cutout_key(upload, checkpoint, name), full_size=photo.shape[:2] == (height, width))
 
     def screen_cutout(self, pictures: Pictures) -> tuple[str, float]:
-        """The matted cutout of ``pictures``' photo at screen size (a PNG) and its seconds; for a photo shown at
-        its own size it is the full-resolution cutout too."""
+        """The matted cutout at screen size (a PNG) and its seconds; also the full-size one for a photo shown whole."""
         started = time.perf_counter()
         path = self.outputs.write(matting.cutout(pictures.photo, pictures.mask), pictures.name, "cutout.png")
         if pictures.full_size:

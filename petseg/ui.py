@@ -78,14 +78,13 @@ def build_app(weights_dir: str | os.PathLike, runs_dir: str | os.PathLike, allow
     with gr.Blocks(title="PetSeg: pet photo segmentation") as demo:
         gr.HTML(HEADER)
         with gr.Tabs():
-            with gr.Tab("Predict", id="predict"):
-                predict_checkpoint = build_predict_tab(predict)
-            with gr.Tab("Compare", id="compare"):
-                compare_checkpoints = build_compare_tab(predict)
-            with gr.Tab("Batch", id="batch"):
-                batch_checkpoint = build_batch_tab(predict)
+            dropdowns = []  # Every tab's checkpoint dropdowns, which the Training tab refreshes.
+            for label, build_tab in (("Predict", build_predict_tab), ("Compare", build_compare_tab),
+                                     ("Batch", build_batch_tab)):
+                with gr.Tab(label, id=label.lower()):
+                    dropdowns += build_tab(predict)
             with gr.Tab("Training", id="training"):
-                build_training_tab(training, [predict_checkpoint, *compare_checkpoints, batch_checkpoint])
+                build_training_tab(training, dropdowns)
         gr.api(predict.list_checkpoints, api_name="list_checkpoints")
     return demo
 

@@ -203,7 +203,7 @@ def class_map_output(label: str, height: int, elem_id: str | None = None) -> gr.
     return component
 
 
-def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
+def build_predict_tab(handlers: PredictHandlers) -> list[gr.Dropdown]:
     """The Predict tab; returns its checkpoint dropdown, which the Training tab refreshes."""
     checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint", elem_id="checkpoint",
                                      info="Best first; labels give the preset, epochs, input size and test mIoU.")
@@ -234,10 +234,10 @@ def build_predict_tab(handlers: PredictHandlers) -> gr.Dropdown:
         lambda: None, None, download, api_visibility="private", queue=False).then(
         handlers.repredict, [photo, checkpoint], outputs, api_visibility="private", **PHOTO_EVENT).then(
         **{**cutout, "fn": handlers.recutout}, api_visibility="private")
-    return checkpoint
+    return [checkpoint]
 
 
-def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdown]:
+def build_compare_tab(handlers: PredictHandlers) -> list[gr.Dropdown]:
     """The Compare tab; returns its two checkpoint dropdowns."""
     names = [info.name for info in list_checkpoints(handlers.weights_dir) if info.available] or [None]
     with gr.Row():
@@ -257,10 +257,10 @@ def build_compare_tab(handlers: PredictHandlers) -> tuple[gr.Dropdown, gr.Dropdo
     for trigger in (photo.change, first.change, second.change):
         trigger(handlers.compare, [photo, first, second], outputs, api_visibility="private", trigger_mode="always_last",
                 **PHOTO_EVENT)
-    return first, second
+    return [first, second]
 
 
-def build_batch_tab(handlers: PredictHandlers) -> gr.Dropdown:
+def build_batch_tab(handlers: PredictHandlers) -> list[gr.Dropdown]:
     """The Batch tab: many photos in, a gallery of cutouts, a .zip of them and a CSV out; returns its dropdown."""
     with gr.Row():
         with gr.Column(scale=1):
@@ -277,4 +277,4 @@ def build_batch_tab(handlers: PredictHandlers) -> gr.Dropdown:
                 table = gr.File(label="Class shares per photo (CSV)", elem_id="batch-csv")
     button.click(handlers.batch, [files, checkpoint], [gallery, archive, table, status], api_name="batch",
                  concurrency_id="model")
-    return checkpoint
+    return [checkpoint]
