@@ -47,8 +47,7 @@ class Pictures:
     size: str  # The photo's full size, "<width>x<height> px".
     seconds: float  # Model time, decoding excluded.
     name: str | None  # The upload's name, for file names.
-    key: tuple  # The photo's content and the checkpoint: what a full-resolution cutout is remembered by.
-    full_size: bool  # Whether the photo is shown at its own size.
+    key: tuple | None  # What its full-resolution cutout is remembered by, if the photo is shown at its own size.
 
 
 @dataclasses.dataclass
@@ -78,13 +77,13 @@ class Segmenter:
         return Pictures(photo=photo, mask=mask, class_map=(photo_file, layers),
                         confidence=self.outputs.write(confidence_map(probabilities), name, "confidence.jpg"),
                         areas=class_areas(mask), size=f"{width}x{height} px", seconds=seconds, name=name,
-                        key=self._cutout_key(upload, checkpoint, name), full_size=photo.shape[:2] == (height, width))
+                        key=self._cutout_key(upload, checkpoint, name) if photo.shape[:2] == (height, width) else None)
 
     def screen_cutout(self, pictures: Pictures) -> tuple[str, float]:
         """The matted cutout at screen size (a PNG) and its seconds; also the full-size one for a photo shown whole."""
         started = time.perf_counter()
         path = self.outputs.write(matting.cutout(pictures.photo, pictures.mask), pictures.name, "cutout.png")
-        if pictures.full_size:
+        if pictures.key is not None:
             self._remember(pictures.key, Cutout(path, pictures.areas))
         return path, time.perf_counter() - started
 

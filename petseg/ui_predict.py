@@ -56,10 +56,9 @@ def uploaded_photo(value: Any) -> str | bytes | None:
         return value
     if not isinstance(value, dict):
         raise gr.Error(f"Cannot read a photo from a {type(value).__name__}.", print_exception=False)
-    url = value.get("url") or ""
-    if not value.get("path") and url.startswith("data:"):
+    if not value.get("path") and str(value.get("url")).startswith("data:"):
         try:
-            return base64.b64decode(url.split(",", 1)[1], validate=False)
+            return base64.b64decode(value["url"].split(",", 1)[1], validate=False)
         except (IndexError, binascii.Error):
             raise gr.Error("The pasted image could not be read; please upload it as a file.",
                            print_exception=False) from None
@@ -264,8 +263,7 @@ def build_batch_tab(handlers: PredictHandlers) -> list[gr.Dropdown]:
     """The Batch tab: many photos in, a gallery of cutouts, a .zip of them and a CSV out; returns its dropdown."""
     with gr.Row():
         with gr.Column(scale=1):
-            files = gr.File(label="Pet photos, or a .zip of photos", file_count="multiple", type="filepath",
-                            elem_id="batch-files")
+            files = gr.File(label="Pet photos, or a .zip of photos", file_count="multiple", elem_id="batch-files")
             checkpoint = checkpoint_dropdown(handlers.weights_dir, "Checkpoint")
             button = gr.Button("Cut out every photo", variant="primary", elem_id="batch-start")
         with gr.Column(scale=2):
