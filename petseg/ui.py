@@ -240,8 +240,7 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             gr.Markdown("### Start a run" if handlers.allow_training else "### Training")
-            if not handlers.allow_training:
-                gr.Markdown(TRAINING_OFF_NOTE, elem_id="training-off")
+            gr.Markdown(TRAINING_OFF_NOTE, elem_id="training-off", visible=not handlers.allow_training)
             with gr.Group(visible=handlers.allow_training):
                 preset = gr.Dropdown(sorted(PRESETS), value="tutorial", label="Preset",
                                      info="tutorial: the TensorFlow tutorial; finetune: the stronger recipe; voc: "

@@ -41,8 +41,7 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.5) -> n
         raise ValueError(f"The mask is shaped {colours.shape[:2]} but the image is {image.shape[:2]}.")
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be between 0 and 1, got {opacity}.")
-    blended = image.astype(np.float32) * (1.0 - opacity) + colours.astype(np.float32) * opacity
-    return np.rint(blended).astype(np.uint8)
+    return np.rint(image.astype(np.float32) * (1.0 - opacity) + colours.astype(np.float32) * opacity).astype(np.uint8)
 
 
 def confidence_map(probabilities: np.ndarray) -> np.ndarray:
