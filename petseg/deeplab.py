@@ -41,12 +41,6 @@ class EncoderWeightsError(ValueError):
     """The encoder weights could not be loaded; the message lists the options."""
 
 
-def check_image_size(image_size: int) -> None:
-    """DeepLab's align-corners resizes need sizes of 8k+1 (257 = 8 * 32 + 1): 1/4 and 1/8 features then align."""
-    if image_size < 17 or (image_size - 1) % 8:
-        raise ValueError(f"image_size must be 8k+1 (e.g. 65, 257, 321) for DeepLab presets, got {image_size}.")
-
-
 def upsample_aligned(tensor, factor: int, name: str):
     """Bilinear upsampling with align_corners=True from n to (n - 1) * factor + 1 pixels: nearest-neighbour
     upsampling, then a ``factor`` wide box mean gives (1 - r / factor) * x[k] + (r / factor) * x[k + 1] at
@@ -57,7 +51,8 @@ def upsample_aligned(tensor, factor: int, name: str):
 
 def voc_encoder(image_size: int) -> keras.Model:
     """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to features at 1/2 and 1/4, and 256 channels at 1/8."""
-    check_image_size(image_size)
+    if image_size < 17 or (image_size - 1) % 8:  # Align-corners resizes: 1/4 and 1/8 features align at 8k+1 only.
+        raise ValueError(f"image_size must be 8k+1 (e.g. 65, 257, 321) for DeepLab presets, got {image_size}.")
     inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
     tensor = layers.Conv2D(16, 3, strides=2, padding="same", name="MobilenetV2_Conv")(inputs)
     tensor = layers.ReLU(6.0, name="MobilenetV2_Conv_relu6")(tensor)
@@ -130,8 +125,7 @@ def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) ->
             raise ValueError(f"TFLite tensor {scope}/weights has no bias.")
         by_name[name].set_weights([kernel.transpose(1, 2, 3, 0), biases[bias_scope]])
         loaded.add(name)
-    missing = sorted(convolutions - loaded)
-    if missing:
+    if missing := sorted(convolutions - loaded):
         raise ValueError(f"No TFLite weights for Keras layers: {', '.join(missing)}.")
     return len(loaded)
 
