@@ -54,11 +54,12 @@ def test_exported_masks_match_the_keras_model(exports, checkpoint, test_photos, 
     np.testing.assert_allclose(probabilities, reference, atol=tolerance)
     # The export's own check on synthetic photos ran and is recorded beside it.
     assert result.mask_agreement >= 0.99
-    assert json.loads(export.description_path(result.path).read_text())["mask_agreement"] == result.mask_agreement
+    description = result.path / "petseg.json" if variant == "saved_model" else result.path.with_suffix(".json")
+    assert json.loads(description.read_text())["mask_agreement"] == result.mask_agreement
 
 
 def test_exports_describe_how_to_call_them(exports):
-    description = json.loads(export.description_path(exports["float16"].path).read_text())
+    description = json.loads(exports["float16"].path.with_suffix(".json").read_text())
     assert description["checkpoint"] == "tiny"
     assert description["classes"] == ["pet", "background", "border"]
     assert description["input"]["shape"] == [None, 64, 64, 3]
@@ -129,10 +130,8 @@ def test_checkpoints_resolve_by_name_or_path(trained_checkpoint):
 
 
 def test_default_output_goes_into_exports():
-    assert export.default_output_path("tiny", "saved_model", exports_dir="exports").as_posix() == \
-        "exports/tiny.saved_model"
-    assert export.default_output_path("tiny", "tflite", "float16", "exports").as_posix() == \
-        "exports/tiny.float16.tflite"
+    assert export.default_output_path("tiny", "saved_model") == export.DEFAULT_EXPORTS_DIR / "tiny.saved_model"
+    assert export.default_output_path("tiny", "tflite", "float16") == export.DEFAULT_EXPORTS_DIR / "tiny.float16.tflite"
 
 
 def test_cli_reports_an_unknown_checkpoint_with_exit_code_2(trained_checkpoint, tmp_path, capsys):
