@@ -57,19 +57,12 @@ class ExportResult:
     description: dict[str, Any]
 
 
-def resolve_checkpoint(name_or_path: str | os.PathLike, weights_dir: str | os.PathLike | None = None
-                       ) -> LoadedCheckpoint:
+def resolve_checkpoint(checkpoint: str | os.PathLike, weights_dir: str | os.PathLike | None = None) -> LoadedCheckpoint:
     """Load a checkpoint by path (with a path separator) or by name, through the registry's guards."""
-    text = os.fspath(name_or_path)
+    text = os.fspath(checkpoint)
     if os.sep in text or (os.altsep and os.altsep in text):
         return load_checkpoint_file(text)
     return load_checkpoint(text, weights_dir)
-
-
-def default_output_path(checkpoint_name: str, export_format: str, quantize: str = "float32") -> Path:
-    """``exports/<name>.saved_model`` or ``exports/<name>.<quantize>.tflite``."""
-    suffix = "saved_model" if export_format == "saved_model" else f"{quantize}.tflite"
-    return DEFAULT_EXPORTS_DIR / f"{checkpoint_name}.{suffix}"
 
 
 def check_options(export_format: str, quantize: str) -> None:
@@ -107,10 +100,10 @@ def load_saved_model_function(directory: str | os.PathLike) -> ImagesFunction:
 def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_format: str,
                       quantize: str = "float32", output: str | os.PathLike | None = None,
                       weights_dir: str | os.PathLike | None = None, verify: bool = True) -> ExportResult:
-    """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) to ``output`` (default:
-    ``default_output_path``; an older export there is replaced, anything else refused), checked first if ``verify``;
-    ``serving`` remakes its own export beside it and records it in its sidecar (always checked). ``ExportError`` for
-    bad options, a bad destination or a failed check, ``CheckpointError`` for a bad checkpoint."""
+    """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) to ``output`` (default: in exports/;
+    an older export there is replaced, anything else refused), checked first if ``verify``; ``serving`` remakes its
+    own export beside it, recorded in its sidecar (always checked). ``ExportError`` for bad options, a bad destination
+    or a failed check, ``CheckpointError`` for a bad checkpoint."""
     check_options(export_format, quantize)
     if export_format == "serving" and output is not None:
         raise ExportError("A serving export always goes beside its checkpoint; leave out --output.")
@@ -125,7 +118,8 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
         return ExportResult(checkpoint.path.with_suffix(EXPORT_SUFFIX), "serving", serving["quantize"], shape,
                             len(flatbuffer), serving["mask_agreement"], round(time.perf_counter() - started, 1),
                             sidecar["serving"])
-    path = Path(output) if output is not None else default_output_path(checkpoint.name, export_format, quantize)
+    suffix = "saved_model" if export_format == "saved_model" else f"{quantize}.tflite"
+    path = Path(output) if output is not None else DEFAULT_EXPORTS_DIR / f"{checkpoint.name}.{suffix}"
     if export_format == "tflite" and path.is_dir():
         raise ExportError(f"{path} is a folder; give a file path for a TFLite export.")
     if export_format == "tflite" and path.suffix != ".tflite":
