@@ -66,8 +66,7 @@ class LoadedCheckpoint(CheckpointInfo):
 
 
 def epochs_trained(sidecar: dict) -> str:
-    """How long a checkpoint trained, e.g. "best at epoch 31 of 40" (``epochs``: the epoch saved, ``epochs_done``:
-    every epoch that ran)."""
+    """How long a checkpoint trained: "best at epoch 31 of 40" (``epochs`` saved of ``epochs_done``) or "40 epochs"."""
     best, done = sidecar.get("epochs", "?"), sidecar.get("epochs_done")
     if isinstance(best, int) and isinstance(done, int) and done > best:
         return f"best at epoch {best} of {done}"

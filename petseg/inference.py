@@ -146,9 +146,8 @@ _predictors_lock = threading.Lock()
 
 
 def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> Predictor:
-    """The cached ``Predictor`` of a checkpoint name in the weights folder, or of anything with a ``.path`` (the
-    ``MAX_PREDICTORS`` most recently used are kept). Each call checks the entry against its sidecar, so a drifted
-    export is refused and a rebuilt one loaded afresh; ``CheckpointError`` otherwise."""
+    """The cached ``Predictor`` of a checkpoint name in the weights folder, or of anything with a ``.path``. Each call
+    checks the entry against its sidecar: a drifted export is refused (``CheckpointError``), a rebuilt one reloaded."""
     if not isinstance(checkpoint, str):  # A LoadedCheckpoint or CheckpointInfo: its own folder.
         checkpoint, weights_dir = checkpoint.path.stem, checkpoint.path.parent
     entry = servable_entry(checkpoint, weights_dir)

@@ -1,8 +1,7 @@
 """TFLite flatbuffers of PetSeg models: made from Keras with TensorFlow, run with LiteRT (``ai_edge_litert``).
 
 A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)`` (the model's square, or any multiples of
-32 for a U-Net rebuilt with ``any_size=True``), and returns softmax probabilities. ``petseg.inference`` runs them
-with ``ai_edge_litert`` and numpy alone; making one imports TensorFlow.
+32 for a U-Net rebuilt with ``any_size=True``), and returns softmax probabilities; running one needs no TensorFlow.
 
 >>> mask_agreement(np.eye(3)[[0, 1, 2, 2]], np.eye(3)[[0, 1, 2, 1]])
 0.75
