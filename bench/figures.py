@@ -20,7 +20,7 @@ from petseg.checkpoints import load_checkpoint
 from petseg.classes import NUM_CLASSES
 from petseg.data import compiled_resize, make_training_data, read_folder_example, read_split_names, validation_indices
 from petseg.inference import class_ids, get_predictor, predict_probabilities
-from petseg.model import build_unet, set_encoder_trainable
+from petseg.model import build_model, set_encoder_trainable
 from petseg.presets import get_preset
 from petseg.photos import load_photo
 from petseg.synthetic import make_synthetic_pet, make_synthetic_pets
@@ -210,7 +210,7 @@ def training_throughput(data_dir: Path, warm_up_dir: Path, image_size: int, batc
     more (steady state). Both train functions are traced before timing, on a small warm-up folder. ``eager``
     skips tracing altogether (only for the smoke test, where tracing would take most of its time).
     """
-    model = compile_like_tutorial(build_unet("tutorial", image_size, encoder_weights=None), run_eagerly=eager)
+    model = compile_like_tutorial(build_model("tutorial", image_size, encoder_weights=None), run_eagerly=eager)
     ways = {"ours": lambda folder: our_pipeline(folder, image_size, batch_size),
             "seed": lambda folder: seed_pipeline(folder, image_size, batch_size)}
     for build in ways.values():  # Trace the train step for each pipeline's element types.
@@ -307,7 +307,7 @@ def preset_epoch_seconds(data_dir: Path, repeats: int, epoch_photos: int, image_
         preset = get_preset(preset_name)
         batch_size = (batch_sizes or {}).get(preset_name, preset.batch_size)
         image_size = (image_sizes or {}).get(preset_name, preset.image_size)
-        model = build_unet(preset, image_size, encoder_weights=None)
+        model = build_model(preset, image_size, encoder_weights=None)
         phases = [False] + ([True] if preset.fine_tune_after is not None else [])
         for fine_tune in phases:
             set_encoder_trainable(model, fine_tune)

@@ -131,10 +131,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args(argv)
-    from petseg.model import build_unet
+    from petseg.model import build_model
 
     dataset, steps, _ = seed_training_data(args.data_dir, args.image_size, args.batch_size)
-    model = compile_like_tutorial(build_unet("tutorial", args.image_size, encoder_weights=None))
+    model = compile_like_tutorial(build_model("tutorial", args.image_size, encoder_weights=None))
     model.fit(dataset, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
     return 0
 

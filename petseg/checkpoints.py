@@ -45,20 +45,14 @@ class CheckpointInfo:
     reason: str = ""
 
     @property
-    def size_bytes(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
-    @property
     def image_size(self) -> int:
         return int(self.sidecar["image_size"])
 
     def describe(self) -> str:
-        """One line for dropdowns and logs, e.g. "finetune: finetune, best at epoch 31 of 40, 160 px, mIoU 0.771 on
-        oxford-iiit-pet-subset/test"."""
+        """One line for dropdowns and logs, e.g. "finetune: finetune, 40 epochs, 160 px, mIoU 0.771 on pets/test"."""
         if not self.available:
             return f"{self.name}: unavailable ({self.reason})"
-        details = [str(self.sidecar.get("preset", "?")), epochs_trained(self.sidecar),
-                   f"{self.sidecar.get('image_size', '?')} px"]
+        details = [str(self.sidecar["preset"]), epochs_trained(self.sidecar), f"{self.sidecar['image_size']} px"]
         if headline := headline_metrics(self.sidecar):
             details.append(f"mIoU {headline[1]['mean_iou']:.3f} on {headline[0]}")
         return f"{self.name}: " + ", ".join(details)
@@ -72,8 +66,7 @@ class LoadedCheckpoint(CheckpointInfo):
 
 
 def epochs_trained(sidecar: dict) -> str:
-    """How long a checkpoint trained, e.g. "best at epoch 31 of 40" (``epochs``: the epoch saved, ``epochs_done``:
-    every epoch that ran)."""
+    """How long a checkpoint trained: "best at epoch 31 of 40" (``epochs`` saved of ``epochs_done``) or "40 epochs"."""
     best, done = sidecar.get("epochs", "?"), sidecar.get("epochs_done")
     if isinstance(best, int) and isinstance(done, int) and done > best:
         return f"best at epoch {best} of {done}"
@@ -287,8 +280,7 @@ def write_sidecar(path: str | os.PathLike, sidecar: dict) -> None:
 
 
 def save_checkpoint(model, path: str | os.PathLike, sidecar: dict) -> Path:
-    """Save ``model`` as a registry entry: ``path`` (a .keras file), its LiteRT export (made from the stored float16
-    weights and checked first), then its sidecar. An entry torn by a crash between the writes fails its sha256."""
+    """Save ``model`` at ``path`` (.keras), its export and its sidecar (see above); a torn entry fails its sha256."""
     from petseg.litert import make_export
     from petseg.model import model_with_dtype
 

@@ -41,12 +41,6 @@ class EncoderWeightsError(ValueError):
     """The encoder weights could not be loaded; the message lists the options."""
 
 
-def check_image_size(image_size: int) -> None:
-    """DeepLab's align-corners resizes need sizes of 8k+1 (257 = 8 * 32 + 1): 1/4 and 1/8 features then align."""
-    if image_size < 17 or (image_size - 1) % 8:
-        raise ValueError(f"image_size must be 8k+1 (e.g. 65, 257, 321) for DeepLab presets, got {image_size}.")
-
-
 def upsample_aligned(tensor, factor: int, name: str):
     """Bilinear upsampling with align_corners=True from n to (n - 1) * factor + 1 pixels: nearest-neighbour
     upsampling, then a ``factor`` wide box mean gives (1 - r / factor) * x[k] + (r / factor) * x[k + 1] at
@@ -57,7 +51,8 @@ def upsample_aligned(tensor, factor: int, name: str):
 
 def voc_encoder(image_size: int) -> keras.Model:
     """MobileNetV2 + ASPP of the VOC model: [-1, 1] input to features at 1/2 and 1/4, and 256 channels at 1/8."""
-    check_image_size(image_size)
+    if image_size < 17 or (image_size - 1) % 8:  # Align-corners resizes: 1/4 and 1/8 features align at 8k+1 only.
+        raise ValueError(f"image_size must be 8k+1 (e.g. 65, 257, 321) for DeepLab presets, got {image_size}.")
     inputs = keras.Input((image_size, image_size, 3), name="scaled_image")
     tensor = layers.Conv2D(16, 3, strides=2, padding="same", name="MobilenetV2_Conv")(inputs)
     tensor = layers.ReLU(6.0, name="MobilenetV2_Conv_relu6")(tensor)
@@ -130,8 +125,7 @@ def assign_tflite_weights(model: keras.Model, tensors: dict[str, np.ndarray]) ->
             raise ValueError(f"TFLite tensor {scope}/weights has no bias.")
         by_name[name].set_weights([kernel.transpose(1, 2, 3, 0), biases[bias_scope]])
         loaded.add(name)
-    missing = sorted(convolutions - loaded)
-    if missing:
+    if missing := sorted(convolutions - loaded):
         raise ValueError(f"No TFLite weights for Keras layers: {', '.join(missing)}.")
     return len(loaded)
 
@@ -183,8 +177,7 @@ def resolve_voc_weights(encoder_weights: str | os.PathLike | None) -> Path | Non
     return path
 
 
-def check_parity(keras_model: keras.Model, path: str | os.PathLike, image: np.ndarray,
-                 minimum_agreement: float = 0.999, maximum_difference: float = 1e-3) -> dict[str, float]:
+def check_parity(keras_model: keras.Model, path: str | os.PathLike, image: np.ndarray) -> dict[str, float]:
     """Run the rebuilt model and the TFLite interpreter on ``image`` ([-1, 1], 257 px); raise unless they agree."""
     interpreter = tflite_interpreter(path)
     batch = np.asarray(image, np.float32)[np.newaxis]
@@ -194,18 +187,16 @@ def check_parity(keras_model: keras.Model, path: str | os.PathLike, image: np.nd
     found = keras.ops.convert_to_numpy(keras_model(batch, training=False))
     agreement = float(np.mean(expected.argmax(-1) == found.argmax(-1)))
     difference = float(np.abs(expected - found).max())
-    if agreement < minimum_agreement or difference > maximum_difference:
-        raise ValueError(f"The Keras rebuild disagrees with {path}: argmax agreement {agreement:.4f} "
-                         f"(needs {minimum_agreement}), max logit difference {difference:.2g} "
-                         f"(allowed {maximum_difference}).")
+    if agreement < 0.999 or difference > 1e-3:
+        raise ValueError(f"The Keras rebuild disagrees with {path}: argmax agreement {agreement:.4f} (needs 0.999), "
+                         f"max logit difference {difference:.2g} (allowed 0.001).")
     return {"argmax_agreement": agreement, "max_logit_difference": difference}
 
 
 def load_voc_deeplab(encoder_weights: str | os.PathLike | None) -> keras.Model:
     """The 21-class VOC model with its weights from the TFLite file, parity-checked; random weights for None."""
     model = build_voc_deeplab(257)
-    path = resolve_voc_weights(encoder_weights)
-    if path is not None:
+    if (path := resolve_voc_weights(encoder_weights)) is not None:
         check_tflite_options(path)
         interpreter = tflite_interpreter(path)  # Its weight tensors are named "scope/weights", "scope/..._bias".
         assign_tflite_weights(model, {detail["name"]: np.array(interpreter.get_tensor(detail["index"]))
@@ -241,20 +232,19 @@ def build_deeplab(preset, image_size: int, encoder_weights: str | os.PathLike | 
     VOC's rows, and decoder stages at 1/4 (and ``half_resolution_stage``, 1/2) add zero-initialised logits."""
     encoder = voc_encoder(image_size)  # It checks the size.
     encoder.trainable = False
-    momentum = preset.batchnorm_momentum
     inputs = keras.Input((image_size, image_size, 3), name="image")
     half_level, low_level, features = encoder(layers.Rescaling(2.0, offset=-1.0, name="scale_to_mobilenet")(inputs))
     head = layers.Conv2D(NUM_CLASSES, 1, name="voc_head")
     coarse = upsample_aligned(head(features), 2, "coarse_upsample")
-    low = conv_bn_relu(low_level, 48, 1, momentum, "low_level_projection")
+    low = conv_bn_relu(low_level, 48, 1, preset.batchnorm_momentum, "low_level_projection")
     fine = layers.Concatenate(name="decoder_concat")([upsample_aligned(features, 2, "features_upsample"), low])
     for index in range(2):
-        fine = conv_bn_relu(fine, 96, 3, momentum, f"decoder_{index}", separable=True)
+        fine = conv_bn_relu(fine, 96, 3, preset.batchnorm_momentum, f"decoder_{index}", separable=True)
     logits = layers.Add(name="logits_sum")([coarse, zero_logits(fine, "decoder_logits")])
     if preset.half_resolution_stage:
-        half = conv_bn_relu(half_level, 24, 1, momentum, "half_level_projection")
+        half = conv_bn_relu(half_level, 24, 1, preset.batchnorm_momentum, "half_level_projection")
         refined = layers.Concatenate(name="half_concat")([upsample_aligned(fine, 2, "decoder_upsample"), half])
-        refined = conv_bn_relu(refined, 48, 3, momentum, "half_decoder", separable=True)
+        refined = conv_bn_relu(refined, 48, 3, preset.batchnorm_momentum, "half_decoder", separable=True)
         logits = upsample_aligned(logits, 2, "logits_half")
         logits = layers.Add(name="half_logits_sum")([logits, zero_logits(refined, "half_logits")])
         logits = upsample_aligned(logits, 2, "logits")

@@ -57,26 +57,12 @@ class ExportResult:
     description: dict[str, Any]
 
 
-def resolve_checkpoint(name_or_path: str | os.PathLike, weights_dir: str | os.PathLike | None = None
-                       ) -> LoadedCheckpoint:
+def resolve_checkpoint(checkpoint: str | os.PathLike, weights_dir: str | os.PathLike | None = None) -> LoadedCheckpoint:
     """Load a checkpoint by path (with a path separator) or by name, through the registry's guards."""
-    text = os.fspath(name_or_path)
+    text = os.fspath(checkpoint)
     if os.sep in text or (os.altsep and os.altsep in text):
         return load_checkpoint_file(text)
     return load_checkpoint(text, weights_dir)
-
-
-def default_output_path(checkpoint_name: str, export_format: str, quantize: str = "float32",
-                        exports_dir: str | os.PathLike | None = None) -> Path:
-    """``exports/<name>.saved_model`` or ``exports/<name>.<quantize>.tflite``."""
-    suffix = "saved_model" if export_format == "saved_model" else f"{quantize}.tflite"
-    return Path(exports_dir or DEFAULT_EXPORTS_DIR) / f"{checkpoint_name}.{suffix}"
-
-
-def description_path(export_path: str | os.PathLike) -> Path:
-    """Where an export's JSON description lives: inside a SavedModel folder, beside a ``.tflite`` file."""
-    export_path = Path(export_path)
-    return export_path / SAVED_MODEL_DESCRIPTION if export_path.is_dir() else export_path.with_suffix(".json")
 
 
 def check_options(export_format: str, quantize: str) -> None:
@@ -114,22 +100,32 @@ def load_saved_model_function(directory: str | os.PathLike) -> ImagesFunction:
 def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_format: str,
                       quantize: str = "float32", output: str | os.PathLike | None = None,
                       weights_dir: str | os.PathLike | None = None, verify: bool = True) -> ExportResult:
-    """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) to ``output`` (default:
-    ``default_output_path``; an older export there is replaced, anything else refused), checked first if ``verify``.
-    ``ExportError`` for bad options, a bad destination or a failed check, ``CheckpointError`` for a bad checkpoint."""
+    """Export ``checkpoint`` (a name, a ``.keras`` path or a loaded checkpoint) to ``output`` (default: in exports/;
+    an older export there is replaced, anything else refused), checked first if ``verify``; ``serving`` remakes its
+    own export beside it, recorded in its sidecar (always checked). ``ExportError`` for bad options, a bad destination
+    or a failed check, ``CheckpointError`` for a bad checkpoint."""
     check_options(export_format, quantize)
+    if export_format == "serving" and output is not None:
+        raise ExportError("A serving export always goes beside its checkpoint; leave out --output.")
     if not isinstance(checkpoint, LoadedCheckpoint):
         checkpoint = resolve_checkpoint(checkpoint, weights_dir)
+    started, size = time.perf_counter(), checkpoint.image_size
     if export_format == "serving":
-        return rebuild_serving_export(checkpoint, output)
-    path = Path(output) if output is not None else default_output_path(checkpoint.name, export_format, quantize)
+        flatbuffer, serving = checked(make_export, checkpoint.model, checkpoint.sidecar)
+        sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)
+        shape = (f"(batch, height, width, 3) in multiples of 32 (shorter side {size} in the app)"
+                 if takes_any_size(checkpoint.sidecar) else f"(batch, {size}, {size}, 3)")
+        return ExportResult(checkpoint.path.with_suffix(EXPORT_SUFFIX), "serving", serving["quantize"], shape,
+                            len(flatbuffer), serving["mask_agreement"], round(time.perf_counter() - started, 1),
+                            sidecar["serving"])
+    suffix = "saved_model" if export_format == "saved_model" else f"{quantize}.tflite"
+    path = Path(output) if output is not None else DEFAULT_EXPORTS_DIR / f"{checkpoint.name}.{suffix}"
     if export_format == "tflite" and path.is_dir():
         raise ExportError(f"{path} is a folder; give a file path for a TFLite export.")
     if export_format == "tflite" and path.suffix != ".tflite":
         raise ExportError(f"A TFLite export's file name must end in .tflite, got {path.name}.")
     if export_format == "saved_model" and path.exists() and not (path / "saved_model.pb").is_file():
         raise ExportError(f"{path} exists and is not a SavedModel export; choose another --output.")
-    started, size = time.perf_counter(), checkpoint.image_size
     description = describe_export(checkpoint, export_format, quantize)
     path.parent.mkdir(parents=True, exist_ok=True)
     if export_format == "tflite":
@@ -139,14 +135,14 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
         agreement = checked(parity, checkpoint.model, flatbuffer, size) if verify else {}
         description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
-        atomic_write_json(description_path(path), description)
+        atomic_write_json(path.with_suffix(".json"), description)
     else:
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
             write_saved_model(checkpoint.model, temporary)
             agreement = checked(parity, checkpoint.model, load_saved_model_function(temporary), size) if verify else {}
             description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=folder_size(temporary))
-            atomic_write_json(description_path(temporary), description)
+            atomic_write_json(temporary / SAVED_MODEL_DESCRIPTION, description)
             temporary.chmod(0o755)  # mkdtemp makes it private; exports are for everyone to read.
             replace_folder(temporary, path)
         finally:
@@ -154,21 +150,6 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     return ExportResult(path, export_format, quantize, f"(batch, {size}, {size}, 3)",
                         folder_size(path) if path.is_dir() else path.stat().st_size, description["mask_agreement"],
                         round(time.perf_counter() - started, 1), description)
-
-
-def rebuild_serving_export(checkpoint: LoadedCheckpoint, output: str | os.PathLike | None = None) -> ExportResult:
-    """Remake the checkpoint's own LiteRT export beside it and record it in its sidecar (always checked)."""
-    if output is not None:
-        raise ExportError("A serving export always goes beside its checkpoint; leave out --output.")
-    started = time.perf_counter()
-    flatbuffer, serving = checked(make_export, checkpoint.model, checkpoint.sidecar)
-    sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)
-    size = checkpoint.image_size
-    shape = (f"(batch, height, width, 3) in multiples of 32 (shorter side {size} in the app)"
-             if takes_any_size(checkpoint.sidecar) else f"(batch, {size}, {size}, 3)")
-    return ExportResult(checkpoint.path.with_suffix(EXPORT_SUFFIX), "serving", serving["quantize"], shape,
-                        len(flatbuffer), serving["mask_agreement"], round(time.perf_counter() - started, 1),
-                        sidecar["serving"])
 
 
 def checked(check, *args):

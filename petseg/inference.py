@@ -1,10 +1,8 @@
 """The request path: a photo and a checkpoint in, class probabilities at the photo's own size out.
 
-The app, its API, the evaluator and the benchmarks all call ``predict_probabilities``: the checkpoint's LiteRT
-export (checked against its sha256 in the sidecar) in one interpreter per checkpoint, loaded once. A U-Net sees the
-photo at its aspect ratio (``input_shape``; a new shape only reallocates tensors), DeepLab at its square size.
-Pillow resizes the photo in with antialiased bilinear (training's ``petseg.resize.resize_image``, to float
-rounding) and the smoothed probabilities back out with bilinear. No TensorFlow or Keras here.
+The app, its API, the evaluator and the benchmarks all call ``predict_probabilities``: the checkpoint's checked
+LiteRT export, one interpreter per checkpoint, sees the photo at its aspect ratio (a U-Net) or square (DeepLab),
+resized in by Pillow as training resizes (antialiased bilinear) and out with bilinear. No TensorFlow or Keras here.
 
 >>> import numpy as np
 >>> from petseg.synthetic import make_synthetic_pet
@@ -29,22 +27,17 @@ STRIDE = 32  # A U-Net's input sides are multiples of this.
 MAX_ASPECT = 3.0  # The longest input side, in shorter sides.
 
 
-def resize_planes(planes: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a uint8 or float32 (rows, columns) array to float32 with Pillow's antialiased bilinear ("F" images
-    keep floats; Pillow resizes both axes in one call)."""
-    if planes.shape == (height, width):
-        return planes.astype(np.float32, copy=False)
-    image = Image.fromarray(np.ascontiguousarray(planes))
-    return np.asarray((image if image.mode == "F" else image.convert("F")).resize((width, height),
-                                                                                 Image.Resampling.BILINEAR))
-
-
 def resize_channels(image: np.ndarray, rows: int, columns: int, channels: int | None = None) -> np.ndarray:
-    """A (height, width, channels) uint8 or float32 array resized to float32 (rows, columns, channels), one Pillow
-    call per channel (the first ``channels`` only, if given): no transposes, and no float copy of a uint8 photo."""
+    """A (height, width, channels) uint8 or float32 array as float32 (rows, columns, channels): Pillow's antialiased
+    bilinear, one call per channel (the first ``channels`` only, if given), no transposes, no float copy of a photo."""
     resized = np.empty((rows, columns, image.shape[2]), np.float32)
     for channel in range(image.shape[2] if channels is None else channels):
-        resized[..., channel] = resize_planes(image[..., channel], columns, rows)
+        plane = image[..., channel]
+        if plane.shape != (rows, columns):
+            plane = Image.fromarray(np.ascontiguousarray(plane))
+            plane = plane if plane.mode == "F" else plane.convert("F")  # "F" images keep floats.
+            plane = plane.resize((columns, rows), Image.Resampling.BILINEAR)
+        resized[..., channel] = plane
     return resized
 
 
@@ -112,28 +105,23 @@ class Predictor(ImagesRunner):
             super().__init__(flatbuffer)  # The square below is a shape like any other.
         except ValueError as error:
             raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: corrupt export ({error}).") from None
-        self.lock = threading.Lock()  # An interpreter runs one request at a time; the resizes run in parallel.
+        self.lock = threading.Lock()
         square = (self.image_size, self.image_size, 3)
         try:  # The first run plans the graph; users never wait for it.
-            shape = self.run(np.zeros(square, np.float32)).shape
+            shape = self(np.zeros((1, *square), np.float32)).shape[1:]
         except ValueError:
             shape = None
         if shape != square:
             raise CheckpointError(f"Checkpoint {checkpoint.name} is unavailable: its export does not take and return "
                                   f"{square} as its sidecar describes.")
 
-    def run(self, model_input: np.ndarray) -> np.ndarray:
-        """The model's probabilities (rows, columns, 3) for one resized photo (rows, columns, 3) float32 in [0, 1];
-        ``ValueError`` for a shape the export does not take."""
-        with self.lock:
-            return self(model_input[np.newaxis])[0]
-
     def predict(self, photo: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Class probabilities (height, width, 3) float32 for an RGB uint8 photo, at ``size`` (height, width) if
-        given, else at the photo's own size."""
+        """Class probabilities (height, width, 3) float32 of an RGB uint8 photo, at ``size`` or the photo's own."""
         rows, columns = input_shape(*photo.shape[:2], self.image_size, self.any_size)
-        probabilities = smooth_probabilities(self.run(resize_photo(photo, rows, columns)))
-        return resize_probabilities(probabilities, *(size or photo.shape[:2]))
+        model_input = resize_photo(photo, rows, columns)[np.newaxis]
+        with self.lock:  # An interpreter runs one request at a time; the resizes run in parallel.
+            probabilities = self(model_input)[0]
+        return resize_probabilities(smooth_probabilities(probabilities), *(size or photo.shape[:2]))
 
 
 def class_ids(probabilities: np.ndarray) -> np.ndarray:
@@ -158,9 +146,8 @@ _predictors_lock = threading.Lock()
 
 
 def get_predictor(checkpoint, weights_dir: str | os.PathLike | None = None) -> Predictor:
-    """The cached ``Predictor`` of a checkpoint name in the weights folder, or of anything with a ``.path`` (the
-    ``MAX_PREDICTORS`` most recently used are kept). Each call checks the entry against its sidecar, so a drifted
-    export is refused and a rebuilt one loaded afresh; ``CheckpointError`` otherwise."""
+    """The cached ``Predictor`` of a checkpoint name in the weights folder, or of anything with a ``.path``. Each call
+    checks the entry against its sidecar: a drifted export is refused (``CheckpointError``), a rebuilt one reloaded."""
     if not isinstance(checkpoint, str):  # A LoadedCheckpoint or CheckpointInfo: its own folder.
         checkpoint, weights_dir = checkpoint.path.stem, checkpoint.path.parent
     entry = servable_entry(checkpoint, weights_dir)

@@ -1,8 +1,7 @@
 """TFLite flatbuffers of PetSeg models: made from Keras with TensorFlow, run with LiteRT (``ai_edge_litert``).
 
 A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)`` (the model's square, or any multiples of
-32 for a U-Net rebuilt with ``any_size=True``), and returns softmax probabilities. ``petseg.inference`` runs them
-with ``ai_edge_litert`` and numpy alone; making one imports TensorFlow.
+32 for a U-Net rebuilt with ``any_size=True``), and returns softmax probabilities; running one needs no TensorFlow.
 
 >>> mask_agreement(np.eye(3)[[0, 1, 2, 2]], np.eye(3)[[0, 1, 2, 1]])
 0.75
@@ -35,8 +34,6 @@ def convert_to_tflite(model, quantize: str = "float32") -> bytes:
     convolutions then compute the same numbers as sub-pixel convolutions, which XNNPACK runs on every core."""
     import tensorflow as tf
 
-    if quantize not in QUANTIZATIONS:
-        raise ValueError(f"Unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}.")
     function = tf.function(lambda images: tf.nn.softmax(model(images, training=False), axis=-1))
     traced = function.get_concrete_function(tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name=INPUT_NAME))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([traced])
@@ -46,32 +43,24 @@ def convert_to_tflite(model, quantize: str = "float32") -> bytes:
     return converter.convert()
 
 
-def make_interpreter(flatbuffer: bytes, threads: int = THREADS, shape: tuple[int, ...] = (1, 32, 32, 3)):
-    """A LiteRT interpreter for a flatbuffer, tensors allocated (for ``shape`` if it takes any size); raises
-    ``ValueError`` if LiteRT refuses it."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=threads)
-        details = interpreter.get_input_details()[0]
-        if -1 in details["shape_signature"][1:3]:
-            interpreter.resize_tensor_input(details["index"], shape, strict=True)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError, IndexError) as error:
-        raise ValueError(f"LiteRT could not load it ({str(error).splitlines()[0][:120]})") from error
-    return interpreter
-
-
 class ImagesRunner:
     """A flatbuffer's interpreter as a function (one call at a time) from float images (batch, height, width, 3) to
-    probabilities, its tensors reallocated only for a new shape; ``ValueError`` for one the export does not take."""
+    probabilities, tensors reallocated only for a new shape; ``ValueError`` for a refused shape or flatbuffer."""
 
     def __init__(self, flatbuffer: bytes):
-        self.interpreter = make_interpreter(flatbuffer)
-        details = self.interpreter.get_input_details()[0]
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:  # Allocated here (at 32 px if it takes any size), so that a damaged flatbuffer fails now.
+            self.interpreter = Interpreter(model_content=bytes(flatbuffer), num_threads=THREADS)
+            details = self.interpreter.get_input_details()[0]
+            if -1 in details["shape_signature"][1:3]:
+                self.interpreter.resize_tensor_input(details["index"], (1, 32, 32, 3), strict=True)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError, IndexError) as error:
+            raise ValueError(f"LiteRT could not load it ({str(error).splitlines()[0][:120]})") from error
         self.input_index, self.output_index = details["index"], self.interpreter.get_output_details()[0]["index"]
         self.any_size = tuple(details["shape_signature"][1:3]) == (-1, -1)
-        self.shape = tuple(details["shape"])  # What the tensors are allocated for.
+        self.shape = tuple(self.interpreter.get_input_details()[0]["shape"])  # What the tensors are allocated for.
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=np.float32)

@@ -1,7 +1,7 @@
 """The U-Net (a MobileNetV2 encoder and a decoder of pix2pix upsample blocks), ``build_model`` for every preset's
 architecture, and the dtype and sub-pixel rewrites that checkpoints and exports use.
 
->>> build_unet("tutorial", image_size=128, encoder_weights=None).output_shape
+>>> build_model("tutorial", image_size=128, encoder_weights=None).output_shape
 (None, 128, 128, 3)
 """
 
@@ -34,11 +34,18 @@ def upsample_block(filters: int, size: int = 3, dropout: float = 0.0, batchnorm_
         layers.ReLU()], name=name)
 
 
-def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None, encoder_weights: str | None = None
-               ) -> keras.Model:
-    """The U-Net for ``preset`` with a frozen encoder: [0, 1] images in, per-pixel logits for the 3 classes out."""
+def build_model(preset: str | Preset, image_size: int | None = None, encoder_weights: str | None = None
+                ) -> keras.Model:
+    """Build ``preset``'s architecture with a frozen encoder, [0, 1] images in and per-pixel logits for the 3 classes
+    out: the U-Net, or DeepLabV3+ on VOC (``petseg.deeplab``).
+
+    >>> build_model("tutorial", image_size=64).output_shape
+    (None, 64, 64, 3)
+    """
     preset = get_preset(preset) if isinstance(preset, str) else preset
     image_size = image_size or preset.image_size
+    if preset.architecture == "deeplab":
+        return build_deeplab(preset, image_size, encoder_weights)
     if image_size % 32 != 0 or image_size < 32:
         raise ValueError(f"image_size must be a multiple of 32 (at least 32), got {image_size}.")
     weights = None if encoder_weights is None or str(encoder_weights).lower() == "none" else os.fspath(encoder_weights)
@@ -61,19 +68,6 @@ def build_unet(preset: str | Preset = "tutorial", image_size: int | None = None,
     # The last layer doubles 64x64 back to the input size and emits one logit per class.
     logits = layers.Conv2DTranspose(NUM_CLASSES, 3, strides=2, padding="same", name="logits")(x)
     return keras.Model(inputs=inputs, outputs=logits, name=f"unet_{preset.name}")
-
-
-def build_model(preset: str | Preset, image_size: int | None = None, encoder_weights: str | None = None
-                ) -> keras.Model:
-    """Build ``preset``'s architecture with a frozen encoder: the U-Net, or DeepLabV3+ on VOC (``petseg.deeplab``).
-
-    >>> build_model("tutorial", image_size=64).output_shape
-    (None, 64, 64, 3)
-    """
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    if preset.architecture == "deeplab":
-        return build_deeplab(preset, image_size or preset.image_size, encoder_weights)
-    return build_unet(preset, image_size, encoder_weights)
 
 
 def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:

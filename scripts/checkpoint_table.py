@@ -33,7 +33,7 @@ def main() -> None:
               f"| {sidecar.get('epochs_done', '?')} ({sidecar.get('best_epoch', '?')}) "
               f"| {sidecar.get('train_seconds', 0) / 60:.0f} min | {metrics['pixel_accuracy']:.3f} "
               f"| {metrics['mean_iou']:.3f} | {iou['pet']:.3f} / {iou['background']:.3f} / {iou['border']:.3f} "
-              f"| {metrics['binary_pet_iou']:.3f} | {info.size_bytes / 2**20:.1f} MiB |")
+              f"| {metrics['binary_pet_iou']:.3f} | {sidecar['size_bytes'] / 2**20:.1f} MiB |")
 
 
 if __name__ == "__main__":

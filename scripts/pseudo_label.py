@@ -40,22 +40,20 @@ VOC_PERSON = 15  # PASCAL VOC's class index of "person".
 VOC_SIZE = 257
 
 
-def voc_person_probability(interpreter, photo: np.ndarray) -> np.ndarray:
+def voc_person_probability(voc, photo: np.ndarray) -> np.ndarray:
     """The VOC DeepLab's probability of "person" (height, width) at the photo's size, mirrored views averaged."""
-    from petseg.inference import resize_planes
+    from petseg.inference import resize_channels
 
     height, width = photo.shape[:2]
     square = np.asarray(Image.fromarray(photo).resize((VOC_SIZE, VOC_SIZE), Image.BILINEAR), np.float32)
     views = []
     for view in (square, square[:, ::-1]):
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], ((view - 127.5) / 127.5)[np.newaxis])
-        interpreter.invoke()
-        logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+        logits = voc(((view - 127.5) / 127.5)[np.newaxis])[0]
         logits = logits - logits.max(-1, keepdims=True)
         probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
         views.append(probabilities[..., VOC_PERSON])
     person = (views[0] + views[1][:, ::-1]) / 2
-    return resize_planes(np.ascontiguousarray(person, np.float32), width, height)
+    return resize_channels(person[..., np.newaxis].astype(np.float32), height, width)[..., 0]
 
 
 def label_photo(photo: np.ndarray, teachers, voc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,13 +125,13 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="label only the first N photos (sorted by name)")
     args = parser.parse_args(argv)
     from petseg.inference import get_predictor
-    from petseg.litert import make_interpreter
+    from petseg.litert import ImagesRunner
     from petseg.photos import exif_orientation, load_photo
 
     teachers = [get_predictor(name, args.weights_dir) for name in args.checkpoints]
     voc = None
     if args.voc:
-        voc = make_interpreter(Path(args.voc).read_bytes(), shape=(1, VOC_SIZE, VOC_SIZE, 3))
+        voc = ImagesRunner(Path(args.voc).read_bytes())
     output = Path(args.output_dir)
     for folder in ("images", "annotations/trimaps", "annotations/confidence", "annotations/person"):
         (output / folder).mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,7 @@ import tensorflow as tf
 
 from petseg.classes import BACKGROUND, BORDER, PET
 from petseg.deeplab import (BLOCKS, LOW_LEVEL_LAYER, VOC_CAT, VOC_DOG, all_layers, assign_tflite_weights,
-                            build_voc_deeplab, check_image_size, resolve_voc_weights, upsample_aligned,
-                            voc_head_weights)
+                            build_voc_deeplab, resolve_voc_weights, upsample_aligned, voc_head_weights)
 from petseg.model import EncoderWeightsError, build_model, set_encoder_trainable
 from petseg.presets import apply_overrides, get_preset
 
@@ -106,7 +105,7 @@ def test_voc_preset_structure():
     set_encoder_trainable(model, True)
     assert len(model.trainable_weights) > frozen
     with pytest.raises(ValueError, match="8k\\+1"):
-        check_image_size(64)
+        build_model("voc", image_size=64, encoder_weights=None)
     refined = build_model(apply_overrides(get_preset("voc"), {"half_resolution_stage": "true"}), 65, None)
     assert refined.output_shape == (None, 65, 65, 3) and refined.get_layer("half_concat").output.shape[1] == 33
 

@@ -24,13 +24,14 @@ def checkpoint(trained_checkpoint):
 
 @pytest.fixture(scope="module")
 def exports(checkpoint, tmp_path_factory):
-    """The tiny checkpoint exported three ways: SavedModel, TFLite float32 and TFLite float16."""
-    folder = tmp_path_factory.mktemp("exports")
-    return {
-        "saved_model": export.export_checkpoint(checkpoint, "saved_model", output=folder / "tiny.saved_model"),
-        "float32": export.export_checkpoint(checkpoint, "tflite", "float32", output=folder / "tiny.float32.tflite"),
-        "float16": export.export_checkpoint(checkpoint, "tflite", "float16", output=folder / "tiny.float16.tflite"),
-    }
+    """The tiny checkpoint exported three ways, each to its default path: SavedModel, TFLite float32 and float16."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export, "DEFAULT_EXPORTS_DIR", tmp_path_factory.mktemp("exports"))
+        return {
+            "saved_model": export.export_checkpoint(checkpoint, "saved_model"),
+            "float32": export.export_checkpoint(checkpoint, "tflite", "float32"),
+            "float16": export.export_checkpoint(checkpoint, "tflite", "float16"),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +55,12 @@ def test_exported_masks_match_the_keras_model(exports, checkpoint, test_photos, 
     np.testing.assert_allclose(probabilities, reference, atol=tolerance)
     # The export's own check on synthetic photos ran and is recorded beside it.
     assert result.mask_agreement >= 0.99
-    assert json.loads(export.description_path(result.path).read_text())["mask_agreement"] == result.mask_agreement
+    description = result.path / "petseg.json" if variant == "saved_model" else result.path.with_suffix(".json")
+    assert json.loads(description.read_text())["mask_agreement"] == result.mask_agreement
 
 
 def test_exports_describe_how_to_call_them(exports):
-    description = json.loads(export.description_path(exports["float16"].path).read_text())
+    description = json.loads(exports["float16"].path.with_suffix(".json").read_text())
     assert description["checkpoint"] == "tiny"
     assert description["classes"] == ["pet", "background", "border"]
     assert description["input"]["shape"] == [None, 64, 64, 3]
@@ -128,11 +130,11 @@ def test_checkpoints_resolve_by_name_or_path(trained_checkpoint):
         export.resolve_checkpoint("../tiny", path.parent)
 
 
-def test_default_output_goes_into_exports():
-    assert export.default_output_path("tiny", "saved_model", exports_dir="exports").as_posix() == \
-        "exports/tiny.saved_model"
-    assert export.default_output_path("tiny", "tflite", "float16", "exports").as_posix() == \
-        "exports/tiny.float16.tflite"
+def test_default_output_goes_into_exports(exports):
+    folder = exports["saved_model"].path.parent
+    assert folder.name.startswith("exports") and exports["saved_model"].path.name == "tiny.saved_model"
+    assert exports["float32"].path == folder / "tiny.float32.tflite"
+    assert exports["float16"].path == folder / "tiny.float16.tflite"
 
 
 def test_cli_reports_an_unknown_checkpoint_with_exit_code_2(trained_checkpoint, tmp_path, capsys):

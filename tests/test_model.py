@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from petseg.model import (SKIP_LAYER_NAMES, EncoderWeightsError, SubPixelConv2DTranspose, build_unet,
+from petseg.model import (SKIP_LAYER_NAMES, EncoderWeightsError, SubPixelConv2DTranspose, build_model,
                           model_with_dtype, set_encoder_trainable, upsample_block)
 
 
@@ -10,7 +10,7 @@ def trainable_count(model):
 
 
 def test_tutorial_preset_matches_the_seed():
-    model = build_unet("tutorial", image_size=128, encoder_weights=None)
+    model = build_model("tutorial", image_size=128, encoder_weights=None)
     assert model.count_params() == 6_504_227
     assert trainable_count(model) == 4_660_323
     encoder = model.get_layer("encoder")
@@ -33,7 +33,7 @@ def test_upsample_block_is_pix2pix():
 
 
 def test_fine_tuning_unfreezes_convolutions_but_never_batchnorm():
-    model = build_unet("finetune", image_size=64, encoder_weights=None)
+    model = build_model("finetune", image_size=64, encoder_weights=None)
     frozen = trainable_count(model)
     set_encoder_trainable(model, True)
     assert trainable_count(model) > frozen
@@ -43,12 +43,12 @@ def test_fine_tuning_unfreezes_convolutions_but_never_batchnorm():
 
 def test_missing_encoder_weights_file_names_the_options(tmp_path):
     with pytest.raises(EncoderWeightsError, match="imagenet.*none"):
-        build_unet("tutorial", 64, encoder_weights=str(tmp_path / "missing.h5"))
+        build_model("tutorial", 64, encoder_weights=str(tmp_path / "missing.h5"))
 
 
 def test_image_size_must_be_a_multiple_of_32():
     with pytest.raises(ValueError, match="multiple of 32"):
-        build_unet("tutorial", 100, encoder_weights=None)
+        build_model("tutorial", 100, encoder_weights=None)
 
 
 @pytest.mark.parametrize("use_bias", [False, True])
@@ -69,7 +69,7 @@ def test_subpixel_transposed_convolution_computes_the_same_numbers(use_bias):
 
 
 def test_a_unet_rebuilt_with_subpixel_upsampling_keeps_its_outputs():
-    model = build_unet("finetune", image_size=64, encoder_weights=None)
+    model = build_model("finetune", image_size=64, encoder_weights=None)
     rebuilt = model_with_dtype(model, "float32", any_size=True, subpixel=True)
     kinds = {type(layer).__name__ for layer in [*rebuilt.layers, *rebuilt.get_layer("upsample_0").layers]}
     assert "SubPixelConv2DTranspose" in kinds and "Conv2DTranspose" not in kinds
