@@ -25,7 +25,6 @@ MIN_SIDE = 8  # Smaller photos hold too little to segment.
 PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 DAMAGED_MESSAGE = "The image data is truncated or damaged; please upload the file again."
-EMPTY_MESSAGE = "The file is empty (0 bytes); please upload the photo again."
 
 # How to turn a photo upright for each EXIF orientation (1, as stored, needs nothing); as ImageOps.exif_transpose.
 ORIENTATION_TRANSPOSES = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -78,8 +77,6 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
     if isinstance(source, Image.Image):
         return _image_to_rgb(source, max_pixels, max_side)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise PhotoError(EMPTY_MESSAGE)
         return _decode(io.BytesIO(source), max_pixels, max_side)
     if not isinstance(source, (str, os.PathLike)):
         raise PhotoError(f"Cannot read a photo from a {type(source).__name__}.")
@@ -91,8 +88,6 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
         if not path.is_file():
             raise PhotoError(f"File not found: {name}. Please upload the photo again.")
         with path.open("rb") as file:
-            if os.fstat(file.fileno()).st_size == 0:
-                raise PhotoError(EMPTY_MESSAGE)
             return _decode(file, max_pixels, max_side)
     except OSError as error:
         raise PhotoError(f"The file {name} could not be read.") from error
@@ -103,6 +98,8 @@ def _decode(file: BinaryIO, max_pixels: int, max_side: int | None) -> tuple[np.n
     try:
         image = Image.open(file)
     except UnidentifiedImageError as error:
+        if not file.seek(0, os.SEEK_END):  # Not a byte: say it is empty.
+            raise PhotoError("The file is empty (0 bytes); please upload the photo again.") from error
         raise PhotoError("This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or "
                          "TIFF photo.") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -133,8 +130,7 @@ def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None) -> 
         array = np.asarray(image)
     else:
         try:
-            # Like Image.has_transparency_data (Pillow 10.1): an alpha band or a transparent colour; RGBA arrays
-            # are composited onto white.
+            # An alpha band or a transparent colour (as Image.has_transparency_data): composited onto white below.
             transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if transparent else "RGB"))
         except ValueError as error:
