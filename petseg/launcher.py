@@ -246,12 +246,11 @@ def progress_log(run: RunState) -> str:
     return "\n".join(lines)
 
 
-def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
+def status_markdown(run: RunState) -> str:
     """One line: the state, the epochs, the time taken and, while running, the time left."""
-    total, done, message = run.status.get("epochs"), len(run.epochs), run.status.get("message") or ""
-    started = _parse_time(run.status.get("started"))
-    ended = ((now or datetime.datetime.now(datetime.timezone.utc)) if run.state == "running"
-             else _parse_time(run.status.get("finished") or run.status.get("updated")))
+    status, done = run.status, len(run.epochs)
+    total, message, started = status.get("epochs"), status.get("message") or "", _parse_time(status.get("started"))
+    ended = _parse_time(now_iso() if run.state == "running" else status.get("finished") or status.get("updated"))
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":
         summary = f"**Running** · epoch {done} of {total or '?'} done · {elapsed} elapsed"
@@ -261,8 +260,8 @@ def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
         return summary
     summary = f"**{run.state.capitalize()}** after {done} of {total or '?'} epochs in {elapsed}"
     summary += f": {message}" if message else ""
-    if run.status.get("checkpoint") and run.state in ("done", "stopped"):
-        name = run.status.get("name") or Path(str(run.status["checkpoint"])).stem
+    if status.get("checkpoint") and run.state in ("done", "stopped"):
+        name = status.get("name") or Path(str(status["checkpoint"])).stem
         summary += f". Checkpoint **{name}** is in the checkpoint lists."
     return summary
 
