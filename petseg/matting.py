@@ -163,13 +163,9 @@ def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = 
     box = bounding_box(partial)
     band, (height, width) = partial[box], partial[box].shape
     size = matting_size(height, width, max_pixels)
-    if size == (width, height):  # The correction: the foreground estimate minus the photo, in [-1, 1].
-        image = photo[box] / 255.0
-        correction = (estimate_foreground_ml(image, alpha[box]) - image)[band]
-    else:
-        image = resize_photo(photo[box], size)
-        correction = resize_float(estimate_foreground_ml(image, resize_float(alpha[box], size)) - image,
-                                  (width, height), band)
+    image = resize_photo(photo[box], size)  # The correction: the foreground estimate minus the photo, in [-1, 1].
+    correction = resize_float(estimate_foreground_ml(image, resize_float(alpha[box], size)) - image,
+                              (width, height), band)
     result[box][band] = np.rint(np.clip(photo[box][band] + correction * 255.0, 0.0, 255.0)).astype(np.uint8)
     return result
 
