@@ -31,8 +31,7 @@ ORIENTATION_TRANSPOSES = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.
                           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 
-# Errors that Pillow's decoders raise on broken or truncated data.
-DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)  # Pillow's, on broken data.
 
 
 class PhotoError(ValueError):
@@ -42,11 +41,7 @@ class PhotoError(ValueError):
 def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """``source`` (a path, file bytes, a PIL image, or an HxW, HxWx1, HxWx3 or HxWx4 array of uint8, uint16, bool
     or floats in [0, 1]) as an upright, C-contiguous RGB ``uint8`` array; ``decode_photo``'s photo at full size.
-
-    Files are decoded with Pillow: EXIF orientation applied, 16 bits scaled to 8, grayscale, palette and CMYK
-    converted to RGB, transparency composited onto white, an animation's first frame. Photos over ``max_pixels``
-    are refused from the file's header. ``PhotoError`` for a missing, empty, damaged, too small or too large photo,
-    or one that is not an image.
+    What is converted (EXIF, 16 bits, CMYK, transparency...) or refused (``PhotoError``): docs/limits-and-safety.md.
 
     >>> try:
     ...     load_photo(b"hello")
@@ -60,9 +55,7 @@ def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: int | None = None
                  ) -> tuple[np.ndarray, tuple[int, int]]:
     """``load_photo``'s photo shrunk to at most ``max_side`` on its longer side, and its full upright (width, height).
-
-    A JPEG over twice ``max_side`` is decoded at a half, quarter or eighth of its size (Pillow's ``draft``, the
-    decoder's own scaling: four times faster for 12 megapixels), then shrunk with antialiased bilinear.
+    A large JPEG is decoded smaller by its own decoder first (``draft``; docs/performance.md, "Phone photos").
 
     >>> photo, size = decode_photo(np.zeros((3000, 4000), np.uint8), max_side=1600)
     >>> photo.shape, size
