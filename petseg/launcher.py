@@ -144,15 +144,6 @@ def whole_number(value: Any, label: str, low: int, high: int) -> int:
     return int(number)
 
 
-def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
-                     name: str) -> list[str]:
-    """The ``python train.py`` command line for ``request``."""
-    return [sys.executable, str(ROOT / "train.py"), "--preset", request.preset, "--epochs", str(request.epochs),
-            "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
-            "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir), "--output-dir", str(weights_dir),
-            "--name", name, *(["--data-dir", str(data_dir)] if data_dir else [])]
-
-
 class TrainingLauncher:
     """Starts training processes, at most one at a time, and stops runs by their folder."""
 
@@ -181,7 +172,11 @@ class TrainingLauncher:
             run_dir.mkdir(parents=True)
             if request.data_source == "synthetic":
                 data_dir = str(make_synthetic_pets(run_dir / "synthetic-data", SYNTHETIC_TRAINVAL, SYNTHETIC_TEST))
-            command = training_command(request, data_dir, run_dir, self.weights_dir, name)
+            command = [sys.executable, str(ROOT / "train.py"), "--preset", request.preset,
+                       "--epochs", str(request.epochs), "--batch-size", str(request.batch_size),
+                       "--image-size", str(request.image_size), "--encoder-weights", request.encoder_weights,
+                       "--run-dir", str(run_dir), "--output-dir", str(self.weights_dir), "--name", name,
+                       *(["--data-dir", data_dir] if data_dir else [])]
             process = start_process(command, run_dir / "train.log")
             self._process = run_id, process
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.

@@ -47,8 +47,7 @@ class RunWriter:
     """Writes one run folder from the training process."""
 
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any]):
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(run_dir)  # Its first status write makes it.
         self.status: dict[str, Any] = {"state": "running", "pid": os.getpid(), "host": socket.gethostname(),
                                        "started": now_iso(), "epochs_done": 0, "checkpoint": None, "message": "",
                                        **config}
