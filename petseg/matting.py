@@ -110,19 +110,18 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = "closed-fo
         raise ValueError(f"Unknown matting method {method!r}; choose one of {', '.join(METHODS)}.")
     if photo.shape[:2] != mask.shape:
         raise ValueError(f"The mask is shaped {mask.shape} but the photo is {photo.shape[:2]}.")
-    height, width = mask.shape
-    size = matting_size(height, width, max_pixels)
+    full_size, size = mask.shape[::-1], matting_size(*mask.shape, max_pixels)
     trimap, band = trimap_from_mask(mask), mask == BORDER
     if not band.any():
         return trimap  # No unknown band: nothing to solve.
-    if size == (width, height):
+    if size == full_size:
         trimap[band] = solve_band(photo / 255.0, trimap, method)[band]
     else:
         # The fast guided filter: the band's linear model fit at matting size, applied to the full-size photo.
         small_photo = resize_photo(photo, size)
         small_trimap = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
         a, b = guided_coefficients(small_photo, solve_band(small_photo, small_trimap, method))
-        a, b = resize_float(a, (width, height), band), resize_float(b, (width, height), band)
+        a, b = resize_float(a, full_size, band), resize_float(b, full_size, band)
         trimap[band] = np.einsum("nc,nc->n", a, photo[band] / 255.0) + b
     trimap[band] = np.clip(trimap[band], 0.0, 1.0)
     return trimap
