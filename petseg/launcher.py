@@ -32,6 +32,7 @@ EPOCH_LIMITS, BATCH_SIZE_LIMITS, IMAGE_SIZE_LIMITS = (1, 200), (1, 256), (32, 51
 IMAGE_SIZE_STEP = 32  # The U-Net halves the input five times.
 SYNTHETIC_TRAINVAL, SYNTHETIC_TEST = 24, 6  # The demo set: an epoch takes seconds on a laptop CPU.
 STOP_GRACE_SECONDS = 10.0
+NUMBERS = (int, float)  # What an epoch record's figures are (JSON numbers).
 
 
 class TrainingRequestError(ValueError):
@@ -224,8 +225,8 @@ def epoch_line(record: dict[str, Any], total_epochs: Any = None) -> str:
     'epoch 2/5: loss 0.812, val mIoU 0.410 (3.1 s)'
     """
     labels = {"loss": "loss", "val_loss": "val loss", "val_mean_iou": "val mIoU", "val_accuracy": "val accuracy"}
-    parts = [f"{label} {record[key]:.3f}" for key, label in labels.items() if _is_number(record.get(key))]
-    seconds = f" ({record['seconds']:.1f} s)" if _is_number(record.get("seconds")) else ""
+    parts = [f"{label} {record[key]:.3f}" for key, label in labels.items() if isinstance(record.get(key), NUMBERS)]
+    seconds = f" ({record['seconds']:.1f} s)" if isinstance(record.get("seconds"), NUMBERS) else ""
     saved = ", best so far: checkpoint saved" if record.get("saved_checkpoint") else ""
     total = f"/{total_epochs}" if total_epochs else ""
     return f"epoch {record.get('epoch', '?')}{total}: " + ", ".join(parts) + saved + seconds
@@ -249,7 +250,7 @@ def status_markdown(run: RunState) -> str:
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":
         summary = f"**Running** · epoch {done} of {total or '?'} done · {elapsed} elapsed"
-        seconds = [record["seconds"] for record in run.epochs if _is_number(record.get("seconds"))]
+        seconds = [record["seconds"] for record in run.epochs if isinstance(record.get("seconds"), NUMBERS)]
         if seconds and isinstance(total, int) and total > done:
             summary += f" · about {sum(seconds) / len(seconds) * (total - done):.0f} s left"
         return summary
@@ -287,10 +288,6 @@ def checkpoints_fingerprint(weights_dir: str | os.PathLike) -> tuple:
             if path.suffix in (CHECKPOINT_SUFFIX, ".json"):
                 entries.append((path.name, (stat := path.stat()).st_mtime_ns, stat.st_size))
     return tuple(sorted(entries))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float))
 
 
 def _parse_time(value: Any) -> datetime.datetime | None:
