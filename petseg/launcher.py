@@ -32,6 +32,7 @@ EPOCH_LIMITS, BATCH_SIZE_LIMITS, IMAGE_SIZE_LIMITS = (1, 200), (1, 256), (32, 51
 IMAGE_SIZE_STEP = 32  # The U-Net halves the input five times.
 SYNTHETIC_TRAINVAL, SYNTHETIC_TEST = 24, 6  # The demo set: an epoch takes seconds on a laptop CPU.
 STOP_GRACE_SECONDS = 10.0
+NUMBERS = (int, float)  # What an epoch record's figures are (JSON numbers).
 
 
 class TrainingRequestError(ValueError):
@@ -144,15 +145,6 @@ def whole_number(value: Any, label: str, low: int, high: int) -> int:
     return int(number)
 
 
-def training_command(request: TrainingRequest, data_dir: str | None, run_dir: Path, weights_dir: Path,
-                     name: str) -> list[str]:
-    """The ``python train.py`` command line for ``request``."""
-    return [sys.executable, str(ROOT / "train.py"), "--preset", request.preset, "--epochs", str(request.epochs),
-            "--batch-size", str(request.batch_size), "--image-size", str(request.image_size),
-            "--encoder-weights", request.encoder_weights, "--run-dir", str(run_dir), "--output-dir", str(weights_dir),
-            "--name", name, *(["--data-dir", str(data_dir)] if data_dir else [])]
-
-
 class TrainingLauncher:
     """Starts training processes, at most one at a time, and stops runs by their folder."""
 
@@ -181,7 +173,11 @@ class TrainingLauncher:
             run_dir.mkdir(parents=True)
             if request.data_source == "synthetic":
                 data_dir = str(make_synthetic_pets(run_dir / "synthetic-data", SYNTHETIC_TRAINVAL, SYNTHETIC_TEST))
-            command = training_command(request, data_dir, run_dir, self.weights_dir, name)
+            command = [sys.executable, str(ROOT / "train.py"), "--preset", request.preset,
+                       "--epochs", str(request.epochs), "--batch-size", str(request.batch_size),
+                       "--image-size", str(request.image_size), "--encoder-weights", request.encoder_weights,
+                       "--run-dir", str(run_dir), "--output-dir", str(self.weights_dir), "--name", name,
+                       *(["--data-dir", data_dir] if data_dir else [])]
             process = start_process(command, run_dir / "train.log")
             self._process = run_id, process
             # train.py writes its own status once TensorFlow has loaded; until then, this one says it is starting.
@@ -229,8 +225,8 @@ def epoch_line(record: dict[str, Any], total_epochs: Any = None) -> str:
     'epoch 2/5: loss 0.812, val mIoU 0.410 (3.1 s)'
     """
     labels = {"loss": "loss", "val_loss": "val loss", "val_mean_iou": "val mIoU", "val_accuracy": "val accuracy"}
-    parts = [f"{label} {record[key]:.3f}" for key, label in labels.items() if _is_number(record.get(key))]
-    seconds = f" ({record['seconds']:.1f} s)" if _is_number(record.get("seconds")) else ""
+    parts = [f"{label} {record[key]:.3f}" for key, label in labels.items() if isinstance(record.get(key), NUMBERS)]
+    seconds = f" ({record['seconds']:.1f} s)" if isinstance(record.get("seconds"), NUMBERS) else ""
     saved = ", best so far: checkpoint saved" if record.get("saved_checkpoint") else ""
     total = f"/{total_epochs}" if total_epochs else ""
     return f"epoch {record.get('epoch', '?')}{total}: " + ", ".join(parts) + saved + seconds
@@ -246,23 +242,22 @@ def progress_log(run: RunState) -> str:
     return "\n".join(lines)
 
 
-def status_markdown(run: RunState, now: datetime.datetime | None = None) -> str:
+def status_markdown(run: RunState) -> str:
     """One line: the state, the epochs, the time taken and, while running, the time left."""
-    total, done, message = run.status.get("epochs"), len(run.epochs), run.status.get("message") or ""
-    started = _parse_time(run.status.get("started"))
-    ended = ((now or datetime.datetime.now(datetime.timezone.utc)) if run.state == "running"
-             else _parse_time(run.status.get("finished") or run.status.get("updated")))
+    status, done = run.status, len(run.epochs)
+    total, message, started = status.get("epochs"), status.get("message") or "", _parse_time(status.get("started"))
+    ended = _parse_time(now_iso() if run.state == "running" else status.get("finished") or status.get("updated"))
     elapsed = f"{(ended - started).total_seconds():.0f} s" if started and ended else "?"
     if run.state == "running":
         summary = f"**Running** · epoch {done} of {total or '?'} done · {elapsed} elapsed"
-        seconds = [record["seconds"] for record in run.epochs if _is_number(record.get("seconds"))]
+        seconds = [record["seconds"] for record in run.epochs if isinstance(record.get("seconds"), NUMBERS)]
         if seconds and isinstance(total, int) and total > done:
             summary += f" · about {sum(seconds) / len(seconds) * (total - done):.0f} s left"
         return summary
     summary = f"**{run.state.capitalize()}** after {done} of {total or '?'} epochs in {elapsed}"
     summary += f": {message}" if message else ""
-    if run.status.get("checkpoint") and run.state in ("done", "stopped"):
-        name = run.status.get("name") or Path(str(run.status["checkpoint"])).stem
+    if status.get("checkpoint") and run.state in ("done", "stopped"):
+        name = status.get("name") or Path(str(status["checkpoint"])).stem
         summary += f". Checkpoint **{name}** is in the checkpoint lists."
     return summary
 
@@ -293,10 +288,6 @@ def checkpoints_fingerprint(weights_dir: str | os.PathLike) -> tuple:
             if path.suffix in (CHECKPOINT_SUFFIX, ".json"):
                 entries.append((path.name, (stat := path.stat()).st_mtime_ns, stat.st_size))
     return tuple(sorted(entries))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float))
 
 
 def _parse_time(value: Any) -> datetime.datetime | None:

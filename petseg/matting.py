@@ -12,7 +12,6 @@ docs/matting.md). ``warm_up`` pays pymatting's numba compilation at start-up; im
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -25,14 +24,11 @@ GUIDED_EPSILON = 1e-4  # Its smoothing, on [0, 1] colours.
 CG_ITERATIONS = 2000  # Closed-form matting's conjugate-gradient budget: the band is narrow.
 # An absolute tolerance too: pymatting's relative one never ends on a zero right-hand side (a band with no pet).
 SOLVER = {"maxiter": CG_ITERATIONS, "atol": 1e-12}
-BAND_MARGIN = 24  # Pixels around the band that a method's windows reach (large-kernel: 2 x 10; closed-form: 2).
+BAND_MARGIN = 24  # Pixels around the band that a method's windows reach (guided filter: 2 x 8; closed-form: 2).
 
 
 def trimap_from_mask(mask: np.ndarray) -> np.ndarray:
     """The matting trimap of a class-id mask: 1 on pet, 0 on background, 0.5 on the border band (float64)."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"A mask must be shaped (height, width), got {mask.shape}.")
     return np.select([mask == PET, mask == BACKGROUND], [1.0, 0.0], 0.5)
 
 
@@ -103,19 +99,10 @@ def alpha_closed_form(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
         return guided_filter(image, trimap)
 
 
-def alpha_lkm(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
-    """Large-kernel matting (He, Sun and Tang 2010): a matrix-free Laplacian, a Jacobi-preconditioned solve."""
-    from pymatting import estimate_alpha_lkm
-
-    return estimate_alpha_lkm(image, trimap, laplacian_kwargs={"epsilon": 1e-6, "radius": 10}, cg_kwargs=SOLVER)
+METHODS = {"closed-form": alpha_closed_form, "guided filter": guided_filter}  # The app's; bench/matting.py's rival.
 
 
-METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "closed-form": alpha_closed_form, "large-kernel": alpha_lkm, "guided filter": guided_filter}
-DEFAULT_METHOD = "closed-form"
-
-
-def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
+def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = "closed-form",
                    max_pixels: int = MATTE_PIXELS) -> np.ndarray:
     """The alpha matte (h, w) in [0, 1] of an RGB uint8 photo and its class-id mask, solved at ``matting_size``
     (a guided filter brings it to full size); exactly 1 on pet and 0 on background."""
@@ -123,19 +110,18 @@ def estimate_alpha(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_ME
         raise ValueError(f"Unknown matting method {method!r}; choose one of {', '.join(METHODS)}.")
     if photo.shape[:2] != mask.shape:
         raise ValueError(f"The mask is shaped {mask.shape} but the photo is {photo.shape[:2]}.")
-    height, width = mask.shape
-    size = matting_size(height, width, max_pixels)
+    full_size, size = mask.shape[::-1], matting_size(*mask.shape, max_pixels)
     trimap, band = trimap_from_mask(mask), mask == BORDER
     if not band.any():
         return trimap  # No unknown band: nothing to solve.
-    if size == (width, height):
+    if size == full_size:
         trimap[band] = solve_band(photo / 255.0, trimap, method)[band]
     else:
         # The fast guided filter: the band's linear model fit at matting size, applied to the full-size photo.
         small_photo = resize_photo(photo, size)
         small_trimap = trimap_from_mask(np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST)))
         a, b = guided_coefficients(small_photo, solve_band(small_photo, small_trimap, method))
-        a, b = resize_float(a, (width, height), band), resize_float(b, (width, height), band)
+        a, b = resize_float(a, full_size, band), resize_float(b, full_size, band)
         trimap[band] = np.einsum("nc,nc->n", a, photo[band] / 255.0) + b
     trimap[band] = np.clip(trimap[band], 0.0, 1.0)
     return trimap
@@ -176,23 +162,18 @@ def estimate_foreground(photo: np.ndarray, alpha: np.ndarray, max_pixels: int = 
     box = bounding_box(partial)
     band, (height, width) = partial[box], partial[box].shape
     size = matting_size(height, width, max_pixels)
-    if size == (width, height):  # The correction: the foreground estimate minus the photo, in [-1, 1].
-        image = photo[box] / 255.0
-        correction = (estimate_foreground_ml(image, alpha[box]) - image)[band]
-    else:
-        image = resize_photo(photo[box], size)
-        correction = resize_float(estimate_foreground_ml(image, resize_float(alpha[box], size)) - image,
-                                  (width, height), band)
+    image = resize_photo(photo[box], size)  # The correction: the foreground estimate minus the photo, in [-1, 1].
+    correction = resize_float(estimate_foreground_ml(image, resize_float(alpha[box], size)) - image,
+                              (width, height), band)
     result[box][band] = np.rint(np.clip(photo[box][band] + correction * 255.0, 0.0, 255.0)).astype(np.uint8)
     return result
 
 
-def cutout(photo: np.ndarray, mask: np.ndarray, method: str = DEFAULT_METHOD,
-           max_pixels: int = MATTE_PIXELS) -> np.ndarray:
+def cutout(photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The transparent cutout (h, w, 4 uint8) of the pet: a matted alpha, re-estimated edge colours, clear pixels
     black (no background colours kept; the PNG encodes faster and smaller)."""
-    alpha = estimate_alpha(photo, mask, method, max_pixels)
-    colours = estimate_foreground(photo, alpha, max_pixels)
+    alpha = estimate_alpha(photo, mask)
+    colours = estimate_foreground(photo, alpha)
     opacity = np.rint(alpha * 255.0).astype(np.uint8)
     colours *= (opacity != 0)[..., None]  # Clear pixels black.
     return np.dstack((colours, opacity))

@@ -25,15 +25,13 @@ MIN_SIDE = 8  # Smaller photos hold too little to segment.
 PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 DAMAGED_MESSAGE = "The image data is truncated or damaged; please upload the file again."
-EMPTY_MESSAGE = "The file is empty (0 bytes); please upload the photo again."
 
 # How to turn a photo upright for each EXIF orientation (1, as stored, needs nothing); as ImageOps.exif_transpose.
 ORIENTATION_TRANSPOSES = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 
-# Errors that Pillow's decoders raise on broken or truncated data.
-DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+DECODING_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)  # Pillow's, on broken data.
 
 
 class PhotoError(ValueError):
@@ -43,11 +41,7 @@ class PhotoError(ValueError):
 def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """``source`` (a path, file bytes, a PIL image, or an HxW, HxWx1, HxWx3 or HxWx4 array of uint8, uint16, bool
     or floats in [0, 1]) as an upright, C-contiguous RGB ``uint8`` array; ``decode_photo``'s photo at full size.
-
-    Files are decoded with Pillow: EXIF orientation applied, 16 bits scaled to 8, grayscale, palette and CMYK
-    converted to RGB, transparency composited onto white, an animation's first frame. Photos over ``max_pixels``
-    are refused from the file's header. ``PhotoError`` for a missing, empty, damaged, too small or too large photo,
-    or one that is not an image.
+    What is converted (EXIF, 16 bits, CMYK, transparency...) or refused (``PhotoError``): docs/limits-and-safety.md.
 
     >>> try:
     ...     load_photo(b"hello")
@@ -61,9 +55,7 @@ def load_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: int | None = None
                  ) -> tuple[np.ndarray, tuple[int, int]]:
     """``load_photo``'s photo shrunk to at most ``max_side`` on its longer side, and its full upright (width, height).
-
-    A JPEG over twice ``max_side`` is decoded at a half, quarter or eighth of its size (Pillow's ``draft``, the
-    decoder's own scaling: four times faster for 12 megapixels), then shrunk with antialiased bilinear.
+    A large JPEG is decoded smaller by its own decoder first (``draft``; docs/performance.md, "Phone photos").
 
     >>> photo, size = decode_photo(np.zeros((3000, 4000), np.uint8), max_side=1600)
     >>> photo.shape, size
@@ -78,8 +70,6 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
     if isinstance(source, Image.Image):
         return _image_to_rgb(source, max_pixels, max_side)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise PhotoError(EMPTY_MESSAGE)
         return _decode(io.BytesIO(source), max_pixels, max_side)
     if not isinstance(source, (str, os.PathLike)):
         raise PhotoError(f"Cannot read a photo from a {type(source).__name__}.")
@@ -91,8 +81,6 @@ def decode_photo(source: PhotoSource, max_pixels: int = MAX_PIXELS, max_side: in
         if not path.is_file():
             raise PhotoError(f"File not found: {name}. Please upload the photo again.")
         with path.open("rb") as file:
-            if os.fstat(file.fileno()).st_size == 0:
-                raise PhotoError(EMPTY_MESSAGE)
             return _decode(file, max_pixels, max_side)
     except OSError as error:
         raise PhotoError(f"The file {name} could not be read.") from error
@@ -103,6 +91,8 @@ def _decode(file: BinaryIO, max_pixels: int, max_side: int | None) -> tuple[np.n
     try:
         image = Image.open(file)
     except UnidentifiedImageError as error:
+        if not file.seek(0, os.SEEK_END):  # Not a byte: say it is empty.
+            raise PhotoError("The file is empty (0 bytes); please upload the photo again.") from error
         raise PhotoError("This file is not an image PetSeg can read; please upload a JPEG, PNG, WebP, GIF, BMP or "
                          "TIFF photo.") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -133,8 +123,7 @@ def _image_to_rgb(image: Image.Image, max_pixels: int, max_side: int | None) -> 
         array = np.asarray(image)
     else:
         try:
-            # Like Image.has_transparency_data (Pillow 10.1): an alpha band or a transparent colour; RGBA arrays
-            # are composited onto white.
+            # An alpha band or a transparent colour (as Image.has_transparency_data): composited onto white below.
             transparent = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if transparent else "RGB"))
         except ValueError as error:

@@ -47,8 +47,7 @@ class RunWriter:
     """Writes one run folder from the training process."""
 
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any]):
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(run_dir)  # Its first status write makes it.
         self.status: dict[str, Any] = {"state": "running", "pid": os.getpid(), "host": socket.gethostname(),
                                        "started": now_iso(), "epochs_done": 0, "checkpoint": None, "message": "",
                                        **config}
@@ -172,7 +171,7 @@ def shipped_runs(weights_dir: str | os.PathLike, checkpoint: str | None) -> list
     return [read_run(folder) for folder in folders]
 
 
-def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, sample_every: int = 5) -> Path:
+def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, sample_every: int = 5) -> None:
     """Copy a finished run's status, metrics, curves and every ``sample_every``-th sample (plus the last) for
     shipping, without the process id and host (so it never reads as live) and with only the checkpoint's file name."""
     run = read_run(run_dir)
@@ -183,11 +182,10 @@ def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, 
     if status.get("checkpoint"):
         status["checkpoint"] = Path(status["checkpoint"]).name
     atomic_write_json(destination / "status.json", status)
-    atomic_write_bytes(destination / "metrics.jsonl", (Path(run_dir) / "metrics.jsonl").read_bytes())
+    atomic_write_bytes(destination / "metrics.jsonl", (run.run_dir / "metrics.jsonl").read_bytes())
     kept = [path for index, path in enumerate(run.samples, 1) if index % sample_every == 1 or index == len(run.samples)]
     for path in kept + ([run.curves] if run.curves else []):
         atomic_write_bytes(destination / path.name, path.read_bytes())
-    return destination
 
 
 def request_stop(run_dir: str | os.PathLike) -> None:

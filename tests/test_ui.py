@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 
+import petseg.launcher
 import petseg.segmentation
 from petseg.classes import CLASS_NAMES
 from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, image_size_for,
-                             parse_request, training_allowed, training_command)
+                             parse_request, training_allowed)
 from petseg.runs import RunWriter, read_run
 from petseg.segmentation import OutputFolder, safe_stem
 from petseg.ui import TrainingHandlers, build_app, image_size_field, launch_options
@@ -283,11 +285,15 @@ def test_training_sources_and_names_are_validated(weights_dir, tmp_path):
     assert request.encoder_weights == "none" and request.epochs == 2  # Synthetic runs never download.
 
 
-def test_training_command_runs_train_py_with_the_run_folders(tmp_path):
-    request = TrainingRequest("tutorial", 2, 4, 64, "tfds", None, "imagenet", None)
-    command = training_command(request, None, tmp_path / "run", tmp_path / "weights", "demo")
+def test_training_command_runs_train_py_with_the_run_folders(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(petseg.launcher, "start_process",
+                        lambda command, log: commands.append(command) or SimpleNamespace(pid=0, poll=lambda: 0))
+    request = TrainingRequest("tutorial", 2, 4, 64, "tfds", None, "imagenet", "demo")
+    run_dir = TrainingLauncher(tmp_path / "weights", tmp_path / "runs").start(request)
+    [command] = commands
     assert command[1].endswith("train.py") and "--data-dir" not in command
-    assert command[command.index("--run-dir") + 1] == str(tmp_path / "run")
+    assert command[command.index("--run-dir") + 1] == str(run_dir) and run_dir.parent == tmp_path / "runs"
     assert command[command.index("--output-dir") + 1] == str(tmp_path / "weights")
     assert command[command.index("--name") + 1] == "demo"
 
