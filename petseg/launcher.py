@@ -270,7 +270,9 @@ def log_tail(run_dir: Path, max_lines: int = 60, max_bytes: int = 32_768) -> str
             text = handle.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join([line.rsplit("\r", 1)[-1] for line in text.splitlines()][-max_lines:])
+    # Split on newlines only: a progress bar redraws after "\r", and only its last drawing is kept.
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.rstrip("\n").split("\n")]
+    return "\n".join(lines[-max_lines:])
 
 
 def run_fingerprint(run: RunState) -> tuple:

@@ -15,7 +15,7 @@ from PIL import Image
 import petseg.launcher
 import petseg.segmentation
 from petseg.classes import CLASS_NAMES
-from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, image_size_for,
+from petseg.launcher import (TrainingLauncher, TrainingRequest, TrainingRequestError, image_size_for, log_tail,
                              parse_request, training_allowed)
 from petseg.runs import RunWriter, read_run
 from petseg.segmentation import OutputFolder, safe_stem
@@ -427,3 +427,9 @@ def test_voc_preset_takes_8k_plus_1_image_sizes():
         fitted = image_size_for(preset, size)
         assert parse_request(preset, 2, 4, fitted, "synthetic").image_size == fitted
     assert image_size_for("voc", "") == ""  # Left for parse_request to name.
+
+
+def test_the_training_log_shows_each_progress_bar_once(tmp_path):
+    (tmp_path / "train.log").write_text("Epoch 1/2\n\r1/3 [=>..]\r2/3 [==>.]\r3/3 [====]\r\nEpoch 2/2\n\r1/3 [=>..]")
+    assert log_tail(tmp_path) == "Epoch 1/2\n3/3 [====]\nEpoch 2/2\n1/3 [=>..]"
+    assert log_tail(tmp_path, max_lines=1) == "1/3 [=>..]"
