@@ -69,24 +69,30 @@ class EpochReporter(keras.callbacks.Callback):
         raise_if_signalled()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.epoch_started
-        record = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()},
+        epoch, seconds = epoch + 1, time.perf_counter() - self.epoch_started  # Keras counts epochs from 0.
+        record = {"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()},
                   "seconds": round(seconds, 2),
                   "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+        # The fixed samples, predicted: a grid as ``epoch_NNN.png`` and in TensorBoard.
+        predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
+        grid = sample_grid(np.round(self.data.sample_images * 255).astype(np.uint8), self.data.sample_masks,
+                           predictions, title=f"epoch {epoch}: val mIoU {record.get('val_mean_iou', float('nan')):.3f}")
+        save_png(grid, self.writer.sample_path(epoch))
+        with self.samples_log.as_default():
+            tf.summary.image("input / truth / prediction", grid[np.newaxis], step=epoch)
+        self.samples_log.flush()
         mean_iou = record.get("val_mean_iou", -1.0)
-        self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
         improved, self.best_mean_iou = mean_iou > self.best_mean_iou, max(mean_iou, self.best_mean_iou)
         if improved or self.config["keep_last"]:
             record["saved_checkpoint"] = True
-            self.sidecar.update(epochs=epoch + 1, **({"best_epoch": epoch + 1} if improved else {}),
-                                metrics={"validation": {"mean_iou": mean_iou,
-                                                        "pixel_accuracy": record.get("val_accuracy")}})
+            self.sidecar.update(epochs=epoch, **({"best_epoch": epoch} if improved else {}), metrics={
+                "validation": {"mean_iou": mean_iou, "pixel_accuracy": record.get("val_accuracy")}})
             save_checkpoint(self.model, self.checkpoint_path, self.sidecar)
             self.writer.update(checkpoint=str(self.checkpoint_path))
         self.history.append(record)
         self.writer.log_epoch(record)
-        self.writer.save_resume_state({"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
+        self.writer.save_resume_state({"epoch": epoch, "best_mean_iou": self.best_mean_iou, "config": self.config},
                                       self.model.get_weights(),
                                       [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
         print(json.dumps({"metrics": record}), flush=True)
@@ -96,16 +102,6 @@ class EpochReporter(keras.callbacks.Callback):
         self.history, self.best_mean_iou = history, state["best_mean_iou"]
         if self.checkpoint_path.exists():
             self.sidecar = read_sidecar(self.checkpoint_path)
-
-    def save_sample(self, epoch: int, mean_iou: float) -> None:
-        """Predict the fixed validation samples; write the grid as ``epoch_NNN.png`` and into TensorBoard."""
-        predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
-        grid = sample_grid(np.round(self.data.sample_images * 255).astype(np.uint8), self.data.sample_masks,
-                           predictions, title=f"epoch {epoch}: val mIoU {mean_iou:.3f}")
-        save_png(grid, self.writer.sample_path(epoch))
-        with self.samples_log.as_default():
-            tf.summary.image("input / truth / prediction", grid[np.newaxis], step=epoch)
-        self.samples_log.flush()
 
     def save_curves(self) -> None:
         """Draw the loss and metric curves of the epochs so far into ``curves.png``."""
