@@ -25,9 +25,8 @@ STOP_SIGNALLED = threading.Event()
 
 
 def stop_on_signal(signum, frame) -> None:
-    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the next batch end:
-    raising inside TensorFlow's tracing can crash the run, so while fitting it only sets the flag ``EpochReporter``
-    checks. Elsewhere it raises at once and keeps the flag, as Python drops an interrupt raised inside a ``__del__``."""
+    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting (raising inside TensorFlow's tracing
+    can crash it) only at the next batch end; the flag stays set (see docs/limits-and-safety.md)."""
     STOP_SIGNALLED.set()
     if not FITTING.is_set():
         raise KeyboardInterrupt
@@ -42,12 +41,17 @@ def raise_if_signalled() -> None:
 class EpochReporter(keras.callbacks.Callback):
     """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
 
-    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict, config: dict):
+    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict, config: dict,
+                 resumed: dict | None = None):
         super().__init__()
         self.config = config  # The run's ``TrainConfig``, saved with each epoch's resume state.
         self.writer, self.data, self.checkpoint_path, self.sidecar = writer, data, checkpoint_path, sidecar
-        self.history: list[dict] = []
-        self.best_mean_iou, self.epoch_started, self.stopped = -1.0, 0.0, False
+        # A ``resumed`` state brings back the epochs so far, the best metric, and the best checkpoint's sidecar.
+        self.history: list[dict] = writer.keep_epochs(resumed["epoch"]) if resumed else []
+        self.best_mean_iou = resumed["best_mean_iou"] if resumed else -1.0
+        self.epoch_started, self.stopped = 0.0, False
+        if resumed and checkpoint_path.exists():
+            self.sidecar = read_sidecar(checkpoint_path)
         self.samples_log = tf.summary.create_file_writer(str(writer.run_dir / TENSORBOARD_FOLDER / "samples"))
 
     def on_train_begin(self, logs=None):
@@ -96,12 +100,6 @@ class EpochReporter(keras.callbacks.Callback):
                                       self.model.get_weights(),
                                       [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
         print(json.dumps({"metrics": record}), flush=True)
-
-    def resume(self, state: dict, history: list[dict]) -> None:
-        """Continue from a saved state: the epochs so far, the best metric, and the best checkpoint's sidecar."""
-        self.history, self.best_mean_iou = history, state["best_mean_iou"]
-        if self.checkpoint_path.exists():
-            self.sidecar = read_sidecar(self.checkpoint_path)
 
     def save_curves(self) -> None:
         """Draw the loss and metric curves of the epochs so far into ``curves.png``."""

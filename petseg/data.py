@@ -293,8 +293,7 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
             train_dataset, cached_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True)
         ).map(lambda labelled, more: (tf.concat([labelled[0], more[0]], 0), tf.concat([labelled[1], more[1]], 0)))
         counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
-        folders = ", ".join(describe_source(folder) for folder in unlabelled_dirs)
-        source += f" + unlabelled {folders} (confidence >= {min_confidence})"
+        source += f" + unlabelled {', '.join(map(describe_source, unlabelled_dirs))} (confidence >= {min_confidence})"
     validation_dataset = cached_batches(validation, image_size, "none", batch_size).cache()  # Now at image_size.
     samples = min(3, len(validation.names))  # The fixed photos each epoch's sample grid shows.
     return TrainingData(train_dataset.prefetch(AUTOTUNE), validation_dataset.prefetch(AUTOTUNE),

@@ -1,5 +1,5 @@
 """Where training runs: the ``tf.distribute`` strategy, which worker writes, batches that split evenly, and the
-machine's description for the sidecar; so ``petseg.training`` reads as one plain loop. See docs/scaling.md.
+CPU's name for the sidecar; so ``petseg.training`` reads as one plain loop. See docs/scaling.md.
 
 >>> make_strategy("default").num_replicas_in_sync
 1
@@ -83,12 +83,10 @@ def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]
     if batch_size % replicas:
         raise ValueError(f"The batch size {batch_size} does not split evenly over {replicas} replicas; use a "
                          f"multiple of {replicas} (the batch size is global: each replica gets an equal share).")
-    used = {}
-    for split in ("train", "validation"):
-        count = data.counts[split]
-        used[split] = count - count % replicas
+    used = {split: data.counts[split] - data.counts[split] % replicas for split in ("train", "validation")}
+    for split in used:
         if used[split] == 0:
-            raise ValueError(f"{count} {split} photo(s) cannot be shared among {replicas} replicas; "
+            raise ValueError(f"{data.counts[split]} {split} photo(s) cannot be shared among {replicas} replicas; "
                              f"each replica needs at least one.")
         dataset = getattr(data, split).unbatch().take(used[split]).batch(batch_size).prefetch(tf.data.AUTOTUNE)
         setattr(data, split, dataset)
@@ -97,15 +95,9 @@ def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]
 
 
 def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows (for the sidecar and the benchmarks)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def hardware_description() -> str:
-    """The CPU, its cores and any accelerators, for the sidecar."""
-    devices = [device.device_type for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
-    return f"{cpu_name()}, {os.cpu_count()} cores" + (f", {len(devices)} {devices[0]}" if devices else "")

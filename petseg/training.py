@@ -24,7 +24,7 @@ from petseg.checkpoints import (CheckpointError, load_checkpoint_file, read_side
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
 from petseg.data import (IGNORE, DataError, TrainingData, make_training_data, read_folder_example, read_name_list,
                          resize_example)
-from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
+from petseg.distribute import cpu_name, make_strategy, split_batches_evenly, worker_folders
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
 from petseg.photos import load_photo
@@ -127,9 +127,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             if weights is not None:
                 model.set_weights(weights)
         sidecar = describe_run(config, preset, model, data, strategy.num_replicas_in_sync, used, shared_run_dir)
-        reporter = EpochReporter(writer, data, checkpoint_path, sidecar, dataclasses.asdict(config))
-        if resume:
-            reporter.resume(state, writer.keep_epochs(state["epoch"]))
+        reporter = EpochReporter(writer, data, checkpoint_path, sidecar, dataclasses.asdict(config),
+                                 resumed=state if resume else None)
         fit_phases(model, preset, config, data, strategy, reporter, state["epoch"], optimizer_values)
         train_seconds = round(time.perf_counter() - started, 1)
         reporter.save_curves()
@@ -159,8 +158,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 def fit_phases(model: keras.Model, preset: Preset, config: TrainConfig, data: TrainingData,
                strategy: tf.distribute.Strategy, reporter: "EpochReporter", epochs_done: int = 0,
                optimizer_values: list[np.ndarray] | None = None) -> None:
-    """Fit each training phase not yet done, the encoder frozen or unfrozen (fine-tuning decays its rate along a
-    cosine to a tenth, to settle at the end); a resumed phase gets its optimizer state (and so its schedule) back."""
+    """Fit each phase not yet done; a resumed phase gets its optimizer state (and so its cosine schedule) back."""
     callbacks = [reporter, keras.callbacks.TensorBoard(str(reporter.writer.run_dir / TENSORBOARD_FOLDER),
                                                        write_graph=False)]
     for first_epoch, last_epoch, fine_tune, learning_rate in training_phases(preset, config.epochs,
@@ -197,18 +195,19 @@ def resume_config(run_dir: str | os.PathLike) -> TrainConfig:
 
 def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: TrainingData,
                  replicas: int, used: dict[str, int], run_dir: Path) -> dict[str, Any]:
-    """The checkpoint's sidecar as training starts: what was trained, on what, how, and where."""
+    """The checkpoint's sidecar as training starts: what was trained, on what, how, and where (on which machine)."""
     weights = config.encoder_weights
-    return {
-        "name": config.name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
-        "overrides": config.overrides or {}, "classes": list(CLASS_NAMES), "epochs_planned": config.epochs,
-        "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-        "encoder_weights": str(weights) if weights in (None, "none", "imagenet") else f"file:{Path(weights).name}",
-        **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
-        "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
-        "replicas": replicas, **({"photos_per_epoch": used} if used else {}), "parameters": int(model.count_params()),
-        "hardware": hardware_description(), "created": now_iso(), "petseg_version": petseg.__version__,
-        "tensorflow_version": tf.__version__, "run": run_dir.name}
+    devices = [device.device_type for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
+    hardware = f"{cpu_name()}, {os.cpu_count()} cores" + (f", {len(devices)} {devices[0]}" if devices else "")
+    return {"name": config.name, "preset": preset.name, "description": preset.description,
+            "image_size": config.image_size, "overrides": config.overrides or {}, "classes": list(CLASS_NAMES),
+            "epochs_planned": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+            "encoder_weights": str(weights) if weights in (None, "none", "imagenet") else f"file:{Path(weights).name}",
+            **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
+            "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
+            "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
+            "parameters": int(model.count_params()), "hardware": hardware, "created": now_iso(),
+            "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": run_dir.name}
 
 
 def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[tuple[int, int, bool, float]]:
