@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from petseg.checkpoints import read_sidecar, save_checkpoint
+from petseg.checkpoints import read_sidecar, save_checkpoint, store_metrics, write_sidecar
 from petseg.data import TrainingData
 from petseg.runs import RunWriter
 from petseg.visuals import plot_curves, sample_grid, save_png
@@ -100,6 +100,16 @@ class EpochReporter(keras.callbacks.Callback):
                                       self.model.get_weights(),
                                       [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
         print(json.dumps({"metrics": record}), flush=True)
+
+    def finish(self, train_seconds: float) -> dict:
+        """Draw the curves; store the best metrics, the time and the epochs done in the best checkpoint's sidecar."""
+        self.save_curves()
+        if not self.checkpoint_path.exists():
+            raise RuntimeError("no epoch finished, so no checkpoint was written")
+        sidecar = store_metrics(self.checkpoint_path, "validation", self.sidecar["metrics"]["validation"])
+        sidecar.update(train_seconds=train_seconds, epochs_done=len(self.history), stopped_early=self.stopped)
+        write_sidecar(self.checkpoint_path, sidecar)
+        return sidecar
 
     def save_curves(self) -> None:
         """Draw the loss and metric curves of the epochs so far into ``curves.png``."""

@@ -173,8 +173,7 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None) -> Iterator
     for index, features in enumerate(load_tfds_split(split, tfds_data_dir).as_numpy_iterator()):
         name = Path(features.get("file_name", f"{split}_{index}".encode()).decode()).stem
         image, mask = np.asarray(features["image"], dtype=np.uint8), np.asarray(features["segmentation_mask"])
-        if mask.shape[:2] != image.shape[:2]:
-            # Real records always match; tfds' mock data draws independent shapes. Align the mask to the photo.
+        if mask.shape[:2] != image.shape[:2]:  # Only in tfds' mock data (independent shapes): fit it to the photo.
             mask = resize_mask(tf.convert_to_tensor(mask), image.shape[:2]).numpy()
         yield Example(name, image, trimap_to_classes(mask[..., 0]))
 

@@ -1,7 +1,5 @@
-"""Training: fit a preset on a data source; ``petseg.callbacks`` reports each epoch into a run folder and keeps the
-best checkpoint. Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the
-encoder's convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command
-line; in Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``."""
+"""Training: fit a preset on a data source in phases (``training_phases``); ``petseg.callbacks`` reports each epoch.
+``train.py`` is the command line; in Python: ``train(TrainConfig(data_dir="data", encoder_weights="none"))``."""
 
 from __future__ import annotations
 
@@ -19,8 +17,7 @@ import tensorflow as tf
 
 import petseg
 from petseg.callbacks import FITTING, STOP_SIGNALLED, TENSORBOARD_FOLDER, EpochReporter, raise_if_signalled
-from petseg.checkpoints import (CheckpointError, load_checkpoint_file, read_sidecar, servable_entry, store_metrics,
-                                write_sidecar)
+from petseg.checkpoints import CheckpointError, load_checkpoint_file, read_sidecar, servable_entry, store_metrics
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
 from petseg.data import (IGNORE, DataError, TrainingData, make_training_data, read_folder_example, read_name_list,
                          resize_example)
@@ -70,9 +67,8 @@ class TrainResult:
 
 
 def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
-    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes;
-    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring (a contour off by one pixel
-    costs the thin ring most of its IoU)."""
+    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss (mean over classes);
+    ``border_weight`` weighs cross-entropy within 2 px of the border ring: a contour 1 px off costs most of its IoU."""
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     if dice_weight == 0 and border_weight == 1:
         return cross_entropy
@@ -131,8 +127,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                                  resumed=state if resume else None)
         fit_phases(model, preset, config, data, strategy, reporter, state["epoch"], optimizer_values)
         train_seconds = round(time.perf_counter() - started, 1)
-        reporter.save_curves()
-        sidecar = store_training_summary(checkpoint_path, reporter, train_seconds)
+        sidecar = reporter.finish(train_seconds)
         evaluate = config.evaluate_test and not reporter.stopped and scratch is None
         sidecar, test_note = evaluate_test_split(checkpoint_path, config) if evaluate else (sidecar, "")
         outcome = "stopped" if reporter.stopped else "done"
@@ -212,28 +207,15 @@ def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: 
 
 def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[tuple[int, int, bool, float]]:
     """The phases as (first epoch, 0-based; last epoch; fine-tune; learning rate): a frozen-encoder phase, then, for
-    presets with ``fine_tune_after``, a fine-tuning phase.
+    presets with ``fine_tune_after``, a fine-tuning phase (alone after 0: for a model started from a checkpoint).
 
     >>> from petseg.presets import get_preset
     >>> training_phases(get_preset("tutorial"), 20, 1e-3)
     [(0, 20, False, 0.001)]
     """
-    if preset.fine_tune_after == 0:  # Fine-tuning from the start: a model started from a trained checkpoint.
-        return [(0, epochs, True, preset.fine_tune_learning_rate)]
-    phases = [(0, min(epochs, preset.fine_tune_after or epochs), False, learning_rate)]
-    if preset.fine_tune_after is not None and preset.fine_tune_after < epochs:
-        phases.append((preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
-    return phases
-
-
-def store_training_summary(checkpoint_path: Path, reporter: "EpochReporter", train_seconds: float) -> dict:
-    """Record the best validation metrics, the time and the epochs done in the best checkpoint's sidecar."""
-    if not checkpoint_path.exists():
-        raise RuntimeError("no epoch finished, so no checkpoint was written")
-    sidecar = store_metrics(checkpoint_path, "validation", reporter.sidecar["metrics"]["validation"])
-    sidecar.update(train_seconds=train_seconds, epochs_done=len(reporter.history), stopped_early=reporter.stopped)
-    write_sidecar(checkpoint_path, sidecar)
-    return sidecar
+    frozen = epochs if preset.fine_tune_after is None else min(preset.fine_tune_after, epochs)
+    phases = [(0, frozen, False, learning_rate), (frozen, epochs, True, preset.fine_tune_learning_rate)]
+    return [phase for phase in phases if phase[0] < phase[1]]  # Without an empty phase.
 
 
 def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dict, str]:
