@@ -32,7 +32,6 @@ from petseg.classes import BORDER, NUM_CLASSES
 from petseg.photos import exif_orientation, load_photo, turn
 from petseg.resize import augment, resize_image, resize_mask
 
-AUTOTUNE = tf.data.AUTOTUNE
 TFDS_SPLITS = {"trainval": "train", "test": "test"}  # The official splits, as the tfds builder names them.
 TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"  # Where the tfds builder (4.9) downloads the images and trimaps from.
 LOGGER = logging.getLogger(__name__)
@@ -295,7 +294,7 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         source += f" + unlabelled {', '.join(map(describe_source, unlabelled_dirs))} (confidence >= {min_confidence})"
     validation_dataset = cached_batches(validation, image_size, "none", batch_size).cache()  # Now at image_size.
     samples = min(3, len(validation.names))  # The fixed photos each epoch's sample grid shows.
-    return TrainingData(train_dataset.prefetch(AUTOTUNE), validation_dataset.prefetch(AUTOTUNE),
+    return TrainingData(train_dataset.prefetch(tf.data.AUTOTUNE), validation_dataset.prefetch(tf.data.AUTOTUNE),
                         validation.images[:samples].astype(np.float32) / 255.0, validation.masks[:samples, ..., 0],
                         counts, source, steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)))
 
@@ -308,7 +307,7 @@ def cached_batches(examples: ResizedExamples, image_size: int, augmentation: str
         dataset = dataset.shuffle(len(examples.names), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.repeat() if repeat else dataset
     return dataset.map(lambda image, mask: augment(image, mask, image_size, augmentation),
-                       num_parallel_calls=AUTOTUNE).batch(batch_size)
+                       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
 
 
 def load_unlabelled(unlabelled_dirs: list[str], size: int, min_confidence: float, data_dir: str | os.PathLike | None,

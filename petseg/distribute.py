@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -67,14 +66,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not resolver.task_type or resolver.task_type == "chief":
         return True
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-
-
-def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: Path) -> tuple[Path, Path, Path | None]:
-    """The run and output folders this process writes into, and a non-chief worker's scratch folder (or None)."""
-    if is_chief(strategy):
-        return run_dir, output_dir, None
-    scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
-    return scratch / "run", scratch / "weights", scratch
 
 
 def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]:

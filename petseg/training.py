@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from petseg.checkpoints import CheckpointError, load_checkpoint_file, read_sidec
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
 from petseg.data import (IGNORE, DataError, TrainingData, make_training_data, read_folder_example, read_name_list,
                          resize_example)
-from petseg.distribute import cpu_name, make_strategy, split_batches_evenly, worker_folders
+from petseg.distribute import cpu_name, is_chief, make_strategy, split_batches_evenly
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
 from petseg.photos import load_photo
@@ -105,9 +106,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         image_size=config.image_size or preset.image_size, learning_rate=config.learning_rate or preset.learning_rate,
         name=config.name or f"{preset.name}-{run_id}", run_dir=config.run_dir or str(DEFAULT_RUNS_DIR / run_id))
     strategy = make_strategy(config.strategy)  # First, before anything else starts TensorFlow.
-    shared_run_dir = Path(config.run_dir)
-    run_dir, output_dir, scratch = worker_folders(strategy, shared_run_dir, Path(config.output_dir))
-    checkpoint_path = output_dir / f"{config.name}.keras"
+    run_dir = shared_run_dir = Path(config.run_dir)
+    checkpoint_path, scratch = Path(config.output_dir) / f"{config.name}.keras", None
+    if not is_chief(strategy):  # A non-chief worker writes into a scratch folder of its own (dropped at the end).
+        scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
+        run_dir, checkpoint_path = scratch / "run", scratch / "weights" / checkpoint_path.name
     state, weights, optimizer_values = read_resume_state(run_dir) if resume else ({"epoch": 0}, None, None)
     keras.utils.set_random_seed(config.seed + state["epoch"])  # A resumed run draws anew from the seed and epoch.
     writer = RunWriter(run_dir, {"preset": preset.name, "epochs": config.epochs, "batch_size": config.batch_size,
@@ -156,10 +159,8 @@ def fit_phases(model: keras.Model, preset: Preset, config: TrainConfig, data: Tr
     """Fit each phase not yet done; a resumed phase gets its optimizer state (and so its cosine schedule) back."""
     callbacks = [reporter, keras.callbacks.TensorBoard(str(reporter.writer.run_dir / TENSORBOARD_FOLDER),
                                                        write_graph=False)]
-    for first_epoch, last_epoch, fine_tune, learning_rate in training_phases(preset, config.epochs,
-                                                                             config.learning_rate):
-        if last_epoch <= epochs_done:
-            continue
+    phases = training_phases(preset, config.epochs, config.learning_rate)
+    for first_epoch, last_epoch, fine_tune, learning_rate in [phase for phase in phases if phase[1] > epochs_done]:
         if fine_tune:
             print(f"Epoch {first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
                   f"{learning_rate} with cosine decay.", flush=True)
