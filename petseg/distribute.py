@@ -41,14 +41,12 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":  # Every local GPU; without, every logical CPU (left alone, it takes only the first).
         cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(None if tf.config.list_logical_devices("GPU") else cpus)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    reduce_structures_one_by_one(strategy)
-    return strategy
+    return reduce_structures_one_by_one(tf.distribute.MultiWorkerMirroredStrategy())
 
 
-def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
+def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
     """Work around two Keras 3 bugs that stop multi-worker ``fit``: reduce a nested structure one value at a
-    time, and scalars without an axis."""
+    time, and scalars without an axis; return ``strategy``."""
     reduce = strategy.reduce
 
     def reduce_one(reduce_op, item, axis):
@@ -58,6 +56,7 @@ def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
 
     strategy.reduce = lambda reduce_op, value, axis=None: tf.nest.map_structure(
         lambda item: reduce_one(reduce_op, item, axis), value)
+    return strategy
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
