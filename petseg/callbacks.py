@@ -17,8 +17,7 @@ from petseg.data import TrainingData
 from petseg.runs import RunWriter
 from petseg.visuals import plot_curves, sample_grid, save_png
 
-# Each run folder holds TensorBoard logs here: losses and metrics (train/, validation/) and the samples (samples/).
-TENSORBOARD_FOLDER = "tensorboard"
+TENSORBOARD_FOLDER = "tensorboard"  # In each run folder: losses and metrics (train/, validation/), samples/.
 
 FITTING = threading.Event()  # Set while model.fit runs (it traces TensorFlow functions).
 STOP_SIGNALLED = threading.Event()
@@ -78,7 +77,6 @@ class EpochReporter(keras.callbacks.Callback):
                   "seconds": round(seconds, 2),
                   "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-        # The fixed samples, predicted: a grid as ``epoch_NNN.png`` and in TensorBoard.
         predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
         grid = sample_grid(np.round(self.data.sample_images * 255).astype(np.uint8), self.data.sample_masks,
                            predictions, title=f"epoch {epoch}: val mIoU {record.get('val_mean_iou', float('nan')):.3f}")

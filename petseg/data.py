@@ -35,8 +35,7 @@ from petseg.resize import augment, resize_image, resize_mask
 TFDS_SPLITS = {"trainval": "train", "test": "test"}  # The official splits, as the tfds builder names them.
 TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"  # Where the tfds builder (4.9) downloads the images and trimaps from.
 LOGGER = logging.getLogger(__name__)
-# A mask value that the loss and the metrics skip: pseudo-label pixels whose teacher was not confident enough.
-IGNORE = 255
+IGNORE = 255  # A mask value the loss and the metrics skip: pseudo-label pixels whose teacher was not sure enough.
 
 
 class DataError(ValueError):
@@ -156,8 +155,7 @@ def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = 10.0)
         except OSError as error:
             errors.append(error)
 
-    # Name resolution has no timeout of its own, so the whole attempt runs in a thread that is waited for.
-    probe = threading.Thread(target=connect, daemon=True)
+    probe = threading.Thread(target=connect, daemon=True)  # Name resolution has no timeout of its own: wait for this.
     probe.start()
     probe.join(timeout)
     if errors or probe.is_alive():

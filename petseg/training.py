@@ -76,9 +76,8 @@ def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
 
     def loss(true_mask, logits):
         labels = tf.cast(tf.squeeze(true_mask, -1), tf.int32)
-        # Pixels marked IGNORE (an unsure teacher's) count nowhere: class 0 stands in, then weight 0.
-        known = tf.cast(labels != IGNORE, logits.dtype)
-        labels = tf.where(labels == IGNORE, 0, labels)
+        known = tf.cast(labels != IGNORE, logits.dtype)  # Pixels marked IGNORE (an unsure teacher's) count nowhere:
+        labels = tf.where(labels == IGNORE, 0, labels)  # class 0 stands in, then weight 0.
         pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits) * known
         if border_weight != 1:
             ring = tf.cast(labels == BORDER, logits.dtype)[..., tf.newaxis] * known[..., tf.newaxis]
