@@ -291,9 +291,8 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
         source += f" + unlabelled {', '.join(map(describe_source, unlabelled_dirs))} (confidence >= {min_confidence})"
     validation_dataset = cached_batches(validation, image_size, "none", batch_size).cache()  # Now at image_size.
-    samples = min(3, len(validation.names))  # The fixed photos each epoch's sample grid shows.
     return TrainingData(train_dataset.prefetch(tf.data.AUTOTUNE), validation_dataset.prefetch(tf.data.AUTOTUNE),
-                        validation.images[:samples].astype(np.float32) / 255.0, validation.masks[:samples, ..., 0],
+                        validation.images[:3].astype(np.float32) / 255.0, validation.masks[:3, ..., 0],  # The samples.
                         counts, source, steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)))
 
 

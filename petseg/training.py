@@ -219,8 +219,7 @@ def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[t
 
 
 def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dict, str]:
-    """Evaluate the best checkpoint on the test split at original resolution; return its sidecar and a note for the
-    run's last message. An unreadable test split (no ``test.txt``, tfds offline) skips it with that note."""
+    """Evaluate the best checkpoint on the test split at original resolution; return its sidecar and any skip note."""
     try:
         metrics = evaluate_checkpoint(servable_entry(checkpoint_path.name, checkpoint_path.parent), config.data_dir,
                                       tfds_data_dir=config.tfds_data_dir)
@@ -233,8 +232,7 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
 
 def load_training_data(config: TrainConfig, preset: Preset, strategy: tf.distribute.Strategy,
                        scratch: Path | None) -> tuple[TrainingData, dict[str, int]]:
-    """The run's data (with its own sample photos if it names any) and, with several replicas, the photos each split
-    uses so that batches split evenly (see ``distribute``); print the data and the strategy."""
+    """The run's data and, with several replicas, the photos each split uses (``split_batches_evenly``); print both."""
     validation_names = read_name_list(config.validation_list) if config.validation_list else None
     data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
                               config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
