@@ -45,12 +45,11 @@ class EpochReporter(keras.callbacks.Callback):
         super().__init__()
         self.config = config  # The run's ``TrainConfig``, saved with each epoch's resume state.
         self.writer, self.data, self.checkpoint_path, self.sidecar = writer, data, checkpoint_path, sidecar
-        # A ``resumed`` state brings back the epochs so far, the best metric, and the best checkpoint's sidecar.
-        self.history: list[dict] = writer.keep_epochs(resumed["epoch"]) if resumed else []
-        self.best_mean_iou = resumed["best_mean_iou"] if resumed else -1.0
-        self.epoch_started, self.stopped = 0.0, False
-        if resumed and checkpoint_path.exists():
-            self.sidecar = read_sidecar(checkpoint_path)
+        self.history, self.best_mean_iou, self.epoch_started, self.stopped = [], -1.0, 0.0, False
+        if resumed:  # The epochs so far, the best metric, and the best checkpoint's sidecar come back.
+            self.history, self.best_mean_iou = writer.keep_epochs(resumed["epoch"]), resumed["best_mean_iou"]
+            if checkpoint_path.exists():
+                self.sidecar = read_sidecar(checkpoint_path)
         self.samples_log = tf.summary.create_file_writer(str(writer.run_dir / TENSORBOARD_FOLDER / "samples"))
 
     def on_train_begin(self, logs=None):
