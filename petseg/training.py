@@ -207,7 +207,7 @@ def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: 
 
 def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[tuple[int, int, bool, float]]:
     """The phases as (first epoch, 0-based; last epoch; fine-tune; learning rate): a frozen-encoder phase, then, for
-    presets with ``fine_tune_after``, a fine-tuning phase (alone after 0: for a model started from a checkpoint).
+    presets with ``fine_tune_after``, a fine-tuning phase (alone if it is 0: for a model started from a checkpoint).
 
     >>> from petseg.presets import get_preset
     >>> training_phases(get_preset("tutorial"), 20, 1e-3)
