@@ -12,22 +12,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from petseg.checkpoints import read_sidecar, save_checkpoint
+from petseg.checkpoints import read_sidecar, save_checkpoint, store_metrics, write_sidecar
 from petseg.data import TrainingData
 from petseg.runs import RunWriter
 from petseg.visuals import plot_curves, sample_grid, save_png
 
-# Each run folder holds TensorBoard logs here: losses and metrics (train/, validation/) and the samples (samples/).
-TENSORBOARD_FOLDER = "tensorboard"
+TENSORBOARD_FOLDER = "tensorboard"  # In each run folder: losses and metrics (train/, validation/), samples/.
 
 FITTING = threading.Event()  # Set while model.fit runs (it traces TensorFlow functions).
 STOP_SIGNALLED = threading.Event()
 
 
 def stop_on_signal(signum, frame) -> None:
-    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting only at the next batch end:
-    raising inside TensorFlow's tracing can crash the run, so while fitting it only sets the flag ``EpochReporter``
-    checks. Elsewhere it raises at once and keeps the flag, as Python drops an interrupt raised inside a ``__del__``."""
+    """train.py's SIGTERM handler: end the run as Ctrl-C does, but while fitting (raising inside TensorFlow's tracing
+    can crash it) only at the next batch end; the flag stays set (see docs/limits-and-safety.md)."""
     STOP_SIGNALLED.set()
     if not FITTING.is_set():
         raise KeyboardInterrupt
@@ -42,12 +40,16 @@ def raise_if_signalled() -> None:
 class EpochReporter(keras.callbacks.Callback):
     """Writes the run folder each epoch, keeps the best checkpoint, and honours a stop request."""
 
-    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict, config: dict):
+    def __init__(self, writer: RunWriter, data: TrainingData, checkpoint_path: Path, sidecar: dict, config: dict,
+                 resumed: dict | None = None):
         super().__init__()
         self.config = config  # The run's ``TrainConfig``, saved with each epoch's resume state.
         self.writer, self.data, self.checkpoint_path, self.sidecar = writer, data, checkpoint_path, sidecar
-        self.history: list[dict] = []
-        self.best_mean_iou, self.epoch_started, self.stopped = -1.0, 0.0, False
+        self.history, self.best_mean_iou, self.epoch_started, self.stopped = [], -1.0, 0.0, False
+        if resumed:  # The epochs so far, the best metric, and the best checkpoint's sidecar come back.
+            self.history, self.best_mean_iou = writer.keep_epochs(resumed["epoch"]), resumed["best_mean_iou"]
+            if checkpoint_path.exists():
+                self.sidecar = read_sidecar(checkpoint_path)
         self.samples_log = tf.summary.create_file_writer(str(writer.run_dir / TENSORBOARD_FOLDER / "samples"))
 
     def on_train_begin(self, logs=None):
@@ -69,43 +71,42 @@ class EpochReporter(keras.callbacks.Callback):
         raise_if_signalled()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.epoch_started
-        record = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()},
+        epoch, seconds = epoch + 1, time.perf_counter() - self.epoch_started  # Keras counts epochs from 0.
+        record = {"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()},
                   "seconds": round(seconds, 2),
                   "images_per_second": round(self.data.counts["train"] / max(seconds, 1e-9), 1),
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
-        mean_iou = record.get("val_mean_iou", -1.0)
-        self.save_sample(epoch + 1, record.get("val_mean_iou", float("nan")))
-        improved, self.best_mean_iou = mean_iou > self.best_mean_iou, max(mean_iou, self.best_mean_iou)
-        if improved or self.config["keep_last"]:
-            record["saved_checkpoint"] = True
-            self.sidecar.update(epochs=epoch + 1, **({"best_epoch": epoch + 1} if improved else {}),
-                                metrics={"validation": {"mean_iou": mean_iou,
-                                                        "pixel_accuracy": record.get("val_accuracy")}})
-            save_checkpoint(self.model, self.checkpoint_path, self.sidecar)
-            self.writer.update(checkpoint=str(self.checkpoint_path))
-        self.history.append(record)
-        self.writer.log_epoch(record)
-        self.writer.save_resume_state({"epoch": epoch + 1, "best_mean_iou": self.best_mean_iou, "config": self.config},
-                                      self.model.get_weights(),
-                                      [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
-        print(json.dumps({"metrics": record}), flush=True)
-
-    def resume(self, state: dict, history: list[dict]) -> None:
-        """Continue from a saved state: the epochs so far, the best metric, and the best checkpoint's sidecar."""
-        self.history, self.best_mean_iou = history, state["best_mean_iou"]
-        if self.checkpoint_path.exists():
-            self.sidecar = read_sidecar(self.checkpoint_path)
-
-    def save_sample(self, epoch: int, mean_iou: float) -> None:
-        """Predict the fixed validation samples; write the grid as ``epoch_NNN.png`` and into TensorBoard."""
         predictions = np.argmax(self.model(self.data.sample_images, training=False), axis=-1)
         grid = sample_grid(np.round(self.data.sample_images * 255).astype(np.uint8), self.data.sample_masks,
-                           predictions, title=f"epoch {epoch}: val mIoU {mean_iou:.3f}")
+                           predictions, title=f"epoch {epoch}: val mIoU {record.get('val_mean_iou', float('nan')):.3f}")
         save_png(grid, self.writer.sample_path(epoch))
         with self.samples_log.as_default():
             tf.summary.image("input / truth / prediction", grid[np.newaxis], step=epoch)
         self.samples_log.flush()
+        mean_iou = record.get("val_mean_iou", -1.0)
+        improved, self.best_mean_iou = mean_iou > self.best_mean_iou, max(mean_iou, self.best_mean_iou)
+        if improved or self.config["keep_last"]:
+            record["saved_checkpoint"] = True
+            self.sidecar.update(epochs=epoch, **({"best_epoch": epoch} if improved else {}), metrics={
+                "validation": {"mean_iou": mean_iou, "pixel_accuracy": record.get("val_accuracy")}})
+            save_checkpoint(self.model, self.checkpoint_path, self.sidecar)
+            self.writer.update(checkpoint=str(self.checkpoint_path))
+        self.history.append(record)
+        self.writer.log_epoch(record)
+        self.writer.save_resume_state({"epoch": epoch, "best_mean_iou": self.best_mean_iou, "config": self.config},
+                                      self.model.get_weights(),
+                                      [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
+        print(json.dumps({"metrics": record}), flush=True)
+
+    def finish(self, train_seconds: float) -> dict:
+        """Draw the curves; store the best metrics, the time and the epochs done in the best checkpoint's sidecar."""
+        self.save_curves()
+        if not self.checkpoint_path.exists():
+            raise RuntimeError("no epoch finished, so no checkpoint was written")
+        sidecar = store_metrics(self.checkpoint_path, "validation", self.sidecar["metrics"]["validation"])
+        sidecar.update(train_seconds=train_seconds, epochs_done=len(self.history), stopped_early=self.stopped)
+        write_sidecar(self.checkpoint_path, sidecar)
+        return sidecar
 
     def save_curves(self) -> None:
         """Draw the loss and metric curves of the epochs so far into ``curves.png``."""

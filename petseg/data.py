@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -32,14 +32,10 @@ from petseg.classes import BORDER, NUM_CLASSES
 from petseg.photos import exif_orientation, load_photo, turn
 from petseg.resize import augment, resize_image, resize_mask
 
-AUTOTUNE = tf.data.AUTOTUNE
 TFDS_SPLITS = {"trainval": "train", "test": "test"}  # The official splits, as the tfds builder names them.
-# Where the tfds builder (4.9) downloads the images and trimaps from, and how long to wait for it to answer.
-TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"
-HOST_TIMEOUT_SECONDS = 10.0
+TFDS_DOWNLOAD_HOST = "thor.robots.ox.ac.uk"  # Where the tfds builder (4.9) downloads the images and trimaps from.
 LOGGER = logging.getLogger(__name__)
-# A mask value that the loss and the metrics skip: pseudo-label pixels whose teacher was not confident enough.
-IGNORE = 255
+IGNORE = 255  # A mask value the loss and the metrics skip: pseudo-label pixels whose teacher was not sure enough.
 
 
 class DataError(ValueError):
@@ -92,11 +88,6 @@ def trimap_to_classes(trimap: np.ndarray) -> np.ndarray:
     return np.where((trimap >= 1) & (trimap <= NUM_CLASSES), trimap - 1, BORDER).astype(np.uint8)
 
 
-def check_split(split: str) -> None:
-    if split not in TFDS_SPLITS:
-        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(TFDS_SPLITS)}.")
-
-
 def read_name_list(path: str | os.PathLike) -> list[str]:
     """The first word of each line of a split list (``annotations/test.txt``'s format), less blank and "#" lines."""
     try:
@@ -108,7 +99,6 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
 
 def read_split_names(data_dir: str | os.PathLike, split: str) -> list[str]:
     """Read the photo names of ``split`` ("trainval" or "test") from ``annotations/<split>.txt``."""
-    check_split(split)
     root, list_path = Path(data_dir), Path(data_dir) / "annotations" / f"{split}.txt"
     if not root.is_dir():
         raise DataError(f"Data folder not found: {root}. Give a folder in the Oxford-IIIT Pet layout, or omit it "
@@ -138,23 +128,11 @@ def read_folder_example(data_dir: str | os.PathLike, name: str, min_confidence: 
     return Example(name, image, mask)
 
 
-def read_or_skip(read, name, skipped: list | None) -> Example | None:
-    """``read(name)``, or None after logging why and appending ``(name, reason)`` to ``skipped``."""
-    try:
-        return read(name)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        LOGGER.warning("Skipping %s: %s", name, error)
-        if skipped is not None:
-            skipped.append((name, str(error)))
-        return None
-
-
 def load_tfds_split(split: str, tfds_data_dir: str | None = None) -> tf.data.Dataset:
     """Load Oxford-IIIT Pet from tfds as feature dicts: prepared data in ``tfds_data_dir`` without the network,
     else a download (about 800 MB) once its host answers (offline, tfds would retry for minutes)."""
     import tensorflow_datasets as tfds  # Imported here: it is slow to import and only this source needs it.
 
-    check_split(split)
     arguments = {"split": TFDS_SPLITS[split], "data_dir": tfds_data_dir, "shuffle_files": False}
     with contextlib.suppress(Exception):  # Not prepared there yet (tfds raises an AssertionError): download it below.
         return tfds.load("oxford_iiit_pet", download=False, **arguments)
@@ -167,23 +145,21 @@ def load_tfds_split(split: str, tfds_data_dir: str | None = None) -> tf.data.Dat
                         "Pet layout.") from error
 
 
-def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = HOST_TIMEOUT_SECONDS) -> None:
+def require_download_host(host: str = TFDS_DOWNLOAD_HOST, timeout: float = 10.0) -> None:
     """Raise a ``DataError`` within ``timeout`` seconds unless ``host`` resolves and accepts an HTTPS connection."""
-    outcome: list[BaseException | None] = []
+    errors: list[OSError] = []
 
     def connect() -> None:
         try:
             socket.create_connection((host, 443), timeout=timeout).close()
-            outcome.append(None)
         except OSError as error:
-            outcome.append(error)
+            errors.append(error)
 
-    # Name resolution has no timeout of its own, so the whole attempt runs in a thread that is waited for.
-    probe = threading.Thread(target=connect, daemon=True)
+    probe = threading.Thread(target=connect, daemon=True)  # Name resolution has no timeout of its own: wait for this.
     probe.start()
     probe.join(timeout)
-    if not outcome or outcome[0] is not None:
-        reason = f"{type(outcome[0]).__name__}: {outcome[0]}" if outcome else f"no answer in {timeout:g} s"
+    if errors or probe.is_alive():
+        reason = f"{type(errors[0]).__name__}: {errors[0]}" if errors else f"no answer in {timeout:g} s"
         raise DataError(f"Cannot reach {host}, where tfds downloads Oxford-IIIT Pet ({reason}); this machine seems "
                         "to be offline. Pass --data-dir with a folder in the official Oxford-IIIT Pet layout, or "
                         "--tfds-data-dir with a folder where tfds has prepared it already.")
@@ -194,20 +170,34 @@ def iterate_tfds_split(split: str, tfds_data_dir: str | None = None) -> Iterator
     for index, features in enumerate(load_tfds_split(split, tfds_data_dir).as_numpy_iterator()):
         name = Path(features.get("file_name", f"{split}_{index}".encode()).decode()).stem
         image, mask = np.asarray(features["image"], dtype=np.uint8), np.asarray(features["segmentation_mask"])
-        if mask.shape[:2] != image.shape[:2]:
-            # Real records always match; tfds' mock data draws independent shapes. Align the mask to the photo.
+        if mask.shape[:2] != image.shape[:2]:  # Only in tfds' mock data (independent shapes): fit it to the photo.
             mask = resize_mask(tf.convert_to_tensor(mask), image.shape[:2]).numpy()
         yield Example(name, image, trimap_to_classes(mask[..., 0]))
+
+
+def split_reader(data_dir: str | os.PathLike | None, split: str, skipped: list, tfds_data_dir: str | None = None,
+                 min_confidence: float | None = None) -> tuple[Iterable, Callable[..., Example | None]]:
+    """The items of ``split`` (tfds' examples, or a folder's names: read now, a bad folder fails at once) and a function
+    that reads one into an ``Example``, or logs why not, appends ``(name, reason)`` to ``skipped`` and returns None."""
+    if split not in TFDS_SPLITS:
+        raise DataError(f"Unknown split {split!r}; choose one of: {', '.join(TFDS_SPLITS)}.")
+
+    def read(item) -> Example | None:
+        try:
+            return item if data_dir is None else read_folder_example(data_dir, item, min_confidence)
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            LOGGER.warning("Skipping %s: %s", item, error)
+            skipped.append((item, str(error)))
+            return None
+
+    return iterate_tfds_split(split, tfds_data_dir) if data_dir is None else read_split_names(data_dir, split), read
 
 
 def iterate_split(data_dir: str | os.PathLike | None, split: str, skipped: list | None = None,
                   tfds_data_dir: str | None = None) -> Iterator[Example]:
     """Yield the readable examples of ``split`` from a folder (tfds if None); the rest go to ``skipped``."""
-    if data_dir is None:
-        return iterate_tfds_split(split, tfds_data_dir)
-    read = functools.partial(read_folder_example, data_dir)  # Names are read now: a bad folder fails at once.
-    examples = (read_or_skip(read, name, skipped) for name in read_split_names(data_dir, split))
-    return (example for example in examples if example is not None)
+    items, read = split_reader(data_dir, split, [] if skipped is None else skipped, tfds_data_dir)
+    return (example for example in map(read, items) if example is not None)
 
 
 def describe_source(data_dir: str | os.PathLike | None) -> str:
@@ -229,21 +219,17 @@ def resize_example(example: Example, size: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def load_resized(data_dir: str | os.PathLike | None, split: str, size: int, tfds_data_dir: str | None = None,
-                 workers: int = 4, min_confidence: float | None = None) -> ResizedExamples:
+                 min_confidence: float | None = None) -> ResizedExamples:
     """Decode every example of ``split`` once and resize it to ``size`` in a thread pool (Pillow and TensorFlow
     release the GIL). With ``min_confidence``, ``data_dir`` holds pseudo-labels (see ``read_folder_example``)."""
     skipped: list[tuple[str, str]] = []
-    if data_dir is None:  # tfds decodes its records itself; the pool only resizes.
-        items, read = iterate_tfds_split(split, tfds_data_dir), (lambda example: example)
-    else:
-        items = read_split_names(data_dir, split)
-        read = functools.partial(read_folder_example, data_dir, min_confidence=min_confidence)
+    items, read = split_reader(data_dir, split, skipped, tfds_data_dir, min_confidence)
 
     def prepare(item) -> tuple[str, np.ndarray, np.ndarray] | None:
-        example = read_or_skip(read, item, skipped)
+        example = read(item)
         return None if example is None else (example.name, *resize_example(example, size))
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         pending, prepared = [], []
         for item in items:  # At most 16 ahead: ``pool.map`` would hold every tfds photo at once.
             pending.append(pool.submit(prepare, item))
@@ -270,9 +256,9 @@ def validation_indices(names: list[str], fraction: float, seed: int) -> np.ndarr
 
 def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128, batch_size: int = 64,
                        augmentation: str = "flip", validation_fraction: float = 0.1, seed: int = 0,
-                       sample_count: int = 3, tfds_data_dir: str | None = None,
-                       validation_names: list[str] | None = None, unlabelled_dirs: list[str] | None = None,
-                       min_confidence: float = 0.0, unlabelled_share: float = 0.5) -> TrainingData:
+                       tfds_data_dir: str | None = None, validation_names: list[str] | None = None,
+                       unlabelled_dirs: list[str] | None = None, min_confidence: float = 0.0,
+                       unlabelled_share: float = 0.5) -> TrainingData:
     """Build the train and validation pipelines from the trainval split (a seeded fraction, or ``validation_names``).
     ``unlabelled_dirs`` hold pseudo-labelled photos (``scripts/pseudo_label.py``) that make up ``unlabelled_share``
     of every training batch, pixels under ``min_confidence`` ignored; an epoch is one pass over the labelled photos."""
@@ -296,32 +282,29 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
         raise ValueError(f"An unlabelled share of {unlabelled_share} leaves no labelled or no unlabelled photo in a "
                          f"batch of {batch_size}.")
     labelled_batch = batch_size - unlabelled_batch
-    train_dataset = augmented_batches(train, image_size, augmentation, labelled_batch, seed)
+    train_dataset = cached_batches(train, image_size, augmentation, labelled_batch, seed)
     if unlabelled_dirs:
         unlabelled = load_unlabelled(unlabelled_dirs, cache_size, min_confidence, data_dir, examples.names)
         train_dataset = tf.data.Dataset.zip(
-            train_dataset, augmented_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True)
+            train_dataset, cached_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True)
         ).map(lambda labelled, more: (tf.concat([labelled[0], more[0]], 0), tf.concat([labelled[1], more[1]], 0)))
         counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
-        folders = ", ".join(describe_source(folder) for folder in unlabelled_dirs)
-        source += f" + unlabelled {folders} (confidence >= {min_confidence})"
-    validation_dataset = tf.data.Dataset.from_tensor_slices((validation.images, validation.masks)).map(
-        lambda image, mask: (tf.cast(image, tf.float32) / 255.0, tf.cast(mask, tf.int32)), num_parallel_calls=AUTOTUNE
-    ).batch(batch_size).cache()
-    samples = min(sample_count, len(validation.names))
-    return TrainingData(train_dataset.prefetch(AUTOTUNE), validation_dataset.prefetch(AUTOTUNE),
-                        validation.images[:samples].astype(np.float32) / 255.0, validation.masks[:samples, ..., 0],
+        source += f" + unlabelled {', '.join(map(describe_source, unlabelled_dirs))} (confidence >= {min_confidence})"
+    validation_dataset = cached_batches(validation, image_size, "none", batch_size).cache()  # Now at image_size.
+    return TrainingData(train_dataset.prefetch(tf.data.AUTOTUNE), validation_dataset.prefetch(tf.data.AUTOTUNE),
+                        validation.images[:3].astype(np.float32) / 255.0, validation.masks[:3, ..., 0],  # The samples.
                         counts, source, steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)))
 
 
-def augmented_batches(examples: ResizedExamples, image_size: int, augmentation: str, batch_size: int, seed: int,
-                      repeat: bool = False) -> tf.data.Dataset:
-    """Shuffled (each pass anew), augmented batches of cached examples; ``repeat`` makes the stream endless."""
+def cached_batches(examples: ResizedExamples, image_size: int, augmentation: str, batch_size: int,
+                   seed: int | None = None, repeat: bool = False) -> tf.data.Dataset:
+    """Batches of cached examples through ``augment``, shuffled each pass anew given a ``seed``; ``repeat``: endless."""
     dataset = tf.data.Dataset.from_tensor_slices((examples.images, examples.masks))
-    dataset = dataset.shuffle(len(examples.names), seed=seed, reshuffle_each_iteration=True)
+    if seed is not None:
+        dataset = dataset.shuffle(len(examples.names), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.repeat() if repeat else dataset
     return dataset.map(lambda image, mask: augment(image, mask, image_size, augmentation),
-                       num_parallel_calls=AUTOTUNE).batch(batch_size)
+                       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
 
 
 def load_unlabelled(unlabelled_dirs: list[str], size: int, min_confidence: float, data_dir: str | os.PathLike | None,

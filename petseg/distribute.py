@@ -1,5 +1,5 @@
 """Where training runs: the ``tf.distribute`` strategy, which worker writes, batches that split evenly, and the
-machine's description for the sidecar; so ``petseg.training`` reads as one plain loop. See docs/scaling.md.
+CPU's name for the sidecar; so ``petseg.training`` reads as one plain loop. See docs/scaling.md.
 
 >>> make_strategy("default").num_replicas_in_sync
 1
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
@@ -42,14 +41,12 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":  # Every local GPU; without, every logical CPU (left alone, it takes only the first).
         cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(None if tf.config.list_logical_devices("GPU") else cpus)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    reduce_structures_one_by_one(strategy)
-    return strategy
+    return reduce_structures_one_by_one(tf.distribute.MultiWorkerMirroredStrategy())
 
 
-def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
+def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
     """Work around two Keras 3 bugs that stop multi-worker ``fit``: reduce a nested structure one value at a
-    time, and scalars without an axis."""
+    time, and scalars without an axis; return ``strategy``."""
     reduce = strategy.reduce
 
     def reduce_one(reduce_op, item, axis):
@@ -59,6 +56,7 @@ def reduce_structures_one_by_one(strategy: tf.distribute.Strategy) -> None:
 
     strategy.reduce = lambda reduce_op, value, axis=None: tf.nest.map_structure(
         lambda item: reduce_one(reduce_op, item, axis), value)
+    return strategy
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -69,26 +67,16 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
-def worker_folders(strategy: tf.distribute.Strategy, run_dir: Path, output_dir: Path) -> tuple[Path, Path, Path | None]:
-    """The run and output folders this process writes into, and a non-chief worker's scratch folder (or None)."""
-    if is_chief(strategy):
-        return run_dir, output_dir, None
-    scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
-    return scratch / "run", scratch / "weights", scratch
-
-
 def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]:
     """Make every batch split into equal, non-empty parts, one per replica (Keras 3 fails otherwise); return the
     photos each split uses. Each leaves out its last ``count % replicas`` photos (training's after the shuffle)."""
     if batch_size % replicas:
         raise ValueError(f"The batch size {batch_size} does not split evenly over {replicas} replicas; use a "
                          f"multiple of {replicas} (the batch size is global: each replica gets an equal share).")
-    used = {}
-    for split in ("train", "validation"):
-        count = data.counts[split]
-        used[split] = count - count % replicas
+    used = {split: data.counts[split] - data.counts[split] % replicas for split in ("train", "validation")}
+    for split in used:
         if used[split] == 0:
-            raise ValueError(f"{count} {split} photo(s) cannot be shared among {replicas} replicas; "
+            raise ValueError(f"{data.counts[split]} {split} photo(s) cannot be shared among {replicas} replicas; "
                              f"each replica needs at least one.")
         dataset = getattr(data, split).unbatch().take(used[split]).batch(batch_size).prefetch(tf.data.AUTOTUNE)
         setattr(data, split, dataset)
@@ -97,15 +85,9 @@ def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]
 
 
 def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows (for the sidecar and the benchmarks)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def hardware_description() -> str:
-    """The CPU, its cores and any accelerators, for the sidecar."""
-    devices = [device.device_type for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
-    return f"{cpu_name()}, {os.cpu_count()} cores" + (f", {len(devices)} {devices[0]}" if devices else "")

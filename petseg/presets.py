@@ -18,8 +18,7 @@ class Preset:
     architecture: str = "unet"  # "unet" (``petseg.model``) or "deeplab" (DeepLabV3+ on VOC's, ``petseg.deeplab``).
     decoder_filters: tuple[int, int, int, int] = (512, 256, 128, 64)  # The U-Net's upsample blocks, coarse to fine.
     decoder_dropout: float = 0.0  # Inside each upsample block (0: none).
-    # The decoder's BatchNorm momentum: on a few hundred photos 0.9 lets the statistics catch up in an epoch or two.
-    batchnorm_momentum: float = 0.99
+    batchnorm_momentum: float = 0.99  # The decoder's BatchNorm: 0.9 catches up in an epoch or two on few photos.
     scale_inputs: bool = False  # Map [0, 1] inputs to the [-1, 1] MobileNetV2 was trained on (the tutorial does not).
     image_size: int = 128  # Default square input size in pixels.
     epochs: int = 20

@@ -26,8 +26,7 @@ def resize_mask(mask: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
     return tf.cast(tf.image.resize(mask, size, method="nearest"), mask.dtype)
 
 
-def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str = "flip"
-            ) -> tuple[tf.Tensor, tf.Tensor]:
+def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: str) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one cached example; return a float [0, 1] image and an int32 mask, both ``image_size`` square.
     "flip" is the tutorial's: one random draw flips image and mask together. "strong" adds a random scaled crop
     (one box for both), the flip, and colour jitter on the photo alone."""
@@ -36,19 +35,17 @@ def augment(image: tf.Tensor, mask: tf.Tensor, image_size: int, augmentation: st
     if augmentation == "strong":
         cached_size = tf.shape(image)[0]
         scale, aspect = tf.random.uniform((), 0.6, 1.0), tf.random.uniform((), 0.8, 1.25)
-        crop_height = tf.cast(tf.minimum(1.0, scale * tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
-        crop_width = tf.cast(tf.minimum(1.0, scale / tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
-        top = tf.random.uniform((), 0, cached_size - crop_height + 1, dtype=tf.int32)
-        left = tf.random.uniform((), 0, cached_size - crop_width + 1, dtype=tf.int32)
-        image = tf.image.crop_to_bounding_box(image, top, left, crop_height, crop_width)
-        mask = tf.image.crop_to_bounding_box(mask, top, left, crop_height, crop_width)
+        height = tf.cast(tf.minimum(1.0, scale * tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
+        width = tf.cast(tf.minimum(1.0, scale / tf.sqrt(aspect)) * tf.cast(cached_size, tf.float32), tf.int32)
+        top = tf.random.uniform((), 0, cached_size - height + 1, dtype=tf.int32)
+        left = tf.random.uniform((), 0, cached_size - width + 1, dtype=tf.int32)
+        image, mask = (tf.image.crop_to_bounding_box(part, top, left, height, width) for part in (image, mask))
     if augmentation == "strong" or tuple(image.shape[:2]) != (image_size, image_size):
         image, mask = resize_image(image, image_size), resize_mask(mask, image_size)
     elif image.dtype == tf.uint8:  # Cached at the model's size already: only convert (a resize would copy it twice).
         image = tf.cast(image, tf.float32) / 255.0
-    if augmentation != "none":
-        if tf.random.uniform(()) > 0.5:  # One draw for both (AutoGraph makes it a tf.cond in tf.data and tf.function).
-            image, mask = tf.image.flip_left_right(image), tf.image.flip_left_right(mask)
+    if augmentation != "none" and tf.random.uniform(()) > 0.5:  # One draw for both (a tf.cond under AutoGraph).
+        image, mask = tf.image.flip_left_right(image), tf.image.flip_left_right(mask)
     if augmentation == "strong":
         image = tf.image.random_brightness(image, 0.15)
         image = tf.image.random_contrast(image, 0.75, 1.25)

@@ -59,8 +59,7 @@ def make_synthetic_pets(root: str | os.PathLike, trainval_count: int = 12, test_
         photo, trimap = make_synthetic_pet(rng, width, height)
         photo.save(root / "images" / f"{name}.jpg", quality=90)
         trimap.save(root / "annotations" / "trimaps" / f"{name}.png")
-        # The official list format: name, class id (1..37), species (1 cat, 2 dog), breed id.
-        lines.append(f"{name} {species} {species} {species}")
+        lines.append(f"{name} {species} {species} {species}")  # Name, class (1..37), species (1 cat, 2 dog), breed.
     for split, split_lines in (("trainval", lines[:trainval_count]), ("test", lines[trainval_count:])):
         (root / "annotations" / f"{split}.txt").write_text("\n".join(split_lines) + "\n")
     return root

@@ -1,7 +1,5 @@
-"""Training: fit a preset on a data source; ``petseg.callbacks`` reports each epoch into a run folder and keeps the
-best checkpoint. Presets with ``fine_tune_after`` train the decoder on a frozen encoder first, then unfreeze the
-encoder's convolutions (BatchNorm stays in inference mode) at a lower learning rate. ``train.py`` is the command
-line; in Python, e.g. ``train(TrainConfig(data_dir="data", epochs=1, encoder_weights="none"))``."""
+"""Training: fit a preset on a data source in phases (``training_phases``); ``petseg.callbacks`` reports each epoch.
+``train.py`` is the command line; in Python: ``train(TrainConfig(data_dir="data", encoder_weights="none"))``."""
 
 from __future__ import annotations
 
@@ -9,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,11 @@ import tensorflow as tf
 
 import petseg
 from petseg.callbacks import FITTING, STOP_SIGNALLED, TENSORBOARD_FOLDER, EpochReporter, raise_if_signalled
-from petseg.checkpoints import (CheckpointError, load_checkpoint_file, read_sidecar, servable_entry, store_metrics,
-                                write_sidecar)
+from petseg.checkpoints import CheckpointError, load_checkpoint_file, read_sidecar, servable_entry, store_metrics
 from petseg.classes import BORDER, CLASS_NAMES, NUM_CLASSES
 from petseg.data import (IGNORE, DataError, TrainingData, make_training_data, read_folder_example, read_name_list,
                          resize_example)
-from petseg.distribute import hardware_description, make_strategy, split_batches_evenly, worker_folders
+from petseg.distribute import cpu_name, is_chief, make_strategy, split_batches_evenly
 from petseg.metrics import evaluate_checkpoint, metrics_key
 from petseg.model import build_model, set_encoder_trainable
 from petseg.photos import load_photo
@@ -70,18 +68,16 @@ class TrainResult:
 
 
 def cross_entropy_dice_loss(dice_weight: float, border_weight: float = 1.0):
-    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss averaged over classes;
-    ``border_weight`` weighs the cross-entropy on and within 2 pixels of the border ring (a contour off by one pixel
-    costs the thin ring most of its IoU)."""
+    """Sparse cross-entropy from logits plus ``dice_weight`` times the soft Dice loss (mean over classes);
+    ``border_weight`` weighs cross-entropy within 2 px of the border ring: a contour 1 px off costs most of its IoU."""
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
     if dice_weight == 0 and border_weight == 1:
         return cross_entropy
 
     def loss(true_mask, logits):
         labels = tf.cast(tf.squeeze(true_mask, -1), tf.int32)
-        # Pixels marked IGNORE (an unsure teacher's) count nowhere: class 0 stands in, then weight 0.
-        known = tf.cast(labels != IGNORE, logits.dtype)
-        labels = tf.where(labels == IGNORE, 0, labels)
+        known = tf.cast(labels != IGNORE, logits.dtype)  # Pixels marked IGNORE (an unsure teacher's) count nowhere:
+        labels = tf.where(labels == IGNORE, 0, labels)  # class 0 stands in, then weight 0.
         pixel_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits) * known
         if border_weight != 1:
             ring = tf.cast(labels == BORDER, logits.dtype)[..., tf.newaxis] * known[..., tf.newaxis]
@@ -109,9 +105,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         image_size=config.image_size or preset.image_size, learning_rate=config.learning_rate or preset.learning_rate,
         name=config.name or f"{preset.name}-{run_id}", run_dir=config.run_dir or str(DEFAULT_RUNS_DIR / run_id))
     strategy = make_strategy(config.strategy)  # First, before anything else starts TensorFlow.
-    shared_run_dir = Path(config.run_dir)
-    run_dir, output_dir, scratch = worker_folders(strategy, shared_run_dir, Path(config.output_dir))
-    checkpoint_path = output_dir / f"{config.name}.keras"
+    run_dir = shared_run_dir = Path(config.run_dir)
+    checkpoint_path, scratch = Path(config.output_dir) / f"{config.name}.keras", None
+    if not is_chief(strategy):  # A non-chief worker writes into a scratch folder of its own (dropped at the end).
+        scratch = Path(tempfile.mkdtemp(prefix=f"petseg-worker-{strategy.cluster_resolver.task_id}-"))
+        run_dir, checkpoint_path = scratch / "run", scratch / "weights" / checkpoint_path.name
     state, weights, optimizer_values = read_resume_state(run_dir) if resume else ({"epoch": 0}, None, None)
     keras.utils.set_random_seed(config.seed + state["epoch"])  # A resumed run draws anew from the seed and epoch.
     writer = RunWriter(run_dir, {"preset": preset.name, "epochs": config.epochs, "batch_size": config.batch_size,
@@ -127,13 +125,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             if weights is not None:
                 model.set_weights(weights)
         sidecar = describe_run(config, preset, model, data, strategy.num_replicas_in_sync, used, shared_run_dir)
-        reporter = EpochReporter(writer, data, checkpoint_path, sidecar, dataclasses.asdict(config))
-        if resume:
-            reporter.resume(state, writer.keep_epochs(state["epoch"]))
+        reporter = EpochReporter(writer, data, checkpoint_path, sidecar, dataclasses.asdict(config),
+                                 resumed=state if resume else None)
         fit_phases(model, preset, config, data, strategy, reporter, state["epoch"], optimizer_values)
         train_seconds = round(time.perf_counter() - started, 1)
-        reporter.save_curves()
-        sidecar = store_training_summary(checkpoint_path, reporter, train_seconds)
+        sidecar = reporter.finish(train_seconds)
         evaluate = config.evaluate_test and not reporter.stopped and scratch is None
         sidecar, test_note = evaluate_test_split(checkpoint_path, config) if evaluate else (sidecar, "")
         outcome = "stopped" if reporter.stopped else "done"
@@ -159,14 +155,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 def fit_phases(model: keras.Model, preset: Preset, config: TrainConfig, data: TrainingData,
                strategy: tf.distribute.Strategy, reporter: "EpochReporter", epochs_done: int = 0,
                optimizer_values: list[np.ndarray] | None = None) -> None:
-    """Fit each training phase not yet done, the encoder frozen or unfrozen (fine-tuning decays its rate along a
-    cosine to a tenth, to settle at the end); a resumed phase gets its optimizer state (and so its schedule) back."""
+    """Fit each phase not yet done; a resumed phase gets its optimizer state (and so its cosine schedule) back."""
     callbacks = [reporter, keras.callbacks.TensorBoard(str(reporter.writer.run_dir / TENSORBOARD_FOLDER),
                                                        write_graph=False)]
-    for first_epoch, last_epoch, fine_tune, learning_rate in training_phases(preset, config.epochs,
-                                                                             config.learning_rate):
-        if last_epoch <= epochs_done:
-            continue
+    phases = training_phases(preset, config.epochs, config.learning_rate)
+    for first_epoch, last_epoch, fine_tune, learning_rate in [phase for phase in phases if phase[1] > epochs_done]:
         if fine_tune:
             print(f"Epoch {first_epoch + 1}: unfreezing the encoder (BatchNorm stays frozen), learning rate "
                   f"{learning_rate} with cosine decay.", flush=True)
@@ -197,49 +190,36 @@ def resume_config(run_dir: str | os.PathLike) -> TrainConfig:
 
 def describe_run(config: TrainConfig, preset: Preset, model: keras.Model, data: TrainingData,
                  replicas: int, used: dict[str, int], run_dir: Path) -> dict[str, Any]:
-    """The checkpoint's sidecar as training starts: what was trained, on what, how, and where."""
+    """The checkpoint's sidecar as training starts: what was trained, on what, how, and where (on which machine)."""
     weights = config.encoder_weights
-    return {
-        "name": config.name, "preset": preset.name, "description": preset.description, "image_size": config.image_size,
-        "overrides": config.overrides or {}, "classes": list(CLASS_NAMES), "epochs_planned": config.epochs,
-        "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-        "encoder_weights": str(weights) if weights in (None, "none", "imagenet") else f"file:{Path(weights).name}",
-        **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
-        "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
-        "replicas": replicas, **({"photos_per_epoch": used} if used else {}), "parameters": int(model.count_params()),
-        "hardware": hardware_description(), "created": now_iso(), "petseg_version": petseg.__version__,
-        "tensorflow_version": tf.__version__, "run": run_dir.name}
+    devices = [device.device_type for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
+    hardware = f"{cpu_name()}, {os.cpu_count()} cores" + (f", {len(devices)} {devices[0]}" if devices else "")
+    return {"name": config.name, "preset": preset.name, "description": preset.description,
+            "image_size": config.image_size, "overrides": config.overrides or {}, "classes": list(CLASS_NAMES),
+            "epochs_planned": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+            "encoder_weights": str(weights) if weights in (None, "none", "imagenet") else f"file:{Path(weights).name}",
+            **({"init_checkpoint": Path(config.init_checkpoint).name} if config.init_checkpoint else {}),
+            "data": {"source": data.source, **data.counts}, "seed": config.seed, "strategy": config.strategy,
+            "replicas": replicas, **({"photos_per_epoch": used} if used else {}),
+            "parameters": int(model.count_params()), "hardware": hardware, "created": now_iso(),
+            "petseg_version": petseg.__version__, "tensorflow_version": tf.__version__, "run": run_dir.name}
 
 
 def training_phases(preset: Preset, epochs: int, learning_rate: float) -> list[tuple[int, int, bool, float]]:
     """The phases as (first epoch, 0-based; last epoch; fine-tune; learning rate): a frozen-encoder phase, then, for
-    presets with ``fine_tune_after``, a fine-tuning phase.
+    presets with ``fine_tune_after``, a fine-tuning phase (alone if it is 0: for a model started from a checkpoint).
 
     >>> from petseg.presets import get_preset
     >>> training_phases(get_preset("tutorial"), 20, 1e-3)
     [(0, 20, False, 0.001)]
     """
-    if preset.fine_tune_after == 0:  # Fine-tuning from the start: a model started from a trained checkpoint.
-        return [(0, epochs, True, preset.fine_tune_learning_rate)]
-    phases = [(0, min(epochs, preset.fine_tune_after or epochs), False, learning_rate)]
-    if preset.fine_tune_after is not None and preset.fine_tune_after < epochs:
-        phases.append((preset.fine_tune_after, epochs, True, preset.fine_tune_learning_rate))
-    return phases
-
-
-def store_training_summary(checkpoint_path: Path, reporter: "EpochReporter", train_seconds: float) -> dict:
-    """Record the best validation metrics, the time and the epochs done in the best checkpoint's sidecar."""
-    if not checkpoint_path.exists():
-        raise RuntimeError("no epoch finished, so no checkpoint was written")
-    sidecar = store_metrics(checkpoint_path, "validation", reporter.sidecar["metrics"]["validation"])
-    sidecar.update(train_seconds=train_seconds, epochs_done=len(reporter.history), stopped_early=reporter.stopped)
-    write_sidecar(checkpoint_path, sidecar)
-    return sidecar
+    frozen = epochs if preset.fine_tune_after is None else min(preset.fine_tune_after, epochs)
+    phases = [(0, frozen, False, learning_rate), (frozen, epochs, True, preset.fine_tune_learning_rate)]
+    return [phase for phase in phases if phase[0] < phase[1]]  # Without an empty phase.
 
 
 def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dict, str]:
-    """Evaluate the best checkpoint on the test split at original resolution; return its sidecar and a note for the
-    run's last message. An unreadable test split (no ``test.txt``, tfds offline) skips it with that note."""
+    """Evaluate the best checkpoint on the test split at original resolution; return its sidecar and any skip note."""
     try:
         metrics = evaluate_checkpoint(servable_entry(checkpoint_path.name, checkpoint_path.parent), config.data_dir,
                                       tfds_data_dir=config.tfds_data_dir)
@@ -252,8 +232,7 @@ def evaluate_test_split(checkpoint_path: Path, config: TrainConfig) -> tuple[dic
 
 def load_training_data(config: TrainConfig, preset: Preset, strategy: tf.distribute.Strategy,
                        scratch: Path | None) -> tuple[TrainingData, dict[str, int]]:
-    """The run's data (with its own sample photos if it names any) and, with several replicas, the photos each split
-    uses so that batches split evenly (see ``distribute``); print the data and the strategy."""
+    """The run's data and, with several replicas, the photos each split uses (``split_batches_evenly``); print both."""
     validation_names = read_name_list(config.validation_list) if config.validation_list else None
     data = make_training_data(config.data_dir, config.image_size, config.batch_size, preset.augmentation,
                               config.validation_fraction, config.seed, tfds_data_dir=config.tfds_data_dir,
