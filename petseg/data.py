@@ -283,17 +283,19 @@ def make_training_data(data_dir: str | os.PathLike | None, image_size: int = 128
                          f"batch of {batch_size}.")
     labelled_batch = batch_size - unlabelled_batch
     train_dataset = cached_batches(train, image_size, augmentation, labelled_batch, seed)
+    steps_per_epoch = int(np.ceil(len(train.names) / labelled_batch))
     if unlabelled_dirs:
         unlabelled = load_unlabelled(unlabelled_dirs, cache_size, min_confidence, data_dir, examples.names)
         train_dataset = tf.data.Dataset.zip(
             train_dataset, cached_batches(unlabelled, image_size, augmentation, unlabelled_batch, seed, repeat=True)
         ).map(lambda labelled, more: (tf.concat([labelled[0], more[0]], 0), tf.concat([labelled[1], more[1]], 0)))
-        counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped))
+        counts.update(unlabelled=len(unlabelled.names), unlabelled_skipped=len(unlabelled.skipped),
+                      unlabelled_per_epoch=steps_per_epoch * unlabelled_batch)
         source += f" + unlabelled {', '.join(map(describe_source, unlabelled_dirs))} (confidence >= {min_confidence})"
     validation_dataset = cached_batches(validation, image_size, "none", batch_size).cache()  # Now at image_size.
     return TrainingData(train_dataset.prefetch(tf.data.AUTOTUNE), validation_dataset.prefetch(tf.data.AUTOTUNE),
                         validation.images[:3].astype(np.float32) / 255.0, validation.masks[:3, ..., 0],  # The samples.
-                        counts, source, steps_per_epoch=int(np.ceil(len(train.names) / labelled_batch)))
+                        counts, source, steps_per_epoch)
 
 
 def cached_batches(examples: ResizedExamples, image_size: int, augmentation: str, batch_size: int,

@@ -69,18 +69,24 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def split_batches_evenly(data, batch_size: int, replicas: int) -> dict[str, int]:
     """Make every batch split into equal, non-empty parts, one per replica (Keras 3 fails otherwise); return the
-    photos each split uses. Each leaves out its last ``count % replicas`` photos (training's after the shuffle)."""
+    photos each split uses (training's: labelled and unlabelled). Each leaves out its last ``count % replicas``
+    photos (training's after the shuffle), and says so."""
     if batch_size % replicas:
         raise ValueError(f"The batch size {batch_size} does not split evenly over {replicas} replicas; use a "
                          f"multiple of {replicas} (the batch size is global: each replica gets an equal share).")
-    used = {split: data.counts[split] - data.counts[split] % replicas for split in ("train", "validation")}
+    photos = {"train": data.counts["train"] + data.counts.get("unlabelled_per_epoch", 0),
+              "validation": data.counts["validation"]}
+    used = {split: count - count % replicas for split, count in photos.items()}
     for split in used:
         if used[split] == 0:
-            raise ValueError(f"{data.counts[split]} {split} photo(s) cannot be shared among {replicas} replicas; "
+            raise ValueError(f"{photos[split]} {split} photo(s) cannot be shared among {replicas} replicas; "
                              f"each replica needs at least one.")
         dataset = getattr(data, split).unbatch().take(used[split]).batch(batch_size).prefetch(tf.data.AUTOTUNE)
         setattr(data, split, dataset)
     data.steps_per_epoch = -(-used["train"] // batch_size)
+    if used != photos:
+        print(f"Each epoch uses {used['train']} train and {used['validation']} validation photos, so that every "
+              f"batch splits evenly over {replicas} replicas.", flush=True)
     return used
 
 

@@ -245,9 +245,6 @@ def load_training_data(config: TrainConfig, preset: Preset, strategy: tf.distrib
           f"{data.counts['skipped']} skipped; {data.steps_per_epoch} steps per epoch.", flush=True)
     replicas = strategy.num_replicas_in_sync
     used = split_batches_evenly(data, config.batch_size, replicas) if replicas > 1 else {}
-    if any(used[split] < data.counts[split] for split in used):
-        print(f"Each epoch uses {used['train']} train and {used['validation']} validation photos, so that every "
-              f"batch splits evenly over {replicas} replicas.", flush=True)
     print(f"Strategy: {config.strategy}, {replicas} replica(s)"
           + ("" if scratch is None else f"; a non-chief worker writing into {scratch}") + ".", flush=True)
     return data, used

@@ -153,7 +153,8 @@ def test_unlabelled_photos_join_each_training_batch_with_unsure_pixels_ignored(s
     training = data.make_training_data(synthetic_data, image_size=64, batch_size=4, augmentation="none",
                                        validation_fraction=0.2, seed=0, unlabelled_dirs=[str(unlabelled)],
                                        min_confidence=0.5, unlabelled_share=0.5)
-    assert training.counts == {"train": 9, "validation": 3, "skipped": 0, "unlabelled": 4, "unlabelled_skipped": 0}
+    assert training.counts == {"train": 9, "validation": 3, "skipped": 0, "unlabelled": 4, "unlabelled_skipped": 0,
+                               "unlabelled_per_epoch": 10}  # 5 steps of 2 unlabelled photos.
     assert "unlabelled folder:pseudo (confidence >= 0.5)" in training.source
     assert training.steps_per_epoch == 5  # One pass over 9 labelled photos, 2 a batch.
     batches = list(training.train)

@@ -127,16 +127,25 @@ def batch_sizes(dataset: tf.data.Dataset) -> list[int]:
     return [int(batch.shape[0]) for batch in dataset]
 
 
-def test_batches_split_evenly_over_replicas():
+def test_batches_split_evenly_over_replicas(capsys):
     data = fake_data(train=9, validation=3, batch_size=4)
     used = split_batches_evenly(data, batch_size=4, replicas=2)
     assert used == {"train": 8, "validation": 2}
+    assert "Each epoch uses 8 train and 2 validation photos" in capsys.readouterr().out
     assert batch_sizes(data.train) == [4, 4] and batch_sizes(data.validation) == [2]
     assert data.steps_per_epoch == 2
 
     data = fake_data(train=10, validation=6, batch_size=4)
     assert split_batches_evenly(data, batch_size=4, replicas=2) == {"train": 10, "validation": 6}
     assert batch_sizes(data.train) == [4, 4, 2] and data.steps_per_epoch == 3
+
+
+def test_unlabelled_photos_count_in_the_photos_that_split_evenly(capsys):
+    data = fake_data(train=9 + 9, validation=4, batch_size=4)  # 9 labelled and 9 unlabelled photos an epoch.
+    data.counts = {"train": 9, "unlabelled_per_epoch": 9, "validation": 4}
+    assert split_batches_evenly(data, batch_size=4, replicas=2) == {"train": 18, "validation": 4}
+    assert batch_sizes(data.train) == [4, 4, 4, 4, 2] and data.steps_per_epoch == 5
+    assert capsys.readouterr().out == ""  # Nothing left out, nothing said.
 
 
 def test_batches_that_cannot_split_evenly_are_refused():
