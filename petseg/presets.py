@@ -60,10 +60,10 @@ def apply_overrides(preset: Preset, overrides: dict[str, str] | None) -> Preset:
     >>> apply_overrides(PRESETS["finetune"], {"image_size": "160", "decoder_filters": "128,64,32,16"}).image_size
     160
     """
-    fields, changes = Preset.__dataclass_fields__, {}
+    fields, changes = sorted(set(Preset.__dataclass_fields__) - {"name", "architecture"}), {}
     for key, text in (overrides or {}).items():
-        if key not in fields or key in ("name", "architecture"):
-            raise ValueError(f"Unknown preset field {key!r}; choose from: {', '.join(sorted(fields))}.")
+        if key not in fields:
+            raise ValueError(f"Unknown preset field {key!r}; choose from: {', '.join(fields)}.")
         default = getattr(preset, key)
         try:
             if isinstance(default, bool):
