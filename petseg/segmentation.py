@@ -163,12 +163,8 @@ def mask_agreement(first: np.ndarray, second: np.ndarray) -> float:
 
 class OutputFolder:
     """A private folder for every image the app sends, each a new file never rewritten; it keeps the newest ``keep``.
-
-    Hand gradio a path from ``write``, never an array: gradio (6.31) saves an array under the hash of its bytes
-    and rewrites that file in place (``save_pil_to_cache``), so two identical requests at once truncate the file
-    that the first one's download is streaming. A path is copied in under a temporary name and renamed, or
-    reused (``save_file_to_cache``): a file being served is never rewritten.
-    """
+    Hand gradio a path from ``write``, never an array: gradio rewrites an array's file in place, truncating a
+    download in progress (docs/limits-and-safety.md, "The request queue")."""
 
     def __init__(self, parent: str | os.PathLike | None = None, keep: int = KEEP_OUTPUTS):
         Path(parent or tempfile.gettempdir()).mkdir(parents=True, exist_ok=True)
