@@ -18,13 +18,12 @@ import gradio as gr
 from gradio.components.annotated_image import AnnotatedImageData, Annotation
 from gradio.data_classes import FileData
 
-from petseg.batch import MAX_PHOTOS, BatchError, cut_out_batch
 from petseg.checkpoints import CheckpointError, default_checkpoint, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE
 from petseg.launcher import TrainingRequestError
 from petseg.photos import PhotoError
-from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
-                                 mask_agreement)
+from petseg.segmentation import (MAX_PHOTOS, BatchError, OutputFolder, Segmenter, area_fractions, checkpoint_choices,
+                                 checkpoint_markdown, cut_out_batch, mask_agreement)
 
 EXAMPLE_PHOTOS = sorted(str(path) for path in (Path(__file__).resolve().parent.parent / "examples").glob("*")
                         if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
