@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # So that ``python bench/load_test.py`` finds petseg.
 
 from bench.processes import AppProcess, start_app as start_app_process  # noqa: E402 (after the path above)
-from petseg import processes  # noqa: E402
+from petseg import runs  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "load_test.json"
 MAX_REQUESTS = 512  # A ceiling on --requests, so a typo cannot start an endless run.
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> dict:
                                                     time.monotonic() + args.timeout)
         finally:
             if app is not None:
-                processes.stop_process(app.process)
+                runs.stop_process(app.process)
         from PIL import Image
 
         with Image.open(photo) as image:

@@ -1,6 +1,6 @@
 """Figures 4 and 5, measured on child processes: app start-up to its first answer, and peak memory.
 
-Every process started here leads a process group of its own and is always ended (``petseg.processes``).
+Every process started here leads a process group of its own and is always ended (``petseg.runs.start_process``).
 ``start_app`` (python app.py on a free loopback port, ready to answer) serves the tests and the load test too.
 Peak memory is the kernel's high-water mark of resident memory (``VmHWM`` in ``/proc/<pid>/status``), read
 while the process lives; psutil's RSS is the fallback where /proc is missing.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from petseg.processes import ROOT, start_process, stop_process
+from petseg.runs import ROOT, start_process, stop_process
 
 READY_LINE = "PetSeg is ready at"  # What app.py prints once it serves.
 

@@ -45,14 +45,11 @@ class ExportError(ValueError):
 
 @dataclasses.dataclass
 class ExportResult:
-    """Where an export went and what it holds."""
+    """Where an export went and what it holds (``description``: what is written beside it, its mask agreement too)."""
 
     path: Path
-    export_format: str
-    quantize: str
     input_shape: str
     size_bytes: int
-    mask_agreement: float | None
     seconds: float
     description: dict[str, Any]
 
@@ -115,9 +112,8 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
         sidecar = write_export(checkpoint.path, checkpoint.sidecar, flatbuffer, serving)
         shape = (f"(batch, height, width, 3) in multiples of 32 (shorter side {size} in the app)"
                  if takes_any_size(checkpoint.sidecar) else f"(batch, {size}, {size}, 3)")
-        return ExportResult(checkpoint.path.with_suffix(EXPORT_SUFFIX), "serving", serving["quantize"], shape,
-                            len(flatbuffer), serving["mask_agreement"], round(time.perf_counter() - started, 1),
-                            sidecar["serving"])
+        return ExportResult(checkpoint.path.with_suffix(EXPORT_SUFFIX), shape, len(flatbuffer),
+                            round(time.perf_counter() - started, 1), sidecar["serving"])
     suffix = "saved_model" if export_format == "saved_model" else f"{quantize}.tflite"
     path = Path(output) if output is not None else DEFAULT_EXPORTS_DIR / f"{checkpoint.name}.{suffix}"
     if export_format == "tflite" and path.is_dir():
@@ -147,9 +143,9 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
             replace_folder(temporary, path)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
-    return ExportResult(path, export_format, quantize, f"(batch, {size}, {size}, 3)",
-                        folder_size(path) if path.is_dir() else path.stat().st_size, description["mask_agreement"],
-                        round(time.perf_counter() - started, 1), description)
+    size_bytes = folder_size(path) if path.is_dir() else path.stat().st_size
+    return ExportResult(path, f"(batch, {size}, {size}, 3)", size_bytes, round(time.perf_counter() - started, 1),
+                        description)
 
 
 def checked(check, *args):
@@ -219,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, OSError) as error:
         print(f"error: {'could not write the export: ' if isinstance(error, OSError) else ''}{error}", file=sys.stderr)
         return 2
-    agreement = "not checked" if result.mask_agreement is None else (
-        f"masks agree with the Keras model on {result.mask_agreement:.2%} of pixels ({CHECK_PHOTOS} synthetic photos)")
+    agreement = "not checked" if (share := result.description["mask_agreement"]) is None else (
+        f"masks agree with the Keras model on {share:.2%} of pixels ({CHECK_PHOTOS} synthetic photos)")
     name = result.description.get("checkpoint", result.path.stem)
-    print(f"Exported {name} as {result.export_format} ({result.quantize}) to {result.path}: "
+    print(f"Exported {name} as {args.export_format} ({result.description['quantize']}) to {result.path}: "
           f"{result.size_bytes / 1e6:.1f} MB, input {result.input_shape} float [0, 1]; {agreement}; "
           f"{result.seconds} s.")
     return 0

@@ -21,8 +21,8 @@ from typing import Any
 from petseg.atomic import atomic_write_json
 from petseg.checkpoints import CHECKPOINT_SUFFIX, NAME_PATTERN, CheckpointError, checkpoint_path
 from petseg.presets import PRESETS
-from petseg.processes import ROOT, start_process, stop_process
-from petseg.runs import RunState, RunWriter, new_run_id, now_iso, read_run, request_stop
+from petseg.runs import (ROOT, RunState, RunWriter, new_run_id, now_iso, read_run, request_stop, start_process,
+                         stop_process)
 
 DATA_SOURCES: dict[str, str] = {"synthetic": "Synthetic demo data",
                                 "folder": "A local folder (official Oxford-IIIT Pet layout)",

@@ -1,4 +1,6 @@
-"""The run folder: how a training process reports progress and how the app watches it.
+"""The run folder: how a training process reports progress and how the app watches it; and the child processes
+(``train.py`` from the app, ``app.py`` for tests and benchmarks), each started in the repository root, its output in
+a log file, leading a process group of its own, so ending it ends whatever it started too.
 
 ``runs/<id>/`` holds ``status.json`` (replaced atomically), ``metrics.jsonl`` (a line per finished epoch; a reader
 skips a torn last line), ``epoch_<NNN>.png`` samples, ``curves.png``, ``train.log`` when the app started the run,
@@ -11,6 +13,8 @@ beside it (``weights/<name>.run/``).
 >>> writer.log_epoch({"epoch": 1, "loss": 0.5})
 >>> read_run(writer.run_dir).state, len(read_run(writer.run_dir).epochs)
 ('running', 1)
+>>> process_alive(os.getpid())
+True
 """
 
 from __future__ import annotations
@@ -20,18 +24,24 @@ import dataclasses
 import datetime
 import json
 import os
+import signal
 import socket
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from petseg.atomic import atomic_path, atomic_write_bytes, atomic_write_json
-from petseg.processes import ROOT, process_alive
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS_DIR = Path(os.environ.get("PETSEG_RUNS_DIR", ROOT / "runs"))
 RESUME_FILE = "resume.npz"
 SHIPPED_RUN_SUFFIX = ".run"
+STOP_SECONDS = 15.0
+# Quiet, unbuffered children that never report analytics; the caller's environment wins where it sets these.
+CHILD_DEFAULTS = {"GRADIO_ANALYTICS_ENABLED": "False", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def now_iso() -> str:
@@ -191,3 +201,47 @@ def copy_run_record(run_dir: str | os.PathLike, destination: str | os.PathLike, 
 def request_stop(run_dir: str | os.PathLike) -> None:
     """Ask a run to stop after its current batch; works for runs started by the app or a terminal."""
     (Path(run_dir) / "stop").touch()
+
+
+def start_process(command: list[str], log_path: Path, environment: Mapping[str, str | None] | None = None
+                  ) -> subprocess.Popen:
+    """Start ``command`` as the leader of a new process group, its output in ``log_path``; ``environment`` changes
+    the inherited one (a value replaces, None removes)."""
+    child_environment = {**CHILD_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})}
+    child_environment = {key: value for key, value in child_environment.items() if value is not None}
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=child_environment, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def signal_group(pid: int, sent: signal.Signals) -> None:
+    """Send ``sent`` to the process group led by ``pid``; a group that is gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sent)
+
+
+def stop_process(process: subprocess.Popen, grace_seconds: float = STOP_SECONDS) -> None:
+    """End a process started by ``start_process`` and its group: SIGTERM, then SIGKILL after ``grace_seconds``."""
+    if process.poll() is not None:
+        return
+    signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        signal_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace_seconds)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine; a zombie (ended, not yet reaped) does not."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{int(pid)}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -111,10 +111,9 @@ def launch_options(runs_dir: str | os.PathLike | None = None, cache_limit_mb: fl
 
 def prune_cache(demo: gr.Blocks, limit_bytes: int, max_age: float = CACHE_MAX_AGE,
                 min_age: float = CACHE_MIN_AGE) -> int:
-    """Delete the files ``demo`` handed out older than ``max_age`` seconds, then the oldest while they take more
-    than ``limit_bytes`` (down to ``PRUNE_TO`` of it), none younger than ``min_age``; return the bytes left. The
-    files are gradio's own record (``temp_file_sets``; its ``delete_cache`` fails when a request adds a file while
-    it walks them, and has no size limit); example photos (``keep_in_cache``) are neither deleted nor counted."""
+    """Delete the files ``demo`` handed out (``temp_file_sets``; examples neither deleted nor counted) older than
+    ``max_age`` seconds, then the oldest while they take more than ``limit_bytes`` (down to ``PRUNE_TO`` of it), none
+    younger than ``min_age``; return the bytes left. Why not gradio's ``delete_cache``: docs/performance.md."""
     keep = set().union(*(getattr(block, "keep_in_cache", set()) for block in list(demo.blocks.values())))
     file_sets, cache_root = list(demo.temp_file_sets), Path(get_upload_folder()).resolve()
     files: dict[str, os.stat_result] = {}
@@ -280,7 +279,9 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
                                          elem_id="process-log")
     memory = gr.State(None)
 
-    data_source.change(show_source_fields, data_source, [data_dir, encoder_weights], api_visibility="private")
+    # The folder field only for folder data; the encoder choice for all but synthetic data (always random).
+    data_source.change(lambda source: (gr.update(visible=source == "folder"), gr.update(visible=source != "synthetic")),
+                       data_source, [data_dir, encoder_weights], api_visibility="private")
     preset.change(image_size_field, [preset, image_size], image_size, api_visibility="private")
     form = [preset, data_source, data_dir, encoder_weights, epochs, batch_size, image_size, name]
     start.click(handlers.start_training, form, [run_picker, memory], api_visibility="private")
@@ -294,8 +295,3 @@ def build_training_tab(handlers: TrainingHandlers, checkpoint_dropdowns: list[gr
 def image_size_field(preset: str, image_size: Any) -> dict:
     step = 1 if is_deeplab(preset) else IMAGE_SIZE_STEP  # Browsers step from multiples of the step.
     return gr.update(value=image_size_for(preset, image_size), info=f"32 to 512, {image_size_rule(preset)}", step=step)
-
-
-def show_source_fields(data_source: str) -> tuple:
-    """The folder field only for folder data; the encoder choice for all but synthetic data (always random)."""
-    return gr.update(visible=data_source == "folder"), gr.update(visible=data_source != "synthetic")

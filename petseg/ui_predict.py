@@ -18,13 +18,12 @@ import gradio as gr
 from gradio.components.annotated_image import AnnotatedImageData, Annotation
 from gradio.data_classes import FileData
 
-from petseg.batch import MAX_PHOTOS, BatchError, cut_out_batch
 from petseg.checkpoints import CheckpointError, default_checkpoint, list_checkpoints
 from petseg.classes import CLASS_NAMES, PALETTE
 from petseg.launcher import TrainingRequestError
 from petseg.photos import PhotoError
-from petseg.segmentation import (OutputFolder, Segmenter, area_fractions, checkpoint_choices, checkpoint_markdown,
-                                 mask_agreement)
+from petseg.segmentation import (MAX_PHOTOS, BatchError, OutputFolder, Segmenter, area_fractions, checkpoint_choices,
+                                 checkpoint_markdown, cut_out_batch, mask_agreement)
 
 EXAMPLE_PHOTOS = sorted(str(path) for path in (Path(__file__).resolve().parent.parent / "examples").glob("*")
                         if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -52,10 +51,8 @@ def uploaded_photo(value: Any) -> str | bytes | None:
     """The uploaded file behind an image input's raw value: a path, or bytes for a pasted data URL. Photo events run
     with ``preprocess=False`` (gradio still checks that the path is an upload): a ``gr.Image`` would open the upload
     with Pillow first, and a text file would end in a bare "Error"."""
-    if value is None or isinstance(value, (str, os.PathLike, bytes)):
-        return value
     if not isinstance(value, dict):
-        raise gr.Error(f"Cannot read a photo from a {type(value).__name__}.", print_exception=False)
+        return value  # A path or None; ``decode_photo`` refuses anything else with a readable error.
     if not value.get("path") and str(value.get("url")).startswith("data:"):
         try:
             return base64.b64decode(value["url"].split(",", 1)[1], validate=False)

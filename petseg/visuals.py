@@ -6,14 +6,13 @@ that draw import matplotlib."""
 from __future__ import annotations
 
 import functools
-import io
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-from petseg.atomic import atomic_write_bytes
+from petseg.atomic import atomic_path
 from petseg.classes import CLASS_NAMES, NUM_CLASSES, PALETTE
 
 PALETTE_ARRAY = np.array(PALETTE, dtype=np.uint8)
@@ -138,9 +137,8 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> None:
     array = np.asarray(array)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
         raise ValueError(f"save_png needs a uint8 array shaped HxW, HxWx3 or HxWx4, got {array.dtype} {array.shape}.")
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as temporary:
+        Image.fromarray(np.ascontiguousarray(array)).save(temporary, format="PNG")
 
 
 def _check_mask(mask: np.ndarray) -> np.ndarray:

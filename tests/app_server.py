@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.processes import start_app as start_app_process
 from conftest import copy_checkpoint
-from petseg import processes
+from petseg import runs
 
 START_TIMEOUT = 180.0
 
@@ -82,13 +82,13 @@ def start_app(weights_dir: Path, runs_dir: Path, log_path: Path, timeout: float 
 def stop_app(server: AppServer) -> None:
     """End the app and every training process it started, politely first."""
     for pid in training_pids(server.runs_dir):
-        processes.signal_group(pid, signal.SIGTERM)
-    processes.stop_process(server.process)
-    deadline = time.monotonic() + processes.STOP_SECONDS
+        runs.signal_group(pid, signal.SIGTERM)
+    runs.stop_process(server.process)
+    deadline = time.monotonic() + runs.STOP_SECONDS
     while time.monotonic() < deadline and training_pids(server.runs_dir):
         time.sleep(0.2)
     for pid in training_pids(server.runs_dir):
-        processes.signal_group(pid, signal.SIGKILL)
+        runs.signal_group(pid, signal.SIGKILL)
 
 
 def training_pids(runs_dir: Path) -> list[int]:
@@ -99,6 +99,6 @@ def training_pids(runs_dir: Path) -> list[int]:
             pid = int(json.loads(status_path.read_text()).get("pid") or 0)
         except (OSError, ValueError, TypeError):
             continue
-        if pid and processes.process_alive(pid):
+        if pid and runs.process_alive(pid):
             pids.append(pid)
     return pids

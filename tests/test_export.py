@@ -54,9 +54,9 @@ def test_exported_masks_match_the_keras_model(exports, checkpoint, test_photos, 
     assert litert.mask_agreement(reference, probabilities) >= 0.99
     np.testing.assert_allclose(probabilities, reference, atol=tolerance)
     # The export's own check on synthetic photos ran and is recorded beside it.
-    assert result.mask_agreement >= 0.99
+    assert result.description["mask_agreement"] >= 0.99
     description = result.path / "petseg.json" if variant == "saved_model" else result.path.with_suffix(".json")
-    assert json.loads(description.read_text())["mask_agreement"] == result.mask_agreement
+    assert json.loads(description.read_text())["mask_agreement"] == result.description["mask_agreement"]
 
 
 def test_exports_describe_how_to_call_them(exports):

@@ -19,8 +19,7 @@ import pytest
 
 from petseg.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_checkpoint_file, read_sidecar
 from petseg.distribute import LOGICAL_CPUS_VARIABLE
-from petseg.processes import start_process, stop_process
-from petseg.runs import read_metrics, read_run, request_stop
+from petseg.runs import read_metrics, read_run, request_stop, start_process, stop_process
 
 from conftest import assert_predicts, copy_checkpoint, tiny_train_command
 

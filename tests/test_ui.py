@@ -219,13 +219,13 @@ def test_batch_cuts_out_photos_and_zips_and_keeps_bad_files_as_rows(handlers, ph
 
 
 def test_batch_limits_give_readable_errors(handlers, photo_path, monkeypatch):
-    import petseg.batch
+    import petseg.segmentation
 
     assert handlers.batch(None, "tiny")[-1].startswith("Drop up to")
-    monkeypatch.setattr(petseg.batch, "MAX_PHOTOS", 2)
+    monkeypatch.setattr(petseg.segmentation, "MAX_PHOTOS", 2)
     with pytest.raises(gr.Error, match="at most 2 photos; this one has 3"):
         handlers.batch([str(photo_path)] * 3, "tiny")
-    monkeypatch.setattr(petseg.batch, "MAX_TOTAL_BYTES", 10)
+    monkeypatch.setattr(petseg.segmentation, "MAX_TOTAL_BYTES", 10)
     with pytest.raises(gr.Error, match="at most 0 MB of photos"):
         handlers.batch([str(photo_path)], "tiny")
 
