@@ -10,7 +10,8 @@ of person pixels.
 
 ``--hold-out N`` keeps N photos where people cover over 3% of the pixels (a seeded draw) out of trainval.txt,
 listing them in ``people.txt`` instead, so that ``scripts/people_check.py`` can measure how often a model paints
-people as pet on photos no model trained on. ``--people-copies N`` also writes ``OUTPUT/people/``, a folder in the same
+people as pet on photos no model trained on; a second round passes the first's list (``--hold-out-list``), since
+its own person masks would draw a few other photos. ``--people-copies N`` also writes ``OUTPUT/people/``, a folder in the same
 layout that links every other photo with people (over 1% of the pixels, the pet at least 5%) N times, to pass as
 one more ``--unlabelled-dir`` so that batches show people more often. Sphynx photos stay out of it: the DeepLab takes
 these hairless cats for people, and their labels call the cat background.
@@ -75,12 +76,14 @@ def label_photo(photo: np.ndarray, teachers, voc) -> tuple[np.ndarray, np.ndarra
     return classes.astype(np.uint8), confidence, is_person
 
 
-def write_lists(output: Path, rows: list[dict], hold_out: int) -> set[str]:
-    """Write photos.csv, trainval.txt (all but the held-out photos), an empty test.txt and people.txt: a seeded
-    draw of ``hold_out`` photos among those where people cover over 3% of the pixels."""
-    with_people = sorted((row["name"] for row in rows if row["person_share"] > 0.03),
-                         key=lambda name: hashlib.sha256(name.encode()).hexdigest())
-    held_out = set(with_people[:hold_out])
+def write_lists(output: Path, rows: list[dict], hold_out: int, held_out: set[str] | None = None) -> set[str]:
+    """Write photos.csv, trainval.txt (all but the held-out photos), an empty test.txt and people.txt: ``held_out``
+    (an earlier round's draw) or a seeded draw of ``hold_out`` photos among those where people cover over 3% of the
+    pixels."""
+    if held_out is None:
+        with_people = sorted((row["name"] for row in rows if row["person_share"] > 0.03),
+                             key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+        held_out = set(with_people[:hold_out])
     with open(output / "photos.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -121,9 +124,12 @@ def main(argv=None) -> int:
     parser.add_argument("--weights-dir", default="weights", help="where the teacher checkpoints are")
     parser.add_argument("--voc", help="the VOC DeepLab .tflite that marks people as background (default: none)")
     parser.add_argument("--hold-out", type=int, default=0, help="photos with the most people kept out of trainval")
+    parser.add_argument("--hold-out-list", metavar="PEOPLE_TXT",
+                        help="hold out the photos an earlier round's people.txt lists instead of a new draw")
     parser.add_argument("--people-copies", type=int, default=0, help="also write OUTPUT/people (see above)")
     parser.add_argument("--limit", type=int, help="label only the first N photos (sorted by name)")
     args = parser.parse_args(argv)
+    from petseg.data import read_name_list
     from petseg.inference import get_predictor
     from petseg.litert import ImagesRunner
     from petseg.photos import exif_orientation, load_photo
@@ -163,7 +169,8 @@ def main(argv=None) -> int:
                      "person_share": round(person_share, 4), "pet_share": round(float((classes == 0).mean()), 4)})
         if (index + 1) % 200 == 0:
             print(f"{index + 1}/{len(paths)} photos, {time.perf_counter() - started:.0f} s", flush=True)
-    held_out = write_lists(output, rows, args.hold_out)
+    held_out = write_lists(output, rows, args.hold_out,
+                           set(read_name_list(args.hold_out_list)) if args.hold_out_list else None)
     if args.people_copies:
         print(f"{write_people_folder(output, rows, held_out, args.people_copies)} photos with people linked "
               f"{args.people_copies} times into {output / 'people'}")

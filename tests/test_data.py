@@ -188,7 +188,8 @@ def test_tfds_source_on_mock_data():
         assert set(np.unique(example.mask)) <= {0, 1, 2}
 
 
-def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tmp_path):
+def load_pseudo_label_script():
+    """``scripts/pseudo_label.py`` as a module (scripts are not a package)."""
     import importlib.util
     from pathlib import Path
 
@@ -196,7 +197,11 @@ def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tm
     spec = importlib.util.spec_from_file_location("pseudo_label", script)
     pseudo_label = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pseudo_label)
-    write_people_folder = pseudo_label.write_people_folder
+    return pseudo_label
+
+
+def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tmp_path):
+    write_people_folder = load_pseudo_label_script().write_people_folder
 
     folder = pseudo_labelled_folder(tmp_path / "pseudo", count=4)
     names = data.read_split_names(folder, "trainval")
@@ -210,3 +215,16 @@ def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tm
     assert people.names == [f"{names[0]}_p{copy}" for copy in range(3)]
     assert all((image == original.images[0]).all() for image in people.images)
     assert all((mask == original.masks[0]).all() for mask in people.masks)
+
+
+def test_a_second_round_holds_out_the_first_rounds_people_photos(tmp_path):
+    pseudo_label = load_pseudo_label_script()
+    (tmp_path / "annotations").mkdir()
+    rows = [{"name": f"pet_{index}", "person_share": share, "pet_share": 0.3}
+            for index, share in enumerate([0.2, 0.0, 0.5, 0.1])]
+    drawn = pseudo_label.write_lists(tmp_path, rows, hold_out=2)
+    assert len(drawn) == 2 and drawn <= {"pet_0", "pet_2", "pet_3"}
+    # The second round's person masks may differ; the first round's list is held out all the same.
+    assert pseudo_label.write_lists(tmp_path, rows, hold_out=2, held_out={"pet_1"}) == {"pet_1"}
+    assert data.read_split_names(tmp_path, "trainval") == ["pet_0", "pet_2", "pet_3"]
+    assert (tmp_path / "people.txt").read_text() == "pet_1\n"
