@@ -29,8 +29,10 @@ def main() -> None:
         if not metrics:
             continue
         iou = metrics["iou"]
+        # The kept epoch: the best validation epoch's, or the last one's (``--keep-last``).
+        kept = sidecar.get("epochs", "?") if sidecar.get("epochs") == sidecar.get("best_epoch") else "last"
         print(f"| `{info.name}` | {sidecar['preset']} | {sidecar['image_size']} px "
-              f"| {sidecar.get('epochs_done', '?')} ({sidecar.get('best_epoch', '?')}) "
+              f"| {sidecar.get('epochs_done', '?')} ({kept}) "
               f"| {sidecar.get('train_seconds', 0) / 60:.0f} min | {metrics['pixel_accuracy']:.3f} "
               f"| {metrics['mean_iou']:.3f} | {iou['pet']:.3f} / {iou['background']:.3f} / {iou['border']:.3f} "
               f"| {metrics['binary_pet_iou']:.3f} | {sidecar['size_bytes'] / 2**20:.1f} MiB |")
