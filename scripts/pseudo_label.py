@@ -11,10 +11,10 @@ of person pixels.
 ``--hold-out N`` keeps N photos where people cover over 3% of the pixels (a seeded draw) out of trainval.txt,
 listing them in ``people.txt`` instead, so that ``scripts/people_check.py`` can measure how often a model paints
 people as pet on photos no model trained on; a second round passes the first's list (``--hold-out-list``), since
-its own person masks would draw a few other photos. ``--people-copies N`` also writes ``OUTPUT/people/``, a folder in the same
-layout that links every other photo with people (over 1% of the pixels, the pet at least 5%) N times, to pass as
-one more ``--unlabelled-dir`` so that batches show people more often. Sphynx photos stay out of it: the DeepLab takes
-these hairless cats for people, and their labels call the cat background.
+its own person masks would draw a few other photos. ``--people-copies N`` also writes ``OUTPUT/people/``, a folder
+in the same layout that links every other photo with people (over 1% of the pixels, the pet at least 5%) N times,
+to pass as one more ``--unlabelled-dir`` so that batches show people more often. Sphynx photos stay out of it: the
+DeepLab takes these hairless cats for people, and their labels call the cat background.
 
 Usage:
     python scripts/pseudo_label.py ../shared/data/oxford-iiit-pet-unlabelled/images /tmp/pseudo-oxford \
