@@ -81,26 +81,39 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
 
 
 class SubPixelConv2DTranspose(layers.Conv2DTranspose):
-    """A stride-2, 3x3, "same" Conv2DTranspose computed as four small convolutions and a depth-to-space, which
-    LiteRT runs in XNNPACK on every core (a TRANSPOSE_CONV of run-time shape falls back to one slow thread).
+    """A stride-2, 3x3, "same" Conv2DTranspose computed as small convolutions and a depth-to-space, which LiteRT
+    runs in XNNPACK on every core (a TRANSPOSE_CONV of run-time shape falls back to one slow thread).
 
     >>> tuple(SubPixelConv2DTranspose(4, 3, strides=2, padding="same")(keras.ops.zeros((1, 5, 7, 2))).shape)
     (1, 10, 14, 4)
     """
 
+    FUSED_MAX_FILTERS = 16  # Up to this many filters, one convolution of all four phases runs faster.
+
     def call(self, inputs):
         import tensorflow as tf
 
         # Output row 2i sums input rows i-1 and i times kernel rows 2 and 0; row 2i+1 is input row i times kernel
-        # row 1 (columns alike). So each of the four output phases is one small valid convolution of the input
+        # row 1 (columns alike). So each of the four output phases is a small valid convolution of the input
         # padded by a row and a column in front, and depth-to-space interleaves them.
         kernel = tf.transpose(self.kernel, [0, 1, 3, 2])  # (3, 3, channels, filters), as tf.nn.conv2d takes it.
         padded = tf.pad(inputs, [[0, 0], [1, 0], [1, 0], [0, 0]])
-        taps = (([2, 0], 0), ([1], 1))  # (kernel rows, first padded row) for even and odd output rows.
-        phases = [tf.nn.conv2d(padded[:, row_start:, column_start:],
-                               tf.gather(tf.gather(kernel, rows, axis=0), columns, axis=1), 1, "VALID")
-                  for rows, row_start in taps for columns, column_start in taps]
-        outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)
+        if self.filters <= self.FUSED_MAX_FILTERS:
+            # One 2x2 convolution yields all four phases: its kernel holds each phase's taps, zeros where a phase
+            # has one tap only. It computes 16 taps where 9 are non-zero, but four convolutions of a few filters
+            # each cost more (the logits layer: about 1 ms of 9 at 224x160).
+            taps = ((2, 0), (None, 1))  # Kernel rows (or columns) at padded offsets 0 and 1, per output phase.
+            zeros = tf.zeros_like(kernel[0, 0])
+            phases = [tf.stack([tf.stack([zeros if row is None or column is None else kernel[row, column]
+                                          for column in column_taps]) for row in row_taps])
+                      for row_taps in taps for column_taps in taps]
+            outputs = tf.nn.conv2d(padded, tf.concat(phases, axis=-1), 1, "VALID")
+        else:
+            taps = (([2, 0], 0), ([1], 1))  # (kernel rows, first padded row) for even and odd output rows.
+            outputs = tf.concat([tf.nn.conv2d(padded[:, row_start:, column_start:],
+                                              tf.gather(tf.gather(kernel, rows, axis=0), columns, axis=1), 1, "VALID")
+                                 for rows, row_start in taps for columns, column_start in taps], axis=-1)
+        outputs = tf.nn.depth_to_space(outputs, 2)
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs)  # Keras makes a missing activation the identity.

@@ -52,19 +52,20 @@ def test_image_size_must_be_a_multiple_of_32():
 
 
 @pytest.mark.parametrize("use_bias", [False, True])
-def test_subpixel_transposed_convolution_computes_the_same_numbers(use_bias):
+@pytest.mark.parametrize("filters", [4, 24])  # One fused convolution, and four (more than FUSED_MAX_FILTERS).
+def test_subpixel_transposed_convolution_computes_the_same_numbers(use_bias, filters):
     import keras
 
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(2, 5, 7, 6)).astype(np.float32)
-    plain = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", use_bias=use_bias)
-    subpixel = SubPixelConv2DTranspose(4, 3, strides=2, padding="same", use_bias=use_bias)
+    plain = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=use_bias)
+    subpixel = SubPixelConv2DTranspose(filters, 3, strides=2, padding="same", use_bias=use_bias)
     plain.build(inputs.shape)
     subpixel.build(inputs.shape)
     weights = [rng.normal(size=weight.shape).astype(np.float32) for weight in plain.get_weights()]
     plain.set_weights(weights)
     subpixel.set_weights(weights)
-    assert subpixel(inputs).shape == (2, 10, 14, 4)
+    assert subpixel(inputs).shape == (2, 10, 14, filters)
     np.testing.assert_allclose(subpixel(inputs), plain(inputs), atol=1e-4)
 
 
