@@ -109,14 +109,17 @@ def test_calls_beyond_the_queue_are_refused_and_the_app_keeps_serving(app_server
     large = make_photo(tmp_path / "large.jpg", 4000, 3000, seed=7)
     small = make_photo(tmp_path / "small.jpg", 160, 120, seed=8)
     burst = QUEUE_SIZE + 12
-    # One client whose thread pool holds every job at once, so the whole burst reaches the server together.
+    # Each large photo has a client of its own (with 18 jobs on one client, gradio_client once cancelled a job whose
+    # answer had come); one client whose thread pool holds the whole burst, so that it reaches the server together.
+    large_clients = [gradio_client.Client(app_server.url, verbose=False, download_files=False,
+                                          httpx_kwargs=HTTP_OPTIONS) for _ in range(9 * CONCURRENCY)]
     client = gradio_client.Client(app_server.url, verbose=False, download_files=False, httpx_kwargs=HTTP_OPTIONS,
-                                  max_workers=burst + 9 * CONCURRENCY)
-    busy = [client.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
-            for _ in range(CONCURRENCY)]
+                                  max_workers=burst + 1)
+    busy = [own.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
+            for own in large_clients[:CONCURRENCY]]
     wait_for_status(busy, RUNNING)
-    waiting = [client.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
-               for _ in range(8 * CONCURRENCY)]
+    waiting = [own.submit(gradio_client.handle_file(str(large)), FIRST_CHECKPOINT, api_name="/predict")
+               for own in large_clients[CONCURRENCY:]]
     wait_for_status(waiting, (Status.IN_QUEUE, Status.SENDING_DATA, *RUNNING))
     jobs = [client.submit(gradio_client.handle_file(str(small)), FIRST_CHECKPOINT, api_name="/predict")
             for _ in range(burst)]
