@@ -8,6 +8,7 @@ atomically with a JSON description beside it.
 Usage:
     python -m petseg.export --checkpoint finetune --format saved_model
     python -m petseg.export --checkpoint weights/finetune.keras --format tflite --quantize float16
+    python -m petseg.export --checkpoint student --format tflite --quantize int8_decoder
     python -m petseg.export --checkpoint finetune --format tflite --output /tmp/finetune.tflite
     python -m petseg.export --checkpoint finetune --format serving
 """
@@ -69,8 +70,8 @@ def check_options(export_format: str, quantize: str) -> None:
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"Unknown quantization {quantize!r}; choose one of: {', '.join(QUANTIZATIONS)}.")
     if export_format != "tflite" and quantize != "float32":
-        raise ExportError(f"A {export_format} export's precision is fixed; use --format tflite for float16 "
-                          "quantization.")
+        raise ExportError(f"A {export_format} export's precision is fixed; use --format tflite for float16 or "
+                          "int8_decoder.")
 
 
 def write_saved_model(model, directory: str | os.PathLike) -> None:
@@ -127,7 +128,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | LoadedCheckpoint, export_f
     if export_format == "tflite":
         from petseg.model import model_with_dtype
 
-        flatbuffer = convert_to_tflite(model_with_dtype(checkpoint.model, "float32", subpixel=True), quantize)
+        flatbuffer = checked(convert_to_tflite, model_with_dtype(checkpoint.model, "float32", subpixel=True), quantize)
         agreement = checked(parity, checkpoint.model, flatbuffer, size) if verify else {}
         description.update(mask_agreement=agreement.get("mask_agreement"), size_bytes=len(flatbuffer))
         atomic_write_bytes(path, flatbuffer)
@@ -196,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="a name in the weights folder, or a path to a .keras file")
     parser.add_argument("--format", required=True, choices=FORMATS, dest="export_format")
     parser.add_argument("--quantize", default="float32", choices=QUANTIZATIONS,
-                        help="weight precision; float16 halves a TFLite file (default: float32)")
+                        help="precision: float16 weights halve a TFLite file; int8_decoder (a U-Net's decoder in int8, "
+                             "its encoder in float32) is what the app serves (default: float32)")
     parser.add_argument("--output", help="destination (default: exports/<name>.saved_model or "
                                          "exports/<name>.<quantize>.tflite)")
     parser.add_argument("--weights-dir", help="where checkpoint names are looked up (default: weights/)")

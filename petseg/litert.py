@@ -10,14 +10,17 @@ A flatbuffer takes float32 images in [0, 1], ``(batch, height, width, 3)`` (the 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Callable
 
 import numpy as np
 
-QUANTIZATIONS = ("float32", "float16")
+QUANTIZATIONS = ("float32", "float16", "int8_decoder")
+DECODER_LAYERS = ("/upsample_", "/skip_", "/logits")  # Graph names of a U-Net's decoder (``petseg.model``).
 INPUT_NAME = "images"
 THREADS = 2  # The CPU's cores; more threads than cores only wait for each other.
 CHECK_PHOTOS = 8  # Synthetic photos every export is checked on against its Keras model.
+CALIBRATION_PHOTOS = 16  # Synthetic photos that set an int8 decoder's activation ranges.
 EXPORT_MAX_FLOAT32_BYTES = 16 * 2**20  # A served export over this in float32 keeps float16 weights.
 MIN_AGREEMENT = 0.99  # The least fraction of mask pixels on which an export and its model must agree.
 
@@ -28,10 +31,13 @@ ImagesFunction = Callable[[np.ndarray], np.ndarray]
 logging.getLogger("absl").addFilter(lambda record: "trackable_obj" not in record.getMessage())
 
 
-def convert_to_tflite(model, quantize: str = "float32") -> bytes:
-    """Convert the model as it is to a TFLite flatbuffer (``float16``: half-precision weights; batch norms are
-    folded). Give it a model rebuilt by ``model_with_dtype(model, "float32", subpixel=True)``: its transposed
-    convolutions then compute the same numbers as sub-pixel convolutions, which XNNPACK runs on every core."""
+def convert_to_tflite(model, quantize: str = "float32", image_size: int | tuple[int, int] | None = None) -> bytes:
+    """Convert the model as it is to a TFLite flatbuffer. ``float16``: half-precision weights. ``int8_decoder``: a
+    U-Net's decoder in int8 (weights and activations, ranges calibrated on synthetic photos of ``image_size``), its
+    encoder and softmax in float32: MobileNetV2's depthwise layers lose accuracy in int8, the decoder does not
+    (docs/performance.md). Batch norms are folded. Give it a model rebuilt by ``model_with_dtype(model, "float32",
+    subpixel=True)``: its transposed convolutions then compute the same numbers as sub-pixel convolutions, which
+    XNNPACK runs on every core."""
     import tensorflow as tf
 
     function = tf.function(lambda images: tf.nn.softmax(model(images, training=False), axis=-1))
@@ -40,7 +46,42 @@ def convert_to_tflite(model, quantize: str = "float32") -> bytes:
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    if quantize != "int8_decoder":
+        return converter.convert()
+    if not is_unet(model):
+        raise ValueError("this model has no U-Net decoder for int8_decoder to quantize (use float32 or float16)")
+    from ai_edge_litert.interpreter import Interpreter
+
+    images = synthetic_images(CALIBRATION_PHOTOS, image_size or model.input_shape[1:3], seed=1)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[np.newaxis]] for image in images)
+    with warnings.catch_warnings():  # The debugger's own tf.lite.Interpreter is deprecated, and says so.
+        warnings.simplefilter("ignore", UserWarning)
+        # The debugger calibrates once; the layers outside the decoder are then left in float32 by their graph names.
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
+                                                             debug_dataset=converter.representative_dataset)
+        names = {detail["name"] for detail in Interpreter(model_content=debugger.calibrated_model).get_tensor_details()}
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=sorted(name for name in names if not any(part in name for part in DECODER_LAYERS)))
+        return debugger.get_nondebug_quantized_model()
+
+
+def is_unet(model) -> bool:
+    """Whether a Keras model is ``petseg.model``'s U-Net (its last layer is named "logits"), not DeepLab."""
+    return model.layers[-1].name == "logits"
+
+
+def synthetic_images(count: int, image_size: int | tuple[int, int], seed: int = 0) -> np.ndarray:
+    """``count`` synthetic pet photos of random sizes, resized as the app resizes them to ``image_size`` (a side, or
+    height and width): float32 (count, height, width, 3) in [0, 1]."""
+    import tensorflow as tf
+
+    from petseg.resize import resize_image
+    from petseg.synthetic import make_synthetic_pet
+
+    rng = np.random.default_rng(seed)
+    photos = [make_synthetic_pet(rng, *map(int, rng.integers(96, 201, size=2)))[0] for _ in range(count)]
+    return np.stack([resize_image(tf.convert_to_tensor(np.asarray(photo)), image_size).numpy() for photo in photos])
 
 
 class ImagesRunner:
@@ -96,14 +137,7 @@ def parity(model, exported: bytes | ImagesFunction, image_size: int | tuple[int,
     """How closely an export (a flatbuffer or a function) reproduces the Keras model on synthetic photos: mask
     agreement and largest difference; ``ValueError`` below ``MIN_AGREEMENT``. The photos are resized as the app
     resizes them to ``image_size`` (a side, or height and width)."""
-    import tensorflow as tf
-
-    from petseg.resize import resize_image
-    from petseg.synthetic import make_synthetic_pet
-
-    rng = np.random.default_rng(0)
-    photos = [make_synthetic_pet(rng, *map(int, rng.integers(96, 201, size=2)))[0] for _ in range(CHECK_PHOTOS)]
-    images = np.stack([resize_image(tf.convert_to_tensor(np.asarray(photo)), image_size).numpy() for photo in photos])
+    images = synthetic_images(CHECK_PHOTOS, image_size)
     expected = keras_probabilities(model, images)
     actual = (exported if callable(exported) else ImagesRunner(exported))(images)
     agreement = mask_agreement(expected, actual)
@@ -134,10 +168,18 @@ def make_export(model, sidecar: dict) -> tuple[bytes, dict]:
     from petseg.model import model_with_dtype
 
     image_size, any_size = int(sidecar["image_size"]), takes_any_size(sidecar)
+    size = (image_size, image_size + 64) if any_size else image_size
     # One rebuild is both what is converted and the float32 reference it is checked against.
     model = model_with_dtype(model, "float32", any_size=any_size, subpixel=True)
-    quantize = "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
-    flatbuffer = convert_to_tflite(model, quantize)
-    check = parity(model, flatbuffer, (image_size, image_size + 64) if any_size else image_size)
+    floats = "float32" if 4 * model.count_params() <= EXPORT_MAX_FLOAT32_BYTES else "float16"
+    # A U-Net's decoder in int8 where it keeps the masks (a model that is still guessing may not): floats otherwise.
+    for quantize in ("int8_decoder", floats) if is_unet(model) else (floats,):
+        flatbuffer = convert_to_tflite(model, quantize, size)
+        try:
+            check = parity(model, flatbuffer, size)
+            break
+        except ValueError:
+            if quantize == floats:
+                raise
     return flatbuffer, {"quantize": quantize, "litert_version": getattr(ai_edge_litert, "__version__", "unknown"),
                         **check}
