@@ -14,6 +14,7 @@ resized in by Pillow as training resizes (antialiased bilinear) and out with bil
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from petseg.checkpoints import CheckpointError, CheckpointInfo, read_export, servable_entry
-from petseg.litert import ImagesRunner
+from petseg.litert import THREADS, ImagesRunner
 
 STRIDE = 32  # A U-Net's input sides are multiples of this.
 MAX_ASPECT = 3.0  # The longest input side, in shorter sides.
@@ -29,16 +30,23 @@ MAX_ASPECT = 3.0  # The longest input side, in shorter sides.
 
 def resize_channels(image: np.ndarray, rows: int, columns: int, channels: int | None = None) -> np.ndarray:
     """A (height, width, channels) uint8 or float32 array as float32 (rows, columns, channels): Pillow's antialiased
-    bilinear, one call per channel (the first ``channels`` only, if given), no transposes, no float copy of a photo."""
+    bilinear, one call per channel (the first ``channels`` only, if given), no transposes, no float copy of a photo.
+    The channels are resized on every core at once: Pillow lets go of Python's lock while it resizes."""
     resized = np.empty((rows, columns, image.shape[2]), np.float32)
-    for channel in range(image.shape[2] if channels is None else channels):
+
+    def resize(channel: int) -> None:
         plane = image[..., channel]
         if plane.shape != (rows, columns):
             plane = Image.fromarray(np.ascontiguousarray(plane))
             plane = plane if plane.mode == "F" else plane.convert("F")  # "F" images keep floats.
             plane = plane.resize((columns, rows), Image.Resampling.BILINEAR)
         resized[..., channel] = plane
+
+    list(_resize_pool.map(resize, range(image.shape[2] if channels is None else channels)))
     return resized
+
+
+_resize_pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="petseg-resize")
 
 
 def resize_photo(photo: np.ndarray, rows: int, columns: int) -> np.ndarray:
