@@ -175,6 +175,28 @@ def test_a_unet_whose_masks_survive_is_served_with_its_decoder_in_int8_and_the_r
     np.testing.assert_allclose(probabilities, keras_of(checkpoint)(images), atol=0.02)
 
 
+def test_a_unet_whose_masks_an_int8_decoder_would_change_is_served_in_floats(trained_checkpoint, monkeypatch):
+    checkpoint = load_checkpoint_file(trained_checkpoint.checkpoint_path)
+    tried, convert, parity = [], litert.convert_to_tflite, litert.parity
+
+    def converted(model, quantize, image_size):
+        tried.append(quantize)
+        return convert(model, quantize, image_size)
+
+    def int8_refused(model, flatbuffer, image_size):
+        if tried[-1] == "int8_decoder":
+            raise ValueError("its export agrees with the Keras model on only 90.00% of mask pixels")
+        return parity(model, flatbuffer, image_size)
+
+    monkeypatch.setattr(litert, "convert_to_tflite", converted)
+    monkeypatch.setattr(litert, "parity", int8_refused)
+    flatbuffer, serving = litert.make_export(checkpoint.model, checkpoint.sidecar)
+    assert tried == ["int8_decoder", "float16"] and serving["quantize"] == "float16"
+    assert serving["mask_agreement"] >= 0.99
+    dtypes = {np.dtype(detail["dtype"]).name for detail in Interpreter(model_content=flatbuffer).get_tensor_details()}
+    assert "int8" not in dtypes and "float16" in dtypes
+
+
 def test_an_edited_keras_file_is_refused_until_its_export_is_rebuilt(entry, capsys):
     photo = np.random.default_rng(6).integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
     before = predict_probabilities(photo, "tiny", entry.parent)
