@@ -8,6 +8,8 @@ folder). Two measures, since no photo here has a person mask drawn by hand:
 - faces painted pet: frontal faces found by OpenCV's Haar cascade on person pixels, each counted as painted when
   over 30% of its box is pet. The cascade does not know the models, but the person pixels it is checked against do.
 
+Needs OpenCV 4 for the cascade (OpenCV 5 moved it out): ``pip install "opencv-python-headless<5"``.
+
 Usage:
     python scripts/people_check.py /tmp/pseudo-pets /tmp/pseudo-oxford --checkpoints finetune voc
 """
@@ -27,9 +29,12 @@ FACE_PAINTED = 0.3
 
 def find_faces(photo: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Frontal faces (x, y, width, height) by OpenCV's Haar cascade."""
-    import cv2
+    try:
+        import cv2
 
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    except (ImportError, AttributeError):
+        sys.exit('error: the face count needs OpenCV 4: pip install "opencv-python-headless<5"')
     gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
     return [tuple(face) for face in cascade.detectMultiScale(gray, 1.1, 5, minSize=(20, 20))]
 
