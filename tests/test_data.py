@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -188,20 +190,20 @@ def test_tfds_source_on_mock_data():
         assert set(np.unique(example.mask)) <= {0, 1, 2}
 
 
-def load_pseudo_label_script():
-    """``scripts/pseudo_label.py`` as a module (scripts are not a package)."""
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (scripts are not a package)."""
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "scripts" / "pseudo_label.py"
-    spec = importlib.util.spec_from_file_location("pseudo_label", script)
-    pseudo_label = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pseudo_label)
-    return pseudo_label
+    script = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tmp_path):
-    write_people_folder = load_pseudo_label_script().write_people_folder
+    write_people_folder = load_script("pseudo_label").write_people_folder
 
     folder = pseudo_labelled_folder(tmp_path / "pseudo", count=4)
     names = data.read_split_names(folder, "trainval")
@@ -217,8 +219,15 @@ def test_the_people_folder_repeats_only_trainval_photos_with_people_and_a_pet(tm
     assert all((mask == original.masks[0]).all() for mask in people.masks)
 
 
+def test_the_people_check_says_which_opencv_it_needs_instead_of_a_traceback(monkeypatch):
+    # OpenCV 5 has no Haar cascade; a missing OpenCV reads the same to the script.
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    with pytest.raises(SystemExit, match="needs OpenCV 4"):
+        load_script("people_check").find_faces(np.zeros((32, 32, 3), np.uint8))
+
+
 def test_a_second_round_holds_out_the_first_rounds_people_photos(tmp_path):
-    pseudo_label = load_pseudo_label_script()
+    pseudo_label = load_script("pseudo_label")
     (tmp_path / "annotations").mkdir()
     rows = [{"name": f"pet_{index}", "person_share": share, "pet_share": 0.3}
             for index, share in enumerate([0.2, 0.0, 0.5, 0.1])]
