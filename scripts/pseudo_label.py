@@ -14,9 +14,7 @@ people as pet on photos no model trained on; a second round passes the first's l
 its own person masks would draw a few other photos. ``--people-copies N`` also writes ``OUTPUT/people/``, a folder
 in the same layout that links every other photo with people (over 1% of the pixels, the pet at least 5%) N times,
 to pass as one more ``--unlabelled-dir`` so that batches show people more often. Sphynx photos stay out of it: the
-DeepLab takes these hairless cats for people, and their labels call the cat background. ``--teacher-size`` feeds
-the U-Net teachers a larger shorter side than they trained at: on 256 px squashed photos such as the unlabelled
-Oxford ones, ``student`` labels better at 224 px than at its own 160 (docs/experiments.md).
+DeepLab takes these hairless cats for people, and their labels call the cat background.
 
 Usage:
     python scripts/pseudo_label.py ../shared/data/oxford-iiit-pet-unlabelled/images /tmp/pseudo-oxford \
@@ -26,7 +24,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import hashlib
 import os
@@ -125,9 +122,6 @@ def main(argv=None) -> int:
     parser.add_argument("output_dir", help="folder to write in the official layout")
     parser.add_argument("--checkpoints", nargs="+", default=["finetune", "voc"], help="teacher checkpoint names")
     parser.add_argument("--weights-dir", default="weights", help="where the teacher checkpoints are")
-    parser.add_argument("--teacher-size", type=int, metavar="PIXELS",
-                        help="feed the teachers this shorter side instead of their training size (U-Nets that take "
-                             "any size only)")
     parser.add_argument("--voc", help="the VOC DeepLab .tflite that marks people as background (default: none)")
     parser.add_argument("--hold-out", type=int, default=0, help="photos with the most people kept out of trainval")
     parser.add_argument("--hold-out-list", metavar="PEOPLE_TXT",
@@ -141,14 +135,6 @@ def main(argv=None) -> int:
     from petseg.photos import exif_orientation, load_photo
 
     teachers = [get_predictor(name, args.weights_dir) for name in args.checkpoints]
-    if args.teacher_size:
-        fixed = [teacher.checkpoint.name for teacher in teachers if not teacher.any_size]
-        if fixed:
-            parser.error(f"--teacher-size: {', '.join(fixed)} takes only its own size")
-        # Copies: the cached predictors keep serving at each checkpoint's own size.
-        teachers = [copy.copy(teacher) for teacher in teachers]
-        for teacher in teachers:
-            teacher.image_size = args.teacher_size
     voc = None
     if args.voc:
         voc = ImagesRunner(Path(args.voc).read_bytes())

@@ -237,26 +237,3 @@ def test_a_second_round_holds_out_the_first_rounds_people_photos(tmp_path):
     assert pseudo_label.write_lists(tmp_path, rows, hold_out=2, held_out={"pet_1"}) == {"pet_1"}
     assert data.read_split_names(tmp_path, "trainval") == ["pet_0", "pet_2", "pet_3"]
     assert (tmp_path / "people.txt").read_text() == "pet_1\n"
-
-
-def test_the_teachers_see_each_photo_at_the_size_asked_for_and_a_fixed_size_teacher_is_refused(
-        trained_checkpoint, synthetic_data, tmp_path, monkeypatch, capsys):
-    from petseg.inference import get_predictor
-    from petseg.litert import ImagesRunner
-
-    pseudo_label = load_script("pseudo_label")
-    weights = trained_checkpoint.checkpoint_path.parent
-    seen, run = [], ImagesRunner.__call__
-    monkeypatch.setattr(ImagesRunner, "__call__", lambda self, images: seen.append(images.shape[1:3]) or run(self, images))
-    arguments = [str(synthetic_data / "images"), str(tmp_path / "out"), "--checkpoints", "tiny", "--weights-dir",
-                 str(weights), "--limit", "2"]
-    assert pseudo_label.main(arguments + ["--teacher-size", "96"]) == 0
-    assert len(seen) == 4 and all(min(shape) == 96 for shape in seen)  # Two photos, each also mirrored.
-    assert len(list((tmp_path / "out" / "annotations" / "trimaps").glob("*.png"))) == 2
-    assert get_predictor("tiny", weights).image_size == 64  # The app's cached predictor keeps its own size.
-
-    # A squashed-only export (the tutorial's, DeepLab's) would be fed shapes it was not built for.
-    monkeypatch.setattr(get_predictor("tiny", weights), "any_size", False)
-    with pytest.raises(SystemExit):
-        pseudo_label.main(arguments + ["--teacher-size", "96"])
-    assert "--teacher-size: tiny takes only its own size" in capsys.readouterr().err
