@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,6 +225,31 @@ def test_the_people_check_says_which_opencv_it_needs_instead_of_a_traceback(monk
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(SystemExit, match="needs OpenCV 4"):
         load_script("people_check").find_faces(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_people_on_labelled_photos_are_the_deeplabs_person_pixels_on_the_trimaps_background(tmp_path, monkeypatch):
+    from petseg.classes import BACKGROUND, PET
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "scripts"))
+    labelled_people = load_script("people_check").labelled_people
+    root = make_synthetic_pets(tmp_path, trainval_count=1, test_count=2)
+
+    def deeplab(person_logit: float):
+        def run(batch: np.ndarray) -> np.ndarray:
+            logits = np.zeros(batch.shape[:3] + (21,), np.float32)
+            logits[..., 15] = person_logit  # PASCAL VOC's "person".
+            return logits
+        return run
+
+    # A DeepLab that sees a person everywhere, the pet included: only the trimap's background counts.
+    found = labelled_people(root, deeplab(10.0))
+    assert [name for name, *_ in found] == data.read_split_names(root, "test")
+    for name, photo, person in found:
+        example = data.read_folder_example(root, name)
+        assert (photo == example.image).all()
+        assert (person == (example.mask == BACKGROUND)).all() and not person[example.mask == PET].any()
+    # A DeepLab that sees nobody: no photo with people.
+    assert labelled_people(root, deeplab(-10.0)) == []
 
 
 def test_a_second_round_holds_out_the_first_rounds_people_photos(tmp_path):
