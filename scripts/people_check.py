@@ -79,6 +79,8 @@ def main(argv=None) -> int:
 
     if not args.folders and not args.labelled:
         parser.error("give held-out FOLDERS, --labelled DATA_DIR, or both")
+    if args.labelled and not Path(args.voc).is_file():
+        parser.error(f"no VOC DeepLab at {args.voc}: pass its .tflite with --voc")
     people = []
     for folder in map(Path, args.folders):
         for name in (folder / "people.txt").read_text().split():

@@ -252,6 +252,13 @@ def test_people_on_labelled_photos_are_the_deeplabs_person_pixels_on_the_trimaps
     assert labelled_people(root, deeplab(-10.0)) == []
 
 
+
+def test_the_people_check_names_a_missing_deeplab_instead_of_a_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("people_check").main(["--labelled", str(tmp_path), "--voc", str(tmp_path / "missing.tflite")])
+    assert exit_info.value.code == 2 and "no VOC DeepLab at" in capsys.readouterr().err
+
+
 def test_a_second_round_holds_out_the_first_rounds_people_photos(tmp_path):
     pseudo_label = load_script("pseudo_label")
     (tmp_path / "annotations").mkdir()
